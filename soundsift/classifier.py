@@ -1,0 +1,282 @@
+"""soundsift.Classifier: the one library API that the CLI, HTTP server and web page call."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from soundsift.audio import AudioInput, DecodedAudio, describe_source, load_audio
+from soundsift.backends import Backend, load_backend
+from soundsift.config import Settings, validate_templates
+from soundsift.errors import LabelError, SoundsiftError
+from soundsift.features import MelFeaturizer
+from soundsift.labels import LabelClass, LabelsInput, build_prompts, parse_labels
+from soundsift.results import Classification, FailedInput, LabelScore
+
+
+@dataclass(frozen=True)
+class PreparedLabels:
+    """Parsed classes with their (C, D) unit class embeddings, reusable across many clips."""
+
+    classes: list[LabelClass]
+    embeddings: np.ndarray
+    templates: tuple[str, ...]
+    multi_label: bool
+
+    @property
+    def names(self) -> list[str]:
+        return [label.name for label in self.classes]
+
+
+class Classifier:
+    """Zero-shot audio classifier on a CLAP checkpoint.
+
+    Every keyword is a field of `soundsift.config.Settings`; anything not given comes from
+    ``SOUNDSIFT_*`` environment variables, then the defaults::
+
+        clf = Classifier()                                   # laion/clap-htsat-fused, auto device
+        clf = Classifier(model="/models/clap", device="cpu")
+        result = clf.classify("dog.wav", "dog barking, siren, rain")
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = settings.model_copy(update=overrides) if settings else Settings(**overrides)
+        self.backend: Backend = load_backend(
+            self.settings.backend, self.settings.model, self.settings.device, self.settings.fp16
+        )
+        self.featurizer = MelFeaturizer(self.backend.mel_settings)
+        self._text_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    @property
+    def sample_rate(self) -> int:
+        return self.backend.mel_settings.sampling_rate
+
+    def classify(
+        self,
+        audio: AudioInput,
+        labels: LabelsInput | PreparedLabels,
+        *,
+        templates: Sequence[str] | None = None,
+        multi_label: bool = False,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: float | Mapping[str, float] | None = None,
+        source: str | None = None,
+    ) -> Classification:
+        """Classify one input. Raises a SoundsiftError subclass on bad audio or labels."""
+        prepared = self._ensure_prepared(labels, templates, multi_label)
+        decoded = self.load(audio, source=source)
+        return self.score(decoded, prepared, threshold, min_margin, label_thresholds)
+
+    def classify_batch(
+        self,
+        audios: Iterable[AudioInput],
+        labels: LabelsInput | PreparedLabels,
+        *,
+        templates: Sequence[str] | None = None,
+        multi_label: bool = False,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: float | Mapping[str, float] | None = None,
+        errors: str = "raise",
+    ) -> list[Classification | FailedInput]:
+        """Classify many inputs with one label set; audio is embedded ``batch_size`` at a time.
+
+        ``errors="raise"`` stops at the first bad input; ``errors="return"`` puts a FailedInput in
+        its place and carries on. Results are in input order.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError("errors must be 'raise' or 'return'")
+        prepared = self._ensure_prepared(labels, templates, multi_label)
+        decoded: list[DecodedAudio | FailedInput] = []
+        for audio in audios:
+            try:
+                decoded.append(self.load(audio))
+            except SoundsiftError as error:
+                if errors == "raise":
+                    raise
+                decoded.append(failed_input(describe_source(audio), error))
+        clips = [item for item in decoded if isinstance(item, DecodedAudio)]
+        embeddings = iter(self.embed_decoded(clips))
+        return [
+            item
+            if isinstance(item, FailedInput)
+            else self._result(item, next(embeddings), prepared, threshold, min_margin, label_thresholds)
+            for item in decoded
+        ]
+
+    def prepare_labels(
+        self,
+        labels: LabelsInput,
+        *,
+        templates: Sequence[str] | None = None,
+        multi_label: bool = False,
+    ) -> PreparedLabels:
+        """Parse labels and compute class embeddings once, for reuse over many clips."""
+        chosen = tuple(validate_templates(list(templates))) if templates else tuple(self.settings.templates)
+        classes = parse_labels(
+            labels,
+            max_labels=self.settings.max_labels,
+            max_label_chars=self.settings.max_label_chars,
+            min_labels=1 if multi_label else 2,
+        )
+        return PreparedLabels(classes, self._class_embeddings(classes, chosen), chosen, multi_label)
+
+    def load(self, audio: AudioInput, *, source: str | None = None) -> DecodedAudio:
+        """Decode and resample one input under this classifier's limits."""
+        return load_audio(
+            audio,
+            self.sample_rate,
+            max_duration_s=self.settings.max_duration_s,
+            silence_db=self.settings.silence_db,
+            source=source,
+        )
+
+    def score(
+        self,
+        decoded: DecodedAudio,
+        prepared: PreparedLabels,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: float | Mapping[str, float] | None = None,
+    ) -> Classification:
+        """Classify already decoded audio."""
+        (embedding,) = self.embed_decoded([decoded])
+        return self._result(decoded, embedding, prepared, threshold, min_margin, label_thresholds)
+
+    def embed_audio(self, audios: AudioInput | Sequence[AudioInput]) -> np.ndarray:
+        """(N, D) L2-normalised audio embeddings; one input gives a (1, D) array."""
+        items = [audios] if _is_single_audio(audios) else list(audios)
+        return self.embed_decoded([self.load(audio) for audio in items])
+
+    def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
+        """(N, D) L2-normalised text embeddings of the texts exactly as given (no template)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        return self._cached_text_embeddings(items)
+
+    def embed_decoded(self, clips: Sequence[DecodedAudio]) -> np.ndarray:
+        size = self.settings.batch_size
+        batches = [
+            self.backend.embed_audio(*self.featurizer([clip.samples for clip in clips[start : start + size]]))
+            for start in range(0, len(clips), size)
+        ]
+        return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+
+    def _ensure_prepared(
+        self, labels: LabelsInput | PreparedLabels, templates: Sequence[str] | None, multi_label: bool
+    ) -> PreparedLabels:
+        if isinstance(labels, PreparedLabels):
+            return labels
+        return self.prepare_labels(labels, templates=templates, multi_label=multi_label)
+
+    def _class_embeddings(self, classes: list[LabelClass], templates: Sequence[str]) -> np.ndarray:
+        """(C, D): per class, the normalised mean of every phrase x template prompt embedding."""
+        prompts = [[p for phrase in label.phrases for p in build_prompts(phrase, templates)] for label in classes]
+        flat = self._cached_text_embeddings([p for group in prompts for p in group])
+        bounds = np.cumsum([0] + [len(group) for group in prompts])
+        means = np.stack([flat[start:end].mean(axis=0) for start, end in pairwise(bounds)])
+        return means / np.linalg.norm(means, axis=1, keepdims=True)
+
+    def _cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
+        with self._cache_lock:
+            known = {t: self._text_cache[(self.model_id, t)] for t in texts if (self.model_id, t) in self._text_cache}
+            for text in known:
+                self._text_cache.move_to_end((self.model_id, text))
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, self.backend.embed_text(missing)))
+            with self._cache_lock:
+                for text in missing:
+                    self._text_cache[(self.model_id, text)] = known[text]
+                while len(self._text_cache) > self.settings.text_cache_size:
+                    self._text_cache.popitem(last=False)
+        return np.stack([known[t] for t in texts])
+
+    def _result(
+        self,
+        decoded: DecodedAudio,
+        embedding: np.ndarray,
+        prepared: PreparedLabels,
+        threshold: float | None,
+        min_margin: float | None,
+        label_thresholds: float | Mapping[str, float] | None,
+    ) -> Classification:
+        similarities = prepared.embeddings @ embedding
+        scores = softmax(self.backend.logit_scale * similarities)
+        order = np.argsort(-scores, kind="stable")
+        confidence = float(scores[order[0]])
+        margin = confidence - float(scores[order[1]]) if len(order) > 1 else confidence
+        uncertain = (
+            decoded.silent
+            or confidence < (self.settings.threshold if threshold is None else threshold)
+            or margin < (self.settings.min_margin if min_margin is None else min_margin)
+        )
+        detected = self._detections(prepared, similarities, label_thresholds) if prepared.multi_label else None
+        top_label = prepared.names[order[0]]
+        if detected is not None:
+            top_label = next((prepared.names[i] for i in order if detected[i]), None)
+            uncertain = uncertain or top_label is None
+        return Classification(
+            source=decoded.source,
+            top_label=top_label,
+            confidence=confidence,
+            margin=margin,
+            uncertain=uncertain,
+            scores=[
+                LabelScore(
+                    label=prepared.names[i],
+                    score=float(scores[i]),
+                    similarity=float(similarities[i]),
+                    detected=None if detected is None else bool(detected[i]),
+                )
+                for i in order
+            ],
+            detected_labels=None if detected is None else [prepared.names[i] for i in order if detected[i]],
+            duration_s=round(decoded.duration_s, 3),
+            silent=decoded.silent,
+            model=self.model_id,
+        )
+
+    def _detections(
+        self,
+        prepared: PreparedLabels,
+        similarities: np.ndarray,
+        label_thresholds: float | Mapping[str, float] | None,
+    ) -> np.ndarray:
+        default = self.settings.label_threshold
+        overrides: Mapping[str, float] = {}
+        if isinstance(label_thresholds, (int, float)):
+            default = float(label_thresholds)
+        elif label_thresholds:
+            unknown = set(label_thresholds) - set(prepared.names)
+            if unknown:
+                raise LabelError(f"thresholds given for unknown labels: {', '.join(sorted(unknown))}")
+            overrides = label_thresholds
+        limits = np.array([overrides.get(name, default) for name in prepared.names])
+        return similarities >= limits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def failed_input(source: str, error: SoundsiftError) -> FailedInput:
+    return FailedInput(source=error.source or source, error=error.code, message=str(error))
+
+
+def _is_single_audio(audios: object) -> bool:
+    return (
+        isinstance(audios, (str, bytes, bytearray, tuple)) or hasattr(audios, "read") or hasattr(audios, "__fspath__")
+    )

@@ -1,0 +1,228 @@
+"""The `soundsift` command line. A thin layer over soundsift.Classifier.
+
+Exit codes: 0 success, 1 a file (or the model) failed, 2 usage error (bad flags or labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from soundsift.config import DEFAULT_MODEL, DEFAULT_TEMPLATE, Settings
+from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
+from soundsift.results import Classification, FailedInput
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags or labels: exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="soundsift: %(message)s")
+    try:
+        return args.handler(args)
+    except (UsageError, LabelError) as error:
+        print(f"soundsift {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelLoadError, ConfigurationError) as error:
+        print(f"soundsift {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("soundsift: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soundsift",
+        description="Zero-shot audio classification with CLAP: give a sound and labels in plain words.",
+        epilog="Every option also reads a SOUNDSIFT_<NAME> environment variable, e.g. SOUNDSIFT_MODEL.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_classify_command(commands)
+    return parser
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", help=f"hub id or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
+    )
+    group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N (SOUNDSIFT_DEVICE)")
+    group.add_argument("--backend", choices=["torch"], help="inference backend (default torch)")
+    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
+    group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
+
+
+def add_label_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("labels and scoring")
+    group.add_argument(
+        "--labels",
+        required=True,
+        help='comma-separated labels; "|" separates synonyms of one label, e.g. "dog barking | dog bark, siren, rain"',
+    )
+    group.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        metavar="TEMPLATE",
+        help=f'prompt template with {{}} for the label (default "{DEFAULT_TEMPLATE}"); repeat to average several',
+    )
+    group.add_argument("--threshold", type=float, help="confidence below this is reported as uncertain (default 0.35)")
+    group.add_argument(
+        "--min-margin", type=float, help="top-1 minus top-2 score below this is uncertain (default 0.05)"
+    )
+    group.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="judge every label on its own (several sounds may be present, or none)",
+    )
+    group.add_argument(
+        "--label-threshold",
+        action="append",
+        metavar="[LABEL=]SIMILARITY",
+        help="multi-label cosine-similarity threshold: a number for all labels (default 0.3), "
+        "or LABEL=NUMBER for one label; repeatable",
+    )
+    group.add_argument("--max-duration", type=float, help="longest audio accepted, seconds (default 600)")
+
+
+def add_classify_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "classify",
+        help="classify audio files against labels",
+        description="Classify each FILE against the labels and print the scores. Formats: WAV, FLAC, "
+        "OGG/Vorbis, Opus, MP3, M4A/AAC, WebM and the audio track of common video files.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    add_label_options(parser)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print a JSON array of results")
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_classify)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Flags override SOUNDSIFT_* environment variables, which override defaults."""
+    flag_to_field = {
+        "model": "model",
+        "device": "device",
+        "backend": "backend",
+        "fp16": "fp16",
+        "batch_size": "batch_size",
+        "templates": "templates",
+        "threshold": "threshold",
+        "min_margin": "min_margin",
+        "max_duration": "max_duration_s",
+    }
+    overrides = {
+        field: getattr(args, flag) for flag, field in flag_to_field.items() if getattr(args, flag, None) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise UsageError(_validation_message(error)) from None
+
+
+def parse_label_thresholds(values: list[str] | None) -> float | dict[str, float] | None:
+    if not values:
+        return None
+    overall: float | None = None
+    per_label: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise UsageError(f"--label-threshold {value!r}: expected a number or LABEL=NUMBER") from None
+        if name.strip():
+            per_label[name.strip()] = parsed
+        else:
+            overall = parsed
+    if per_label and overall is not None:
+        raise UsageError("--label-threshold: give either one number or LABEL=NUMBER pairs, not both")
+    return per_label or overall
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    label_thresholds = parse_label_thresholds(args.label_threshold)
+    from soundsift.classifier import Classifier
+
+    classifier = Classifier(settings)
+    prepared = classifier.prepare_labels(args.labels, multi_label=args.multi_label)
+    results = classifier.classify_batch(args.files, prepared, label_thresholds=label_thresholds, errors="return")
+    if args.json:
+        print(json.dumps([result.model_dump() for result in results], ensure_ascii=False, indent=2))
+    elif args.csv:
+        print(results_to_csv(results, prepared.names), end="")
+    else:
+        print(results_to_table(results))
+    return EXIT_FAILED if any(isinstance(result, FailedInput) for result in results) else EXIT_OK
+
+
+def results_to_table(results: Sequence[Classification | FailedInput]) -> str:
+    blocks = [_table_block(result) for result in results]
+    return "\n\n".join(blocks)
+
+
+def _table_block(result: Classification | FailedInput) -> str:
+    if isinstance(result, FailedInput):
+        return f"{result.source}\n  error ({result.error}): {result.message}"
+    verdict = f"→ {result.top_label}" if result.top_label else "→ none of these labels"
+    if result.uncertain:
+        verdict += "  (uncertain)"
+    flags = "  [silent]" if result.silent else ""
+    width = max(len(score.label) for score in result.scores)
+    lines = [f"{result.source}  {result.duration_s:.1f} s{flags}", f"  {verdict}"]
+    for score in result.scores:
+        bar = "█" * round(score.score * 20)
+        mark = " ✓" if score.detected else ""
+        lines.append(f"  {score.label:<{width}}  {score.score:6.3f}  sim {score.similarity:+.3f}  {bar}{mark}")
+    return "\n".join(lines)
+
+
+def results_to_csv(results: Sequence[Classification | FailedInput], labels: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    fixed = ["source", "top_label", "confidence", "margin", "uncertain", "silent", "duration_s", "error"]
+    writer.writerow(fixed + [f"score:{label}" for label in labels])
+    for result in results:
+        if isinstance(result, FailedInput):
+            writer.writerow([result.source, "", "", "", "", "", "", result.message] + [""] * len(labels))
+            continue
+        by_label = {score.label: score.score for score in result.scores}
+        writer.writerow(
+            [
+                result.source,
+                result.top_label or "",
+                f"{result.confidence:.6f}",
+                f"{result.margin:.6f}",
+                result.uncertain,
+                result.silent,
+                result.duration_s,
+                "",
+            ]
+            + [f"{by_label[label]:.6f}" for label in labels]
+        )
+    return buffer.getvalue()
+
+
+def _validation_message(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""CLAP log-mel features in plain numpy, deterministic.
+
+Numerically the same as transformers' ``ClapFeatureExtractor`` (within 1e-4 dB), with two changes
+that make a clip's embedding depend on the clip alone:
+
+- clips longer than the window are fused from three crops at fixed positions (start, middle,
+  end) instead of random ones;
+- ``is_longer`` is true only for clips that really are longer than the window; transformers marks a
+  random short clip as longer when none in the batch is, so scores depend on chance and neighbours.
+
+No torch here, so the ONNX serving path can use it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+_MEL_FLOOR = 1e-10
+# STFT frames are processed in blocks of this many to keep memory flat for long inputs.
+_FRAMES_PER_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """The feature extractor parameters of a CLAP checkpoint (its preprocessor config)."""
+
+    sampling_rate: int = 48_000
+    n_fft: int = 1024
+    hop_length: int = 480
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14_000.0
+    max_length_s: float = 10.0
+    fusion: bool = True
+    padding: str = "repeatpad"
+
+    @classmethod
+    def from_extractor_config(cls, config: dict[str, Any], *, fusion: bool) -> MelSettings:
+        """Build from a ``preprocessor_config.json``-style dict; ``fusion`` comes from the model config."""
+        return cls(
+            sampling_rate=int(config.get("sampling_rate", 48_000)),
+            n_fft=int(config.get("fft_window_size", 1024)),
+            hop_length=int(config.get("hop_length", 480)),
+            n_mels=int(config.get("feature_size", 64)),
+            f_min=float(config.get("frequency_min", 50.0)),
+            f_max=float(config.get("frequency_max", 14_000.0)),
+            max_length_s=float(config.get("max_length_s", 10.0)),
+            fusion=fusion,
+            padding=str(config.get("padding", "repeatpad")),
+        )
+
+    @property
+    def max_samples(self) -> int:
+        return int(self.max_length_s * self.sampling_rate)
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.max_samples // self.hop_length + 1
+
+
+class MelFeaturizer:
+    """Turns 1-D float waveforms at ``settings.sampling_rate`` into CLAP model inputs."""
+
+    def __init__(self, settings: MelSettings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def _window(self) -> np.ndarray:
+        return np.hanning(self.settings.n_fft + 1)[:-1]
+
+    @cached_property
+    def _filters(self) -> np.ndarray:
+        scale = "htk" if self.settings.fusion else "slaney"
+        return mel_filter_bank(self.settings, mel_scale=scale, slaney_norm=not self.settings.fusion)
+
+    def __call__(self, waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(input_features, is_longer)``: (B, C, frames, mels) float32 and (B, 1) bool.
+
+        C is 4 for fused checkpoints (global view + three crops) and 1 otherwise.
+        """
+        pairs = [self.clip_features(np.asarray(waveform, dtype=np.float64)) for waveform in waveforms]
+        features = np.stack([mel for mel, _ in pairs]).astype(np.float32)
+        is_longer = np.array([[longer] for _, longer in pairs], dtype=bool)
+        return features, is_longer
+
+    def clip_features(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
+        settings = self.settings
+        if len(waveform) > settings.max_samples:
+            return self._long_clip(waveform)
+        mel = self.log_mel(self._pad(waveform))
+        return (np.stack([mel] * 4) if settings.fusion else mel[None]), False
+
+    def _long_clip(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
+        settings = self.settings
+        if not settings.fusion:
+            start = (len(waveform) - settings.max_samples) // 2
+            return self.log_mel(waveform[start : start + settings.max_samples])[None], True
+        mel = self.log_mel(waveform)
+        chunk = settings.chunk_frames
+        total = mel.shape[0]
+        if total == chunk:
+            return np.stack([mel] * 4), False
+        last = total - chunk
+        crops = [mel[start : start + chunk] for start in (0, last // 2, last)]
+        shrunk = bilinear_resize_rows(mel, chunk)
+        return np.stack([shrunk, *crops]), True
+
+    def _pad(self, waveform: np.ndarray) -> np.ndarray:
+        target = self.settings.max_samples
+        if len(waveform) < target:
+            if self.settings.padding == "repeat":
+                waveform = np.tile(waveform, target // len(waveform) + 1)[:target]
+            elif self.settings.padding == "repeatpad":
+                waveform = np.tile(waveform, target // len(waveform))
+            waveform = np.pad(waveform, (0, target - len(waveform)))
+        return waveform
+
+    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
+        """(frames, n_mels) power log-mel in dB of a centred, reflect-padded Hann STFT."""
+        n_fft, hop = self.settings.n_fft, self.settings.hop_length
+        padded = np.pad(waveform.astype(np.float64, copy=False), n_fft // 2, mode="reflect")
+        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+        blocks = [
+            self._mel_block(frames[start : start + _FRAMES_PER_BLOCK])
+            for start in range(0, len(frames), _FRAMES_PER_BLOCK)
+        ]
+        return np.concatenate(blocks).astype(np.float32)
+
+    def _mel_block(self, frames: np.ndarray) -> np.ndarray:
+        spectrum = np.fft.rfft(frames * self._window, axis=-1).astype(np.complex64)
+        power = np.abs(spectrum, dtype=np.float64) ** 2
+        mel = np.maximum(_MEL_FLOOR, power @ self._filters)
+        return 10.0 * np.log10(mel)
+
+
+def bilinear_resize_rows(matrix: np.ndarray, rows: int) -> np.ndarray:
+    """Resize the first axis to ``rows`` like torch's bilinear interpolate with align_corners=False."""
+    # float32 index arithmetic, as torch's CPU kernel does, so the weights match bit for bit.
+    source_rows = matrix.shape[0]
+    scale = np.float32(source_rows / rows)
+    position = np.maximum((np.arange(rows, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    lower = np.minimum(position.astype(np.int64), source_rows - 1)
+    upper = np.minimum(lower + 1, source_rows - 1)
+    weight = (position - lower.astype(np.float32))[:, None]
+    return ((np.float32(1.0) - weight) * matrix[lower] + weight * matrix[upper]).astype(matrix.dtype)
+
+
+def mel_filter_bank(settings: MelSettings, *, mel_scale: str, slaney_norm: bool) -> np.ndarray:
+    """(n_fft//2+1, n_mels) triangular filters, as torchaudio (htk) or librosa (slaney) build them."""
+    bins = settings.n_fft // 2 + 1
+    mel_points = np.linspace(
+        _hz_to_mel(settings.f_min, mel_scale), _hz_to_mel(settings.f_max, mel_scale), settings.n_mels + 2
+    )
+    filter_hz = _mel_to_hz(mel_points, mel_scale)
+    fft_hz = np.linspace(0, settings.sampling_rate // 2, bins)
+    slopes = filter_hz[None, :] - fft_hz[:, None]
+    spacing = np.diff(filter_hz)
+    down = -slopes[:, :-2] / spacing[:-1]
+    up = slopes[:, 2:] / spacing[1:]
+    filters = np.maximum(0.0, np.minimum(down, up))
+    if slaney_norm:
+        filters *= 2.0 / (filter_hz[2:] - filter_hz[:-2])[None, :]
+    return filters
+
+
+def _hz_to_mel(hz: float, scale: str) -> float:
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    if hz < 1000.0:
+        return 3.0 * hz / 200.0
+    return 15.0 + np.log(hz / 1000.0) * 27.0 / np.log(6.4)
+
+
+def _mel_to_hz(mels: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "htk":
+        return 700.0 * (np.power(10.0, mels / 2595.0) - 1.0)
+    hz = 200.0 * mels / 3.0
+    log_region = mels >= 15.0
+    hz[log_region] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log_region] - 15.0))
+    return hz

@@ -1,0 +1,42 @@
+"""Result types. Pydantic models, so the HTTP API and JSON output share one schema."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class LabelScore(BaseModel):
+    label: str = Field(description="The class name as the user wrote it.")
+    score: float = Field(description="Softmax probability over the classes, using the model's logit scale.")
+    similarity: float = Field(description="Cosine similarity between the audio and the class embedding.")
+    detected: bool | None = Field(
+        None, description="Multi-label mode only: similarity is at or above this label's threshold."
+    )
+
+
+class Classification(BaseModel):
+    """The answer for one audio input."""
+
+    source: str = Field(description="The input's name (file path, upload name or '<array>').")
+    top_label: str | None = Field(
+        description="Best class; in multi-label mode the best detected class, or null when none is detected."
+    )
+    confidence: float = Field(description="Score of the best class.")
+    margin: float = Field(description="Score of the best class minus the second best.")
+    uncertain: bool = Field(
+        description="Confidence below the threshold, margin below the minimum, silent audio, "
+        "or (multi-label) nothing detected."
+    )
+    scores: list[LabelScore] = Field(description="Every class, best first.")
+    detected_labels: list[str] | None = Field(None, description="Multi-label mode: every detected class.")
+    duration_s: float = Field(description="Duration of the decoded audio in seconds.")
+    silent: bool = Field(description="The audio is (near) silence; its scores mean little.")
+    model: str = Field(description="The CLAP checkpoint that produced the scores.")
+
+
+class FailedInput(BaseModel):
+    """Stands in place of a Classification for an input that could not be processed."""
+
+    source: str
+    error: str = Field(description="Stable error code, e.g. audio_decode_error.")
+    message: str

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from soundsift import Classifier
+from tests.tiny_clap import SHARED, build_tiny_clap
+
+ESC50 = SHARED / "data" / "esc50-16k-fold1"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap-fused"))
+
+
+@pytest.fixture(scope="session")
+def tiny_unfused_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_clap(tmp_path_factory.mktemp("tiny-clap-unfused"), fusion=False, seed=1)
+
+
+@pytest.fixture(scope="session")
+def classifier(tiny_model_dir: Path) -> Classifier:
+    return Classifier(model=str(tiny_model_dir), device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def esc50_rows() -> list[dict[str, str]]:
+    with open(ESC50 / "meta" / "esc50.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def esc50_clips(esc50_rows: list[dict[str, str]]) -> list[Path]:
+    """One real clip of each of the first eight ESC-50 classes."""
+    seen: dict[str, Path] = {}
+    for row in esc50_rows:
+        seen.setdefault(row["category"], ESC50 / "audio" / row["filename"])
+    return list(seen.values())[:8]

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from soundsift.cli import main
+
+
+@pytest.fixture
+def run(tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def test_table_output(run, esc50_clips):
+    code, out, _ = run("classify", str(esc50_clips[0]), "--labels", "dog barking | dog bark, rain, siren")
+    assert code == 0
+    assert str(esc50_clips[0]) in out and "5.0 s" in out
+    assert "dog barking | dog bark" in out and "→ " in out
+
+
+def test_json_output_matches_library(run, esc50_clips, classifier):
+    code, out, _ = run("classify", *map(str, esc50_clips[:2]), "--labels", "dog, rain, siren", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [row["source"] for row in rows] == [str(p) for p in esc50_clips[:2]]
+    expected = classifier.classify(esc50_clips[1], "dog, rain, siren")
+    assert rows[1]["top_label"] == expected.top_label
+    assert rows[1]["confidence"] == pytest.approx(expected.confidence, abs=1e-6)
+
+
+def test_csv_output_and_failed_file_exit_code(run, esc50_clips, tmp_path):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00" * 300)
+    code, out, _ = run("classify", str(esc50_clips[0]), str(bad), "--labels", "dog, rain", "--csv")
+    assert code == 1
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["source"] == str(esc50_clips[0]) and rows[0]["error"] == ""
+    assert float(rows[0]["score:dog"]) + float(rows[0]["score:rain"]) == pytest.approx(1.0, abs=1e-5)
+    assert rows[1]["source"] == str(bad) and "bad.mp3" in rows[1]["error"]
+
+
+def test_multi_label_options(run, esc50_clips):
+    code, out, _ = run(
+        "classify",
+        str(esc50_clips[0]),
+        "--labels",
+        "dog, rain",
+        "--multi-label",
+        "--label-threshold",
+        "dog=-1",
+        "--label-threshold",
+        "rain=1",
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)[0]["detected_labels"] == ["dog"]
+
+
+def test_template_and_threshold_flags(run, esc50_clips):
+    code, out, _ = run(
+        "classify",
+        str(esc50_clips[0]),
+        "--labels",
+        "dog, rain",
+        "--template",
+        "the sound of {}",
+        "--template",
+        "a recording of {}",
+        "--threshold",
+        "0.999",
+        "--json",
+    )
+    assert code == 0 and json.loads(out)[0]["uncertain"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--labels", "dog"], "at least 2 labels"),
+        (["--labels", "dog, cat", "--template", "nothing"], "placeholder"),
+        (["--labels", "dog, cat", "--threshold", "1.5"], "threshold"),
+        (["--labels", "dog, cat", "--label-threshold", "x=high"], "LABEL=NUMBER"),
+        (["--labels", "dog, cat", "--device", "tpu"], "device"),
+    ],
+)
+def test_usage_errors_exit_2(run, esc50_clips, argv, message):
+    code, out, err = run("classify", str(esc50_clips[0]), *argv)
+    assert code == 2 and message in err and "Traceback" not in err and out == ""
+
+
+def test_argparse_usage_error_exits_2(run):
+    with pytest.raises(SystemExit) as raised:
+        main(["classify", "x.wav"])
+    assert raised.value.code == 2
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    text = capsys.readouterr().out
+    for option in (
+        "--labels",
+        "--template",
+        "--threshold",
+        "--min-margin",
+        "--multi-label",
+        "--label-threshold",
+        "--json",
+        "--csv",
+        "--model",
+        "--device",
+        "--backend",
+        "--fp16",
+        "--batch-size",
+        "--max-duration",
+    ):
+        assert option in text
+
+
+def test_unreachable_hub_model_is_explained(tmp_path, esc50_clips):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("SOUNDSIFT_MODEL", None)
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "soundsift.cli",
+            "classify",
+            str(esc50_clips[0]),
+            "--labels",
+            "a, b",
+            "--model",
+            "laion/clap-htsat-fused",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert completed.returncode == 1
+    assert "laion/clap-htsat-fused" in completed.stderr and "SOUNDSIFT_MODEL" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -1,0 +1,85 @@
+"""The numpy feature extractor against transformers' ClapFeatureExtractor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import ClapFeatureExtractor
+
+from soundsift.features import MelFeaturizer, MelSettings, bilinear_resize_rows
+from tests.tiny_clap import SHARED
+
+REAL_CONFIG = json.loads((SHARED / "models" / "clap-htsat-fused-config" / "preprocessor_config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference() -> ClapFeatureExtractor:
+    return ClapFeatureExtractor(**REAL_CONFIG)
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * 48_000)) * 0.1).astype(np.float32)
+
+
+# 10.004 s is longer than the window but within one hop of it: a fused model treats it as a
+# full window. Unfused models crop such clips at random in transformers (see the centre-crop test).
+@pytest.mark.parametrize(
+    ("fusion", "seconds"),
+    [(True, 0.3), (True, 3.0), (True, 10.0), (True, 10.004), (False, 0.3), (False, 3.0), (False, 10.0)],
+)
+def test_short_clips_match_transformers(reference, fusion, seconds):
+    waveform = noise(seconds)
+    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=fusion))([waveform])
+    theirs = reference(
+        [waveform], sampling_rate=48_000, truncation="fusion" if fusion else "rand_trunc", return_tensors="np"
+    )["input_features"]
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert not is_longer.any()
+
+
+def test_long_fused_clip_uses_fixed_crops_and_transformers_global_view(reference):
+    waveform = noise(25.0)
+    featurizer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=True))
+    ours, is_longer = featurizer([waveform])
+    mel = reference._np_extract_fbank_features(waveform.astype(np.float64), reference.mel_filters)
+    chunk = 1001
+    last = mel.shape[0] - chunk
+    shrunk = torch.nn.functional.interpolate(
+        torch.tensor(mel[None, None]), size=[chunk, 64], mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    np.testing.assert_allclose(ours[0, 0], shrunk, atol=1e-4)
+    np.testing.assert_allclose(ours[0, 1], mel[:chunk], atol=1e-4)
+    np.testing.assert_allclose(ours[0, 2], mel[last // 2 : last // 2 + chunk], atol=1e-4)
+    np.testing.assert_allclose(ours[0, 3], mel[last:], atol=1e-4)
+    assert is_longer.tolist() == [[True]]
+
+
+def test_long_unfused_clip_is_centre_cropped(reference):
+    waveform = noise(14.0)
+    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=False))([waveform])
+    start = (len(waveform) - 480_000) // 2
+    theirs = reference._np_extract_fbank_features(
+        waveform[start : start + 480_000].astype(np.float64), reference.mel_filters_slaney
+    )
+    np.testing.assert_allclose(ours[0, 0], theirs, atol=1e-4)
+    assert is_longer.tolist() == [[True]]
+
+
+def test_features_never_change_between_calls():
+    featurizer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=True))
+    clips = [noise(3.0), noise(31.0, seed=1)]
+    first, _ = featurizer(clips)
+    second, _ = featurizer(list(reversed(clips)))
+    np.testing.assert_array_equal(first, second[::-1])
+
+
+def test_bilinear_resize_matches_torch():
+    matrix = np.random.default_rng(2).standard_normal((2345, 64)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(
+        torch.tensor(matrix[None, None]), size=[1001, 64], mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    np.testing.assert_allclose(bilinear_resize_rows(matrix, 1001), expected, atol=1e-4)
