@@ -1,6 +1,6 @@
 """Regenerate the example clips bundled in soundsift/examples/ (our own synthesised sounds, free to ship).
 
-    python scripts/make_examples.py
+python scripts/make_examples.py
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ class Classifier:
         return [
             item
             if isinstance(item, FailedInput)
-            else self._result(item, next(embeddings), prepared, threshold, min_margin, label_thresholds)
+            else self.result_from_embedding(item, next(embeddings), prepared, threshold, min_margin, label_thresholds)
             for item in decoded
         ]
 
@@ -153,7 +153,7 @@ class Classifier:
     ) -> Classification:
         """Classify already decoded audio."""
         (embedding,) = self.embed_decoded([decoded])
-        return self._result(decoded, embedding, prepared, threshold, min_margin, label_thresholds)
+        return self.result_from_embedding(decoded, embedding, prepared, threshold, min_margin, label_thresholds)
 
     def embed_audio(self, audios: AudioInput | Sequence[AudioInput]) -> np.ndarray:
         """(N, D) L2-normalised audio embeddings; one input gives a (1, D) array."""
@@ -203,15 +203,16 @@ class Classifier:
                     self._text_cache.popitem(last=False)
         return np.stack([known[t] for t in texts])
 
-    def _result(
+    def result_from_embedding(
         self,
         decoded: DecodedAudio,
         embedding: np.ndarray,
         prepared: PreparedLabels,
-        threshold: float | None,
-        min_margin: float | None,
-        label_thresholds: float | Mapping[str, float] | None,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: float | Mapping[str, float] | None = None,
     ) -> Classification:
+        """Score one clip's audio embedding (from `embed_decoded`) against prepared labels."""
         similarities = prepared.embeddings @ embedding
         scores = softmax(self.backend.logit_scale * similarities)
         order = np.argsort(-scores, kind="stable")

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_classify_command(commands)
+    add_serve_command(commands)
     return parser
 
 
@@ -95,7 +96,9 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
         help="multi-label cosine-similarity threshold: a number for all labels (default 0.3), "
         "or LABEL=NUMBER for one label; repeatable",
     )
-    group.add_argument("--max-duration", type=float, help="longest audio accepted, seconds (default 600)")
+    group.add_argument(
+        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+    )
 
 
 def add_classify_command(commands: argparse._SubParsersAction) -> None:
@@ -114,22 +117,56 @@ def add_classify_command(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_classify)
 
 
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="start the web page and HTTP API",
+        description="Start one process serving the web page (/) and the HTTP API (/api/*, docs at /docs). "
+        "The model is loaded once and warmed up before 'Running on local URL' is printed. "
+        "Set SOUNDSIFT_API_KEY to require 'Authorization: Bearer <key>' on /api/*.",
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    server.add_argument("--port", type=int, help="TCP port (default 7860)")
+    server.add_argument(
+        "--gpus", help="'all', 'none' or GPU indices like '0,1': one model replica per GPU (overrides --device)"
+    )
+    server.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN ('*' for any); repeatable",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest request body (default 50)")
+    limits.add_argument(
+        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+    )
+    limits.add_argument("--max-labels", type=int, help="most labels per request (default 100)")
+    limits.add_argument("--max-label-chars", type=int, help="longest label in characters (default 200)")
+    limits.add_argument("--max-batch-files", type=int, help="most files per batch request (default 32)")
+    limits.add_argument("--micro-batch-size", type=int, help="most clips grouped into one model call (default 16)")
+    limits.add_argument(
+        "--micro-batch-wait-ms", type=float, help="longest wait for more clips to batch, ms (default 10)"
+    )
+    limits.add_argument("--max-queue", type=int, help="clips waiting for the model before 503 (default 64)")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from soundsift.server import serve
+
+    return serve(settings)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Flags override SOUNDSIFT_* environment variables, which override defaults."""
-    flag_to_field = {
-        "model": "model",
-        "device": "device",
-        "backend": "backend",
-        "fp16": "fp16",
-        "batch_size": "batch_size",
-        "templates": "templates",
-        "threshold": "threshold",
-        "min_margin": "min_margin",
-        "max_duration": "max_duration_s",
-    }
-    overrides = {
-        field: getattr(args, flag) for flag, field in flag_to_field.items() if getattr(args, flag, None) is not None
-    }
+    """Flags override SOUNDSIFT_* environment variables, which override defaults.
+
+    Every flag that sets a Settings field has that field's name as its argparse dest."""
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     silence_db: float = Field(-60.0, le=0.0, description="Audio whose RMS is below this dBFS is flagged silent.")
     text_cache_size: int = Field(4096, ge=0, description="Text embeddings kept in memory.")
 
+    host: str = Field("127.0.0.1", description="Server: address to listen on (0.0.0.0 exposes it to the network).")
+    port: int = Field(7860, ge=0, le=65535, description="Server: TCP port.")
+    gpus: str | None = Field(
+        None, description="Server: 'all', 'none' or a list like '0,1'; one model replica per GPU. Overrides device."
+    )
+    api_key: str | None = Field(None, description="Server: when set, /api/* needs 'Authorization: Bearer <key>'.")
+    cors_origins: list[str] = Field(default_factory=list, description="Server: origins allowed by CORS ('*' for any).")
+    max_upload_mb: float = Field(50.0, gt=0, description="Server: largest request body, in MB.")
+    max_batch_files: int = Field(32, ge=1, description="Server: most files in one /api/classify/batch request.")
+    micro_batch_size: int = Field(16, ge=1, description="Server: most clips grouped into one model call.")
+    micro_batch_wait_ms: float = Field(10.0, ge=0, description="Server: longest wait for more clips to batch.")
+    max_queue: int = Field(64, ge=1, description="Server: clips waiting for the model before 503 responses.")
+
     @field_validator("templates")
     @classmethod
     def _templates_have_placeholder(cls, templates: list[str]) -> list[str]:
@@ -56,6 +69,16 @@ class Settings(BaseSettings):
             return validate_templates(templates)
         except LabelError as error:
             raise ValueError(str(error)) from None
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_are_known(cls, gpus: str | None) -> str | None:
+        if gpus is None:
+            return None
+        gpus = gpus.strip().lower()
+        if gpus in ("all", "none") or all(part.strip().isdigit() for part in gpus.split(",")):
+            return gpus
+        raise ValueError(f"gpus {gpus!r} is not 'all', 'none' or a comma-separated list of GPU indices")
 
     @field_validator("device")
     @classmethod

@@ -1,0 +1,239 @@
+"""The HTTP API against a real uvicorn server on loopback (tiny model)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import re
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+
+from tests.server_process import ServerProcess
+
+LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_labels": "5", "max_batch_files": "4"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    process = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("server") / "server.log", **LIMITS)
+    process.wait_ready()
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_model_dir, tmp_path_factory):
+    process = ServerProcess(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("keyed") / "server.log",
+        api_key="s3cret",
+        cors_origins='["https://example.org"]',
+    )
+    process.wait_ready()
+    yield process
+    process.terminate()
+
+
+def wav_bytes(seconds: float, rate: int = 16_000, frequency: float = 440.0) -> bytes:
+    buffer = io.BytesIO()
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(buffer, (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body
+
+
+def test_startup_prints_url_after_model_is_ready(server):
+    log = server.log()
+    assert f"Running on local URL: http://127.0.0.1:{server.port}" in log
+    assert log.index("Loading") < log.index("ready on cpu") <= log.index("Running on local URL") + 200
+
+
+def test_the_documented_requests_call(server, esc50_clips, classifier):
+    with open(esc50_clips[0], "rb") as sample:
+        response = requests.post(
+            f"{server.url}/api/classify", files={"audio": sample}, data={"labels": "狗叫声,猫叫声,鸟叫声"}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    for key in ("top_label", "confidence", "uncertain", "margin", "scores", "duration_s", "model", "elapsed_ms"):
+        assert key in body
+    scores = [s["score"] for s in body["scores"]]
+    assert scores == sorted(scores, reverse=True)
+    assert {s["label"] for s in body["scores"]} == {"狗叫声", "猫叫声", "鸟叫声"}
+    expected = classifier.classify(esc50_clips[0], "狗叫声,猫叫声,鸟叫声")
+    assert body["top_label"] == expected.top_label
+    assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
+    assert body["duration_s"] == pytest.approx(5.0)
+
+
+def test_classify_options_and_repeated_label_fields(server, esc50_clips):
+    with open(esc50_clips[1], "rb") as sample:
+        response = requests.post(
+            f"{server.url}/api/classify",
+            files={"audio": ("clip.wav", sample)},
+            data=[
+                ("labels", "dog barking | dog bark"),
+                ("labels", "rain"),
+                ("threshold", "0.99"),
+                ("template", "the sound of {}"),
+                ("multi_label", "true"),
+                ("label_threshold", "-1"),
+            ],
+        )
+    body = response.json()
+    assert response.status_code == 200, body
+    assert {s["label"] for s in body["scores"]} == {"dog barking | dog bark", "rain"}
+    assert body["uncertain"] is True and set(body["detected_labels"]) == {"dog barking | dog bark", "rain"}
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "code"),
+    [
+        ({"audio": ("notes.wav", b"definitely not audio" * 20)}, {"labels": "a, b"}, 415, "audio_decode_error"),
+        ({"audio": ("empty.wav", b"")}, {"labels": "a, b"}, 422, "empty_audio"),
+        ({"audio": ("long.wav", wav_bytes(31, rate=8_000))}, {"labels": "a, b"}, 422, "audio_too_long"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {"labels": "only one"}, 422, "invalid_labels"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {"labels": "a,b,c,d,e,f"}, 422, "invalid_labels"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {"labels": "a, " + "x" * 201}, 422, "invalid_labels"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {"labels": "a, b", "template": "no slot"}, 422, "invalid_labels"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {"labels": "a, b", "threshold": "7"}, 422, "invalid_request"),
+        ({"audio": ("a.wav", wav_bytes(1))}, {}, 422, "invalid_request"),
+        (None, {"labels": "a, b"}, 422, "invalid_request"),
+        ({"audio": ("big.wav", wav_bytes(80, rate=8_000))}, {"labels": "a, b"}, 413, "upload_too_large"),
+    ],
+)
+def test_classify_errors(server, files, data, status, code):
+    assert_error(requests.post(f"{server.url}/api/classify", files=files, data=data), status, code)
+
+
+def test_batch_keeps_order_and_reports_the_corrupt_file_in_place(server, esc50_clips):
+    files = [("audio", (p.name, p.read_bytes())) for p in esc50_clips[:2]]
+    files.insert(1, ("audio", ("corrupt.mp3", b"\xff\xfb" + bytes(500))))
+    response = requests.post(f"{server.url}/api/classify/batch", files=files, data={"labels": "dog, rain, siren"})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["source"] for r in results] == [esc50_clips[0].name, "corrupt.mp3", esc50_clips[1].name]
+    assert results[1]["error"] == "audio_decode_error" and "corrupt.mp3" in results[1]["message"]
+    assert results[0]["top_label"] and results[2]["top_label"]
+    too_many = [("audio", (f"{i}.wav", wav_bytes(0.5))) for i in range(5)]
+    assert_error(
+        requests.post(f"{server.url}/api/classify/batch", files=too_many, data={"labels": "a, b"}),
+        422,
+        "too_many_files",
+    )
+
+
+def test_embeddings(server, esc50_clips, classifier):
+    audio = requests.post(
+        f"{server.url}/api/embed/audio", files=[("audio", (p.name, p.read_bytes())) for p in esc50_clips[:2]]
+    ).json()
+    assert audio["dim"] == 16 and len(audio["embeddings"]) == 2
+    np.testing.assert_allclose(audio["embeddings"], classifier.embed_audio(esc50_clips[:2]), atol=1e-5)
+    text = requests.post(f"{server.url}/api/embed/text", json={"texts": ["a dog", "rain"]}).json()
+    np.testing.assert_allclose(text["embeddings"], classifier.embed_text(["a dog", "rain"]), atol=1e-5)
+    assert_error(requests.post(f"{server.url}/api/embed/text", json={"texts": []}), 422, "invalid_request")
+
+
+def test_health_info_docs_and_unknown_routes(server):
+    assert requests.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert requests.get(f"{server.url}/readyz").json() == {"status": "ready"}
+    info = requests.get(f"{server.url}/api/info").json()
+    assert info["devices"] == ["cpu"] and info["limits"]["max_labels"] == 5 and info["ready"] is True
+    assert info["limits"]["max_upload_mb"] == 1
+    schema = requests.get(f"{server.url}/openapi.json").json()
+    assert {"/api/classify", "/api/classify/batch", "/api/embed/audio", "/api/embed/text", "/api/info"} <= set(
+        schema["paths"]
+    )
+    assert requests.get(f"{server.url}/docs").status_code == 200
+    assert_error(requests.get(f"{server.url}/api/nothing"), 404, "not_found")
+
+
+def test_concurrent_requests_are_batched_without_cross_talk(server, esc50_clips, classifier):
+    clips = [esc50_clips[i % len(esc50_clips)] for i in range(32)]
+    label_sets = ["dog, rain, siren", "cat, crow, clock tick", "sea waves, crackling fire"]
+    barrier = threading.Barrier(32)
+
+    def call(index: int) -> tuple[int, dict]:
+        barrier.wait()
+        response = requests.post(
+            f"{server.url}/api/classify",
+            files={"audio": (clips[index].name, clips[index].read_bytes())},
+            data={"labels": label_sets[index % 3]},
+            timeout=120,
+        )
+        return response.status_code, response.json()
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(call, range(32)))
+    for index, (status, body) in enumerate(answers):
+        assert status == 200, body
+        expected = classifier.classify(clips[index], label_sets[index % 3])
+        assert body["source"] == clips[index].name
+        assert [s["label"] for s in body["scores"]] == [s.label for s in expected.scores]
+        assert body["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
+    metrics = requests.get(f"{server.url}/metrics").text
+    sizes = {
+        float(m.group(1)): float(m.group(2))
+        for m in re.finditer(r'soundsift_batch_size_bucket\{le="([\d.]+)"\} ([\d.]+)', metrics)
+    }
+    clips_in_batches = float(re.search(r"soundsift_batch_size_sum ([\d.]+)", metrics).group(1))
+    batches = float(re.search(r"soundsift_batch_size_count ([\d.]+)", metrics).group(1))
+    assert batches > 0 and clips_in_batches > batches, "no batch held more than one clip"
+    assert sizes[1.0] < batches
+    assert 'soundsift_requests_total{endpoint="/api/classify",status="200"}' in metrics
+    assert "soundsift_request_seconds_bucket" in metrics and "soundsift_queue_depth" in metrics
+    assert "soundsift_inference_seconds_count" in metrics
+
+
+def test_api_key_and_cors(keyed_server, esc50_clips):
+    url = f"{keyed_server.url}/api/classify"
+    sample = {"audio": ("a.wav", wav_bytes(1))}
+    assert_error(requests.post(url, files=sample, data={"labels": "a, b"}), 401, "unauthorized")
+    assert_error(
+        requests.post(url, files=sample, data={"labels": "a, b"}, headers={"Authorization": "Bearer nope"}),
+        401,
+        "unauthorized",
+    )
+    ok = requests.post(url, files=sample, data={"labels": "a, b"}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert requests.get(f"{keyed_server.url}/healthz").status_code == 200
+    assert requests.get(f"{keyed_server.url}/readyz").status_code == 200
+    preflight = requests.options(
+        url, headers={"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.headers.get("access-control-allow-origin") == "https://example.org"
+    other = requests.options(url, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_sigterm_lets_in_flight_requests_finish(tiny_model_dir, tmp_path, esc50_clips):
+    process = ServerProcess(tiny_model_dir, tmp_path / "server.log")
+    process.wait_ready()
+    long_clip = wav_bytes(240, rate=16_000)
+
+    def slow_request():
+        return requests.post(
+            f"{process.url}/api/classify", files={"audio": ("long.wav", long_clip)}, data={"labels": "a, b"}, timeout=60
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(slow_request) for _ in range(4)]
+        time.sleep(0.3)
+        code = process.terminate()
+        statuses = [future.result().status_code for future in pending]
+    assert statuses == [200] * 4
+    # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM.
+    assert code in (0, -signal.SIGTERM)
+    assert "Finished server process" in process.log()
