@@ -11,7 +11,9 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_classify_command(commands)
+    add_batch_command(commands)
     add_serve_command(commands)
     return parser
 
@@ -91,6 +94,7 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--label-threshold",
+        dest="label_thresholds",
         action="append",
         metavar="[LABEL=]SIMILARITY",
         help="multi-label cosine-similarity threshold: a number for all labels (default 0.3), "
@@ -115,6 +119,98 @@ def add_classify_command(commands: argparse._SubParsersAction) -> None:
     output.add_argument("--csv", action="store_true", help="print CSV, one row per file")
     add_model_options(parser)
     parser.set_defaults(handler=run_classify)
+
+
+def add_batch_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="classify whole folders into a JSONL/CSV/Parquet file (resumable)",
+        description="Classify every audio file in INPUT (files, folders searched recursively, or glob "
+        "patterns) and append one row per file to --out. Rerunning with the same --out skips files already "
+        "done; an interrupted run keeps every finished row. A file that fails becomes an error row. "
+        "Exit code 1 when any file failed.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="results file: .jsonl, .csv or .parquet (Parquet needs pyarrow; progress is kept in "
+        "OUT.progress.jsonl so it resumes too)",
+    )
+    add_label_options(parser)
+    run = parser.add_argument_group("execution")
+    run.add_argument("--workers", type=int, default=2, help="decoding threads (local engine, default 2)")
+    run.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
+    run.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local instance)")
+    run.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU, else one per CPU)")
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
+    add_model_options(parser)
+    parser.set_defaults(handler=run_batch)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from soundsift.batch import BatchSummary, OutputError, discover_inputs, make_progress, open_output
+
+    settings = settings_from_args(args)
+    label_thresholds = parse_label_thresholds(args.label_thresholds)
+    paths = discover_inputs(args.inputs)
+    if not paths:
+        raise UsageError("no audio files found in " + ", ".join(args.inputs))
+    from soundsift.classifier import Classifier
+
+    classifier = Classifier(settings)
+    prepared = classifier.prepare_labels(args.labels, multi_label=args.multi_label)
+    try:
+        writer = open_output(args.out, prepared.names)
+    except OutputError as error:
+        raise UsageError(str(error)) from None
+    done = writer.done_paths()
+    todo = [path for path in paths if path not in done]
+    summary = BatchSummary(total=len(paths), skipped=len(paths) - len(todo))
+    progress = make_progress(len(todo), args.progress)
+    started = time.perf_counter()
+    try:
+        if args.engine == "ray":
+            from soundsift.ray_engine import run_on_ray
+
+            run_on_ray(
+                settings,
+                todo,
+                writer,
+                summary,
+                labels=args.labels,
+                templates=args.templates,
+                multi_label=args.multi_label,
+                threshold=args.threshold,
+                label_thresholds=label_thresholds,
+                address=args.ray_address,
+                actors=args.ray_actors,
+                progress=progress,
+            )
+        else:
+            from soundsift.batch import LocalBatchRunner
+
+            runner = LocalBatchRunner(
+                classifier, prepared, workers=args.workers, threshold=args.threshold, label_thresholds=label_thresholds
+            )
+            runner.run(todo, writer, summary, progress)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        summary.wall_s = time.perf_counter() - started
+        if progress is not None:
+            progress.close()
+        writer.close()
+        print(summary.render(), file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -195,7 +291,7 @@ def parse_label_thresholds(values: list[str] | None) -> float | dict[str, float]
 
 def run_classify(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    label_thresholds = parse_label_thresholds(args.label_threshold)
+    label_thresholds = parse_label_thresholds(args.label_thresholds)
     from soundsift.classifier import Classifier
 
     classifier = Classifier(settings)

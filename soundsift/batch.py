@@ -1,0 +1,363 @@
+"""Batch classification of whole collections: discovery, a decode-ahead pipeline, resumable output.
+
+Decoding and resampling run on worker threads (soundfile, PyAV and soxr release the GIL) while the
+main thread runs batched inference. Output rows are appended and flushed (fsync) after every batch,
+so an interrupted run loses no finished rows; a rerun with the same --out skips files already done.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from soundsift.audio import DecodedAudio
+from soundsift.classifier import Classifier, PreparedLabels, failed_input
+from soundsift.errors import SoundsiftError
+from soundsift.results import Classification, FailedInput
+
+AUDIO_EXTENSIONS = frozenset(
+    {
+        *(".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".webm"),
+        *(".mp4", ".m4v", ".mkv", ".mov", ".aif", ".aiff", ".wma", ".caf", ".3gp"),
+    }
+)
+FIXED_COLUMNS = ["path", "top_label", "confidence", "margin", "uncertain", "silent", "duration_s", "error"]
+
+
+class OutputError(Exception):
+    """The output file cannot be used (unknown extension, other labels, corrupt middle)."""
+
+
+def discover_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files as given, folders searched recursively for audio extensions, and glob patterns; no duplicates."""
+    found: dict[str, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            candidates = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        elif glob.has_magic(item):
+            candidates = []
+            for match in sorted(glob.glob(item, recursive=True)):
+                match_path = Path(match)
+                if match_path.is_dir():
+                    candidates.extend(discover_inputs([match]))
+                elif match_path.suffix.lower() in AUDIO_EXTENSIONS:
+                    candidates.append(match_path)
+        else:
+            candidates = [path]
+        found.update((str(candidate), None) for candidate in candidates)
+    return list(found)
+
+
+def result_row(result: Classification | FailedInput, path: str) -> dict[str, Any]:
+    """One output row; the same schema for every engine and format."""
+    if isinstance(result, FailedInput):
+        return {
+            "path": path,
+            "top_label": None,
+            "confidence": None,
+            "margin": None,
+            "uncertain": None,
+            "silent": None,
+            "duration_s": None,
+            "error": f"{result.error}: {result.message}",
+            "scores": {},
+        }
+    row = {
+        "path": path,
+        "top_label": result.top_label,
+        "confidence": result.confidence,
+        "margin": result.margin,
+        "uncertain": result.uncertain,
+        "silent": result.silent,
+        "duration_s": result.duration_s,
+        "error": None,
+        "scores": {score.label: score.score for score in result.scores},
+    }
+    if result.detected_labels is not None:
+        row["detected_labels"] = result.detected_labels
+    return row
+
+
+class RowWriter(Protocol):
+    def done_paths(self) -> set[str]: ...
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_output(path: Path, labels: Sequence[str]) -> RowWriter:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return JsonlWriter(path, labels)
+    if suffix == ".csv":
+        return CsvWriter(path, labels)
+    if suffix == ".parquet":
+        return ParquetWriter(path, labels)
+    raise OutputError(f"--out {path}: use a .jsonl, .csv or .parquet file name")
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    """A killed run can leave half a line at the end; cut it so appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+class JsonlWriter:
+    def __init__(self, path: Path, labels: Sequence[str]) -> None:
+        self.path, self.labels = path, list(labels)
+        _drop_partial_last_line(path)
+        self._rows = self._read()
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise OutputError(
+                    f"{self.path}:{number} is not valid JSON; the file is not a soundsift output"
+                ) from None
+            if row.get("scores") and sorted(row["scores"]) != sorted(self.labels):
+                raise OutputError(
+                    f"{self.path} holds results for other labels ({', '.join(row['scores'])}); "
+                    "use another --out or the same labels"
+                )
+            rows.append(row)
+        return rows
+
+    def done_paths(self) -> set[str]:
+        return {row["path"] for row in self._rows}
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        _flush(self._handle)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class CsvWriter:
+    def __init__(self, path: Path, labels: Sequence[str]) -> None:
+        self.path, self.labels = path, list(labels)
+        self.header = FIXED_COLUMNS + [f"score:{label}" for label in self.labels]
+        _drop_partial_last_line(path)
+        self._done = self._read()
+        fresh = not path.exists() or path.stat().st_size == 0
+        self._handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
+        self._writer = csv.writer(self._handle)
+        if fresh:
+            self._writer.writerow(self.header)
+            _flush(self._handle)
+
+    def _read(self) -> set[str]:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return set()
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header != self.header:
+                raise OutputError(
+                    f"{self.path} has other columns ({', '.join(header or [])}); use another --out or the same labels"
+                )
+            return {row[0] for row in reader if row}
+
+    def done_paths(self) -> set[str]:
+        return set(self._done)
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            scores = row.get("scores") or {}
+            self._writer.writerow(
+                [_csv_value(row.get(column)) for column in FIXED_COLUMNS]
+                + [_csv_value(scores.get(label)) for label in self.labels]
+            )
+        _flush(self._handle)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class ParquetWriter:
+    """Rows go to a resumable JSONL beside the target; the Parquet file is written from it at close."""
+
+    def __init__(self, path: Path, labels: Sequence[str]) -> None:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise OutputError("Parquet output needs pyarrow: pip install pyarrow (or use .jsonl / .csv)") from None
+        self.path, self.labels = path, list(labels)
+        self.progress = path.with_name(path.name + ".progress.jsonl")
+        self._rows = JsonlWriter(self.progress, labels)
+
+    def done_paths(self) -> set[str]:
+        return self._rows.done_paths()
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._rows.append(rows)
+
+    def close(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._rows.close()
+        rows = [json.loads(line) for line in self.progress.read_text(encoding="utf-8").splitlines()]
+        columns = {column: [row.get(column) for row in rows] for column in FIXED_COLUMNS}
+        for label in self.labels:
+            columns[f"score:{label}"] = [(row.get("scores") or {}).get(label) for row in rows]
+        pq.write_table(pa.table(columns), self.path)
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def _flush(handle: io.TextIOBase) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    labels: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+    decode_s: float = 0.0
+    inference_s: float = 0.0
+    interrupted: bool = False
+
+    def count(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        for row in rows:
+            if row.get("error"):
+                self.failed += 1
+            else:
+                self.done += 1
+                self.labels[row.get("top_label") or "(none)"] += 1
+
+    def render(self) -> str:
+        processed = self.done + self.failed
+        rate = processed / self.wall_s if self.wall_s else 0.0
+        lines = [
+            f"{processed} files in {self.wall_s:.1f} s ({rate:.2f} files/s): {self.done} classified, "
+            f"{self.failed} failed, {self.skipped} already done (skipped)",
+            f"decode+resample {self.decode_s:.1f} s of worker time; model {self.inference_s:.1f} s "
+            f"({100 * self.inference_s / self.wall_s if self.wall_s else 0:.0f}% of wall time busy)",
+        ]
+        if self.labels:
+            lines.append("top labels: " + ", ".join(f"{label} {n}" for label, n in self.labels.most_common()))
+        if self.interrupted:
+            lines.append("interrupted: every finished row is saved; rerun the same command to resume")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Decoded:
+    path: str
+    clip: DecodedAudio | None
+    error: FailedInput | None
+    seconds: float
+
+
+class LocalBatchRunner:
+    """Classify files with one Classifier: `workers` threads decode ahead of batched inference."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        prepared: PreparedLabels,
+        *,
+        workers: int = 2,
+        threshold: float | None = None,
+        label_thresholds: float | Mapping[str, float] | None = None,
+    ) -> None:
+        self.classifier, self.prepared = classifier, prepared
+        self.workers = max(1, workers)
+        self.threshold, self.label_thresholds = threshold, label_thresholds
+
+    def run(self, paths: Sequence[str], writer: RowWriter, summary: BatchSummary, progress: Any = None) -> None:
+        batch_size = self.classifier.settings.batch_size
+        pending: list[_Decoded] = []
+        for decoded in self._decode_ahead(paths, prefetch=batch_size * 2 + self.workers):
+            summary.decode_s += decoded.seconds
+            pending.append(decoded)
+            if sum(item.clip is not None for item in pending) >= batch_size:
+                self._flush(pending, writer, summary, progress)
+                pending = []
+        if pending:
+            self._flush(pending, writer, summary, progress)
+
+    def _decode_ahead(self, paths: Sequence[str], prefetch: int) -> Iterator[_Decoded]:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="soundsift-decode") as pool:
+            queue: deque[Future] = deque()
+            remaining = iter(paths)
+            try:
+                for path in remaining:
+                    queue.append(pool.submit(self._decode, path))
+                    if len(queue) >= prefetch:
+                        yield queue.popleft().result()
+                while queue:
+                    yield queue.popleft().result()
+            finally:
+                for future in queue:
+                    future.cancel()
+
+    def _decode(self, path: str) -> _Decoded:
+        started = time.perf_counter()
+        try:
+            clip = self.classifier.load(path)
+            return _Decoded(path, clip, None, time.perf_counter() - started)
+        except SoundsiftError as error:
+            return _Decoded(path, None, failed_input(path, error), time.perf_counter() - started)
+
+    def _flush(self, items: list[_Decoded], writer: RowWriter, summary: BatchSummary, progress: Any) -> None:
+        clips = [item.clip for item in items if item.clip is not None]
+        started = time.perf_counter()
+        embeddings = iter(self.classifier.embed_decoded(clips))
+        summary.inference_s += time.perf_counter() - started
+        rows = []
+        for item in items:
+            if item.clip is None:
+                rows.append(result_row(item.error, item.path))
+                continue
+            result = self.classifier.result_from_embedding(
+                item.clip, next(embeddings), self.prepared, self.threshold, None, self.label_thresholds
+            )
+            rows.append(result_row(result, item.path))
+        writer.append(rows)
+        summary.count(rows)
+        if progress is not None:
+            progress.update(len(rows))
+
+
+def make_progress(total: int, enabled: bool | None = None) -> Any:
+    """A tqdm bar on a terminal (files/s and ETA); None when stderr is a pipe or file."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", dynamic_ncols=True, file=sys.stderr)
