@@ -1,0 +1,352 @@
+"""Evaluation harness: accuracy, latency and memory of a model + label set on labelled audio.
+
+Datasets: the official ESC-50 layout (meta/esc50.csv + audio/), any DIR/<class name>/*.wav tree, or
+a CSV of path,label[,fold]. For ESC-50 the protocol follows LAION-CLAP's zero-shot evaluation: the
+50 category names with underscores turned into spaces, one prompt template ("This is a sound of
+{}." by default), argmax over cosine similarity to the class text embeddings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import soundsift
+from soundsift.batch import AUDIO_EXTENSIONS
+from soundsift.classifier import Classifier
+from soundsift.errors import SoundsiftError
+
+
+class DatasetError(Exception):
+    """The dataset folder or file does not have the expected layout."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    path: str
+    label: str
+    fold: str = "all"
+
+
+@dataclass
+class Prediction:
+    path: str
+    fold: str
+    label: str
+    predicted: str | None
+    top5: list[str]
+    decode_ms: float
+    model_ms: float
+    error: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.label
+
+    @property
+    def top5_correct(self) -> bool:
+        return self.label in self.top5
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    model: str
+    device: str
+    templates: list[str]
+    classes: list[str]
+    clips: int
+    failed: int
+    top1: float
+    top5: float
+    folds: dict[str, dict[str, float]]
+    top1_fold_mean: float
+    top1_fold_std: float
+    per_class: dict[str, float]
+    latency_ms: dict[str, float]
+    clips_per_s: float
+    peak_rss_gb: float
+    peak_gpu_gb: float | None
+    versions: dict[str, str]
+    confusion: list[list[int]] = field(repr=False)
+
+
+def esc50_items(data_dir: Path, folds: Sequence[int] | None = None) -> list[EvalItem]:
+    meta = data_dir / "meta" / "esc50.csv"
+    if not meta.is_file():
+        raise DatasetError(f"{data_dir} is not an ESC-50 folder: {meta} is missing")
+    with open(meta, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    wanted = {str(fold) for fold in folds} if folds else None
+    items = [
+        EvalItem(str(data_dir / "audio" / row["filename"]), row["category"].replace("_", " "), row["fold"])
+        for row in sorted(rows, key=lambda r: (int(r["fold"]), r["filename"]))
+        if wanted is None or row["fold"] in wanted
+    ]
+    if not items:
+        raise DatasetError(f"no clips in {meta} for folds {sorted(wanted or [])}")
+    return items
+
+
+def esc50_class_order(data_dir: Path) -> list[str]:
+    """Class names in ESC-50 target order (0..49)."""
+    with open(data_dir / "meta" / "esc50.csv", newline="") as handle:
+        targets = {int(row["target"]): row["category"].replace("_", " ") for row in csv.DictReader(handle)}
+    return [targets[index] for index in sorted(targets)]
+
+
+def folder_items(root: Path) -> list[EvalItem]:
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    items = [
+        EvalItem(str(path), folder.name)
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS
+    ]
+    if not items:
+        raise DatasetError(f"no audio files in class folders under {root} (expected DIR/<class name>/*.wav)")
+    return items
+
+
+def csv_items(table: Path) -> list[EvalItem]:
+    if not table.is_file():
+        raise DatasetError(f"{table} does not exist")
+    with open(table, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DatasetError(f"{table} needs a header with 'path' and 'label' columns (optional 'fold')")
+        items = [
+            EvalItem(str((table.parent / row["path"]).resolve()), row["label"].strip(), row.get("fold") or "all")
+            for row in reader
+        ]
+    if not items:
+        raise DatasetError(f"{table} has no rows")
+    return items
+
+
+def evaluate(
+    classifier: Classifier,
+    items: Sequence[EvalItem],
+    *,
+    dataset: str,
+    classes: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+    progress: Any = None,
+) -> tuple[EvalReport, list[Prediction]]:
+    classes = list(classes or sorted({item.label for item in items}))
+    prepared = classifier.prepare_labels(list(classes), templates=templates)
+    started = time.perf_counter()
+    predictions: list[Prediction] = []
+    size = classifier.settings.batch_size
+    for start in range(0, len(items), size):
+        predictions.extend(_predict_batch(classifier, prepared, items[start : start + size]))
+        if progress is not None:
+            progress.update(len(items[start : start + size]))
+    wall = time.perf_counter() - started
+    return _report(classifier, dataset, classes, prepared.templates, predictions, wall), predictions
+
+
+def _predict_batch(classifier: Classifier, prepared, batch: Sequence[EvalItem]) -> list[Prediction]:
+    decoded, decode_ms, failures = [], [], {}
+    for item in batch:
+        started = time.perf_counter()
+        try:
+            decoded.append(classifier.load(item.path))
+        except SoundsiftError as error:
+            failures[item.path] = str(error)
+            decoded.append(None)
+        decode_ms.append(1000 * (time.perf_counter() - started))
+    clips = [clip for clip in decoded if clip is not None]
+    started = time.perf_counter()
+    embeddings = iter(classifier.embed_decoded(clips))
+    model_ms = 1000 * (time.perf_counter() - started) / max(1, len(clips))
+    predictions = []
+    for item, clip, decode in zip(batch, decoded, decode_ms):
+        if clip is None:
+            predictions.append(Prediction(item.path, item.fold, item.label, None, [], decode, 0.0, failures[item.path]))
+            continue
+        result = classifier.result_from_embedding(clip, next(embeddings), prepared)
+        top5 = [score.label for score in result.scores[:5]]
+        predictions.append(Prediction(item.path, item.fold, item.label, result.top_label, top5, decode, model_ms))
+    return predictions
+
+
+def _report(classifier, dataset, classes, templates, predictions, wall) -> EvalReport:
+    scored = [p for p in predictions if p.error is None]
+    by_fold: dict[str, list[Prediction]] = defaultdict(list)
+    for prediction in scored:
+        by_fold[prediction.fold].append(prediction)
+    folds = {
+        fold: {"top1": _share(rows, "correct"), "top5": _share(rows, "top5_correct"), "clips": len(rows)}
+        for fold, rows in sorted(by_fold.items())
+    }
+    fold_top1 = [values["top1"] for values in folds.values()]
+    per_class_rows: dict[str, list[Prediction]] = defaultdict(list)
+    for prediction in scored:
+        per_class_rows[prediction.label].append(prediction)
+    index = {name: i for i, name in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=int)
+    for prediction in scored:
+        confusion[index[prediction.label], index[prediction.predicted]] += 1
+    model_ms = [p.model_ms for p in scored]
+    total_ms = [p.model_ms + p.decode_ms for p in scored]
+    return EvalReport(
+        dataset=dataset,
+        model=classifier.model_id,
+        device=classifier.backend.device,
+        templates=list(templates),
+        classes=list(classes),
+        clips=len(predictions),
+        failed=len(predictions) - len(scored),
+        top1=_share(scored, "correct"),
+        top5=_share(scored, "top5_correct"),
+        folds=folds,
+        top1_fold_mean=float(np.mean(fold_top1)) if fold_top1 else 0.0,
+        top1_fold_std=float(np.std(fold_top1)) if fold_top1 else 0.0,
+        per_class={name: _share(per_class_rows[name], "correct") for name in classes},
+        latency_ms={
+            "model_mean": _mean(model_ms),
+            "model_p50": _percentile(model_ms, 50),
+            "model_p95": _percentile(model_ms, 95),
+            "total_mean": _mean(total_ms),
+            "total_p50": _percentile(total_ms, 50),
+            "total_p95": _percentile(total_ms, 95),
+        },
+        clips_per_s=len(predictions) / wall if wall else 0.0,
+        peak_rss_gb=peak_rss_gb(),
+        peak_gpu_gb=_peak_gpu_gb(classifier.backend.device),
+        versions=_versions(),
+        confusion=confusion.tolist(),
+    )
+
+
+def write_report(report: EvalReport, predictions: Sequence[Prediction], out: Path) -> list[Path]:
+    """results.json, predictions.csv, confusion.csv, confusion.png (with matplotlib) and report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json", out / "predictions.csv", out / "confusion.csv", out / "report.md"]
+    (out / "results.json").write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False))
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["path", "fold", "label", "predicted", "correct", "top5", "top5_correct", "decode_ms", "model_ms", "error"]
+        )
+        for p in predictions:
+            writer.writerow(
+                [
+                    p.path,
+                    p.fold,
+                    p.label,
+                    p.predicted or "",
+                    int(p.correct),
+                    "|".join(p.top5),
+                    int(p.top5_correct),
+                    f"{p.decode_ms:.2f}",
+                    f"{p.model_ms:.2f}",
+                    p.error or "",
+                ]
+            )
+    with open(out / "confusion.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true \\ predicted", *report.classes])
+        for name, row in zip(report.classes, report.confusion):
+            writer.writerow([name, *row])
+    (out / "report.md").write_text(markdown_table(report))
+    if _plot_confusion(report, out / "confusion.png"):
+        written.append(out / "confusion.png")
+    return written
+
+
+def markdown_table(report: EvalReport) -> str:
+    folds = ", ".join(f"fold {fold}: {100 * v['top1']:.2f}%" for fold, v in report.folds.items())
+    return "\n".join(
+        [
+            f"# {report.dataset}: {report.model}",
+            "",
+            "| method | top-1 acc. (%) | top-5 acc. (%) | ms / clip (model) | ms / clip (total) | peak memory (GB) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| soundsift zero-shot, {report.model} | {100 * report.top1:.2f} | {100 * report.top5:.2f} | "
+            f"{report.latency_ms['model_mean']:.1f} | {report.latency_ms['total_mean']:.1f} | "
+            f"{report.peak_gpu_gb if report.peak_gpu_gb is not None else report.peak_rss_gb:.2f} |",
+            "",
+            f"- clips: {report.clips} ({report.failed} failed); folds: {folds}",
+            f"- per-fold top-1 mean {100 * report.top1_fold_mean:.2f}% ± {100 * report.top1_fold_std:.2f}",
+            f"- template(s): {' / '.join(report.templates)}; device {report.device}; {report.clips_per_s:.2f} clips/s",
+            f"- latency p50/p95: model {report.latency_ms['model_p50']:.1f}/{report.latency_ms['model_p95']:.1f} ms, "
+            f"total {report.latency_ms['total_p50']:.1f}/{report.latency_ms['total_p95']:.1f} ms",
+            f"- versions: {', '.join(f'{k} {v}' for k, v in report.versions.items())}",
+            "",
+        ]
+    )
+
+
+def peak_rss_gb() -> float:
+    kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kilobytes / (1024**2) if sys.platform != "darwin" else kilobytes / (1024**3)
+
+
+def _plot_confusion(report: EvalReport, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    size = max(6.0, 0.22 * len(report.classes))
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(np.array(report.confusion), cmap="Blues")
+    axes.set_xticks(range(len(report.classes)), report.classes, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(report.classes)), report.classes, fontsize=7)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(f"{report.dataset}: top-1 {100 * report.top1:.1f}%")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def _share(rows: Sequence[Prediction], attribute: str) -> float:
+    return sum(getattr(row, attribute) for row in rows) / len(rows) if rows else 0.0
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(statistics.fmean(values)) if values else 0.0
+
+
+def _percentile(values: Sequence[float], percent: float) -> float:
+    return float(np.percentile(values, percent)) if values else 0.0
+
+
+def _peak_gpu_gb(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 1024**3
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "soundsift": soundsift.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+    }

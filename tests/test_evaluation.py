@@ -1,0 +1,118 @@
+"""soundsift eval: the harness end to end, checked against the predictions it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from soundsift.cli import main
+from tests.conftest import ESC50
+
+
+@pytest.fixture
+def env(tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+
+
+def read_predictions(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "predictions.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_esc50_fold1_end_to_end_matches_its_own_predictions(env, tmp_path, classifier, esc50_rows, capsys):
+    out = tmp_path / "esc50"
+    assert main(["eval", "esc50", "--data", str(ESC50), "--out", str(out), "--batch-size", "16"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = read_predictions(out)
+    assert len(rows) == 400 == results["clips"] and results["failed"] == 0
+    assert len(results["classes"]) == 50 and "crying baby" in results["classes"]
+    assert results["classes"][0] == "dog"
+
+    top1 = sum(row["predicted"] == row["label"] for row in rows) / len(rows)
+    top5 = sum(row["label"] in row["top5"].split("|") for row in rows) / len(rows)
+    assert results["top1"] == pytest.approx(top1) and results["top5"] == pytest.approx(top5)
+    assert results["folds"]["1"]["top1"] == pytest.approx(top1)
+    per_class: dict[str, list[bool]] = defaultdict(list)
+    for row in rows:
+        per_class[row["label"]].append(row["predicted"] == row["label"])
+    for name, hits in per_class.items():
+        assert results["per_class"][name] == pytest.approx(sum(hits) / len(hits))
+    assert sum(map(sum, results["confusion"])) == 400
+    assert sum(results["confusion"][i][i] for i in range(50)) == sum(row["predicted"] == row["label"] for row in rows)
+
+    sample = rows[123]
+    direct = classifier.classify(sample["path"], results["classes"], templates=["This is a sound of {}."])
+    assert sample["predicted"] == direct.top_label
+    assert sample["top5"].split("|") == [s.label for s in direct.scores[:5]]
+
+    assert results["latency_ms"]["model_p95"] >= results["latency_ms"]["model_p50"] > 0
+    assert results["clips_per_s"] > 0 and results["peak_rss_gb"] > 0
+    assert {"torch", "transformers", "soundsift"} <= set(results["versions"])
+    assert (out / "confusion.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "| method | top-1 acc. (%)" in report and f"{100 * top1:.2f}" in report
+    assert f"{100 * top1:.2f}" in capsys.readouterr().out
+
+
+@pytest.fixture
+def class_tree(tmp_path, esc50_rows):
+    root = tmp_path / "tree"
+    for row in esc50_rows[:40]:
+        if row["category"] in ("dog", "rain", "crow", "clock_tick"):
+            folder = root / row["category"].replace("_", " ")
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ESC50 / "audio" / row["filename"], folder / row["filename"])
+    return root
+
+
+def test_folder_mode(env, tmp_path, class_tree):
+    out = tmp_path / "out"
+    assert main(["eval", "folder", str(class_tree), "--out", str(out), "--template", "the sound of {}"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = read_predictions(out)
+    assert sorted(results["classes"]) == sorted(p.name for p in class_tree.iterdir())
+    assert results["templates"] == ["the sound of {}"]
+    assert results["clips"] == len(list(class_tree.rglob("*.wav"))) == len(rows)
+    assert results["top1"] == pytest.approx(sum(r["predicted"] == r["label"] for r in rows) / len(rows))
+
+
+def test_csv_mode_with_folds_and_a_broken_file(env, tmp_path, class_tree):
+    table = tmp_path / "labels.csv"
+    files = sorted(class_tree.rglob("*.wav"))
+    (tmp_path / "broken.wav").write_bytes(b"nope")
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "fold"])
+        for index, path in enumerate(files):
+            writer.writerow([path.relative_to(tmp_path), path.parent.name, "A" if index % 2 else "B"])
+        writer.writerow(["broken.wav", "dog", "A"])
+    out = tmp_path / "out"
+    assert main(["eval", "csv", str(table), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"] == 1 and set(results["folds"]) == {"A", "B"}
+    rows = [r for r in read_predictions(out) if not r["error"]]
+    for fold in ("A", "B"):
+        fold_rows = [r for r in rows if r["fold"] == fold]
+        assert results["folds"][fold]["top1"] == pytest.approx(
+            sum(r["predicted"] == r["label"] for r in fold_rows) / len(fold_rows)
+        )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["esc50", "--data", "/nonexistent"], "is not an ESC-50 folder"),
+        (["esc50", "--data", str(ESC50), "--folds", "3"], "no clips"),
+        (["folder", "/nonexistent"], "is not a folder"),
+        (["csv", "/nonexistent.csv"], "does not exist"),
+    ],
+)
+def test_bad_datasets_exit_2(env, tmp_path, capsys, argv, message):
+    assert main(["eval", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
