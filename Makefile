@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[server]"
+	$(BIN)/pip install --quiet -e ".[torch,server]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

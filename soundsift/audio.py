@@ -267,3 +267,98 @@ def _check_duration(duration_s: float, max_duration_s: float | None, name: str) 
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+@dataclass
+class AudioStream:
+    """Mono float32 blocks at ``sample_rate``, decoded lazily; ``declared_duration_s`` when known."""
+
+    blocks: Iterator[np.ndarray]
+    sample_rate: int
+    source: str
+    declared_duration_s: float | None
+
+
+def stream_audio(
+    audio: AudioInput,
+    sample_rate: int,
+    *,
+    max_duration_s: float | None = None,
+    block_s: float = 10.0,
+    source: str | None = None,
+) -> AudioStream:
+    """Decode block by block, downmixed and resampled as they come, so memory stays flat for
+    hour-long recordings. Errors are the same typed errors as `load_audio`."""
+    name = source or describe_source(audio)
+    if isinstance(audio, tuple):
+        samples, rate = _from_array(audio, name)
+        declared = len(samples) / rate
+        raw = (samples[start : start + int(block_s * rate)] for start in range(0, len(samples), int(block_s * rate)))
+    else:
+        raw, rate, declared = _open_blocks(_as_readable(audio, name), name, max_duration_s, block_s)
+    if declared is not None:
+        _check_duration(declared, max_duration_s, name)
+    return AudioStream(_resampled_blocks(raw, rate, sample_rate, name, max_duration_s), sample_rate, name, declared)
+
+
+def _open_blocks(
+    readable: Path | BinaryIO, name: str, max_duration_s: float | None, block_s: float
+) -> tuple[Iterator[np.ndarray], int, float | None]:
+    try:
+        _check_wav_data_size(readable, name)
+        handle = soundfile.SoundFile(readable)
+    except soundfile.LibsndfileError:
+        if not isinstance(readable, Path):
+            readable.seek(0)
+        return _pyav_blocks(readable, name, max_duration_s)
+    declared = handle.frames / handle.samplerate if handle.samplerate else None
+
+    def blocks() -> Iterator[np.ndarray]:
+        with handle:
+            yield from handle.blocks(
+                blocksize=max(1, int(block_s * handle.samplerate)), dtype="float32", always_2d=True
+            )
+
+    return blocks(), handle.samplerate, declared
+
+
+def _pyav_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None):
+    try:
+        container = av.open(str(readable) if isinstance(readable, Path) else readable, mode="r")
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise AudioDecodeError(f"not a readable audio or video file ({_reason(error)})", source=name) from None
+    if not container.streams.audio:
+        container.close()
+        raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
+    stream = container.streams.audio[0]
+    rate = stream.codec_context.sample_rate or stream.rate
+
+    def blocks() -> Iterator[np.ndarray]:
+        with container:
+            yield from _decode_stream(container, stream, name, max_duration_s)
+
+    return blocks(), rate, _declared_duration(container, stream)
+
+
+def _resampled_blocks(
+    raw: Iterator[np.ndarray], rate: int, sample_rate: int, name: str, max_duration_s: float | None
+) -> Iterator[np.ndarray]:
+    resampler = (
+        soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
+    )
+    seen = 0
+    for block in raw:
+        mono = _to_mono_float32(block)
+        if not np.all(np.isfinite(mono)):
+            raise NonFiniteAudioError("the audio contains NaN or infinite samples", source=name)
+        seen += len(mono)
+        _check_duration(seen / rate, max_duration_s, name)
+        out = resampler.resample_chunk(mono) if resampler else mono
+        if len(out):
+            yield out
+    if seen == 0:
+        raise EmptyAudioError("the audio has no samples", source=name)
+    if resampler:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield tail

@@ -6,7 +6,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,21 +19,34 @@ from soundsift.config import Settings, validate_templates
 from soundsift.errors import LabelError, SoundsiftError
 from soundsift.features import MelFeaturizer
 from soundsift.labels import LabelClass, LabelsInput, build_prompts, parse_labels
-from soundsift.results import Classification, FailedInput, LabelScore
+from soundsift.results import Classification, Detection, FailedInput, LabelScore
+from soundsift.translate import Glossary
 
 
 @dataclass(frozen=True)
 class PreparedLabels:
-    """Parsed classes with their (C, D) unit class embeddings, reusable across many clips."""
+    """Parsed classes with their (C, D) unit class embeddings, reusable across many clips.
+
+    ``exclusion_embeddings`` (E, D) are the hidden competitors; ``exclusion_owner[e]`` is the class
+    index exclusion e belongs to."""
 
     classes: list[LabelClass]
     embeddings: np.ndarray
     templates: tuple[str, ...]
     multi_label: bool
+    prompts: list[list[str]]
+    translated_as: list[list[str] | None]
+    warnings: list[str]
+    exclusion_embeddings: np.ndarray
+    exclusion_owner: np.ndarray
 
     @property
     def names(self) -> list[str]:
         return [label.name for label in self.classes]
+
+    @property
+    def translations(self) -> dict[str, list[str]]:
+        return {name: english for name, english in zip(self.names, self.translated_as) if english}
 
 
 class Classifier:
@@ -47,9 +62,7 @@ class Classifier:
 
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         self.settings = settings.model_copy(update=overrides) if settings else Settings(**overrides)
-        self.backend: Backend = load_backend(
-            self.settings.backend, self.settings.model, self.settings.device, self.settings.fp16
-        )
+        self.backend: Backend = load_backend(self.settings)
         self.featurizer = MelFeaturizer(self.backend.mel_settings)
         self._text_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -116,6 +129,18 @@ class Classifier:
             for item in decoded
         ]
 
+    def detect(self, audio: AudioInput, labels: LabelsInput, **options: Any) -> Detection:
+        """When each sound happens in a (long) recording: sliding windows, per-window scores, events.
+
+        Options: window_s (default 5), hop_s (default window_s / 2), threshold (0.5), off_threshold
+        (default: threshold, i.e. no hysteresis), label_thresholds, smoothing_windows (1),
+        min_duration_s (0), merge_gap_s (0), background (labels that never make events), templates,
+        source, progress (callable(seconds_done, total_or_None)). See soundsift.segmentation.detect.
+        """
+        from soundsift.segmentation import detect
+
+        return detect(self, audio, labels, **options)
+
     def prepare_labels(
         self,
         labels: LabelsInput,
@@ -131,7 +156,57 @@ class Classifier:
             max_label_chars=self.settings.max_label_chars,
             min_labels=1 if multi_label else 2,
         )
-        return PreparedLabels(classes, self._class_embeddings(classes, chosen), chosen, multi_label)
+        warnings: list[str] = []
+        phrase_groups, translated_as = [], []
+        for label in classes:
+            phrases, english = self._english_phrases(label.phrases, warnings)
+            phrase_groups.append(phrases)
+            translated_as.append(english)
+        prompts = [[p for phrase in phrases for p in build_prompts(phrase, chosen)] for phrases in phrase_groups]
+        owners, exclusion_prompts = [], []
+        for index, label in enumerate(classes):
+            for excluded in label.exclusions:
+                phrases, _ = self._english_phrases((excluded,), warnings)
+                owners.append(index)
+                exclusion_prompts.append([p for phrase in phrases for p in build_prompts(phrase, chosen)])
+        embeddings = self._mean_embeddings(prompts + exclusion_prompts)
+        return PreparedLabels(
+            classes=classes,
+            embeddings=embeddings[: len(classes)],
+            templates=chosen,
+            multi_label=multi_label,
+            prompts=prompts,
+            translated_as=translated_as,
+            warnings=warnings,
+            exclusion_embeddings=embeddings[len(classes) :],
+            exclusion_owner=np.array(owners, dtype=int),
+        )
+
+    def _english_phrases(self, phrases: Sequence[str], warnings: list[str]) -> tuple[list[str], list[str] | None]:
+        """Phrases for the text encoder, and the English used when translation changed anything."""
+        if not self.settings.translate:
+            return list(phrases), None
+        english: list[str] = []
+        changed = False
+        for phrase in phrases:
+            translation = self.glossary.translate(phrase)
+            english.extend(p for p in translation.phrases if p not in english)
+            changed = changed or translation.translated
+            if translation.method == "untranslated":
+                warnings.append(
+                    f"label {phrase!r} ({translation.language} script) is not in the glossary; the model sees it "
+                    "as written and may score it poorly. Add it with --glossary FILE or write it in English."
+                )
+            elif translation.method == "fuzzy":
+                warnings.append(
+                    f"label {phrase!r} was matched by similarity ({translation.score:.2f}) to "
+                    f"{', '.join(translation.phrases)}"
+                )
+        return english, (english if changed else None)
+
+    @cached_property
+    def glossary(self) -> Glossary:
+        return Glossary.load([Path(path) for path in self.settings.glossary])
 
     def load(self, audio: AudioInput, *, source: str | None = None) -> DecodedAudio:
         """Decode and resample one input under this classifier's limits."""
@@ -180,9 +255,8 @@ class Classifier:
             return labels
         return self.prepare_labels(labels, templates=templates, multi_label=multi_label)
 
-    def _class_embeddings(self, classes: list[LabelClass], templates: Sequence[str]) -> np.ndarray:
-        """(C, D): per class, the normalised mean of every phrase x template prompt embedding."""
-        prompts = [[p for phrase in label.phrases for p in build_prompts(phrase, templates)] for label in classes]
+    def _mean_embeddings(self, prompts: list[list[str]]) -> np.ndarray:
+        """(G, D): per group, the normalised mean of its prompts' embeddings (one text-encoder call)."""
         flat = self._cached_text_embeddings([p for group in prompts for p in group])
         bounds = np.cumsum([0] + [len(group) for group in prompts])
         means = np.stack([flat[start:end].mean(axis=0) for start, end in pairwise(bounds)])
@@ -212,25 +286,32 @@ class Classifier:
         min_margin: float | None = None,
         label_thresholds: float | Mapping[str, float] | None = None,
     ) -> Classification:
-        """Score one clip's audio embedding (from `embed_decoded`) against prepared labels."""
+        """Score one clip's audio embedding (from `embed_decoded`) against prepared labels.
+
+        Scores are the softmax of the model's logit scale times the cosine similarities. A label with
+        exclusions is vetoed when any excluded sound is more similar to the audio than the label
+        itself: its score is still reported, but it cannot be the top label, which falls to the best
+        label that is not vetoed (or to none, and ``uncertain``)."""
         similarities = prepared.embeddings @ embedding
         scores = softmax(self.backend.logit_scale * similarities)
         order = np.argsort(-scores, kind="stable")
-        confidence = float(scores[order[0]])
-        margin = confidence - float(scores[order[1]]) if len(order) > 1 else confidence
+        vetoed = vetoed_labels(prepared, similarities, embedding)
+        detected = self._detections(prepared, similarities, label_thresholds) if prepared.multi_label else None
+        eligible = [i for i in order if not vetoed[i] and (detected is None or detected[i])]
+        top = eligible[0] if eligible else None
+        confidence = float(scores[top]) if top is not None else 0.0
+        runner_up = float(scores[eligible[1]]) if len(eligible) > 1 else 0.0
+        margin = confidence - runner_up
         uncertain = (
-            decoded.silent
+            top is None
+            or decoded.silent
             or confidence < (self.settings.threshold if threshold is None else threshold)
             or margin < (self.settings.min_margin if min_margin is None else min_margin)
         )
-        detected = self._detections(prepared, similarities, label_thresholds) if prepared.multi_label else None
-        top_label = prepared.names[order[0]]
-        if detected is not None:
-            top_label = next((prepared.names[i] for i in order if detected[i]), None)
-            uncertain = uncertain or top_label is None
+        has_exclusions = set(prepared.exclusion_owner.tolist())
         return Classification(
             source=decoded.source,
-            top_label=top_label,
+            top_label=prepared.names[top] if top is not None else None,
             confidence=confidence,
             margin=margin,
             uncertain=uncertain,
@@ -240,6 +321,9 @@ class Classifier:
                     score=float(scores[i]),
                     similarity=float(similarities[i]),
                     detected=None if detected is None else bool(detected[i]),
+                    prompt_text=" | ".join(prepared.prompts[i]),
+                    translated_as=prepared.translated_as[i],
+                    vetoed=bool(vetoed[i]) if i in has_exclusions else None,
                 )
                 for i in order
             ],
@@ -247,6 +331,7 @@ class Classifier:
             duration_s=round(decoded.duration_s, 3),
             silent=decoded.silent,
             model=self.model_id,
+            warnings=prepared.warnings,
         )
 
     def _detections(
@@ -266,6 +351,16 @@ class Classifier:
             overrides = label_thresholds
         limits = np.array([overrides.get(name, default) for name in prepared.names])
         return similarities >= limits
+
+
+def vetoed_labels(prepared: PreparedLabels, similarities: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+    """True for each class that one of its excluded sounds beats on similarity to the audio."""
+    vetoed = np.zeros(len(similarities), dtype=bool)
+    if len(prepared.exclusion_owner):
+        excluded = prepared.exclusion_embeddings @ embedding
+        for owner, similarity in zip(prepared.exclusion_owner, excluded):
+            vetoed[owner] |= similarity > similarities[owner]
+    return vetoed
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

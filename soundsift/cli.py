@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from soundsift.config import DEFAULT_MODEL, DEFAULT_TEMPLATE, Settings
 from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
+from soundsift.presets import preset_names
 from soundsift.results import Classification, FailedInput
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -55,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_classify_command(commands)
     add_batch_command(commands)
     add_eval_command(commands)
+    add_detect_command(commands)
+    add_monitor_command(commands)
     add_serve_command(commands)
+    add_export_command(commands)
     return parser
 
 
@@ -65,18 +69,28 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model", help=f"hub id or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
     )
     group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N (SOUNDSIFT_DEVICE)")
-    group.add_argument("--backend", choices=["torch"], help="inference backend (default torch)")
-    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
+    group.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        help="inference backend (default torch); onnx takes an exported folder or exports --model on first use",
+    )
+    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (torch on CUDA only)")
     group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
+    group.add_argument(
+        "--quantize", choices=["none", "int8"], help="onnx backend: int8 dynamic quantization on first-use export"
+    )
+    group.add_argument("--threads", type=int, help="onnx backend: intra-op threads (default: physical cores)")
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("labels and scoring")
     group.add_argument(
         "--labels",
-        required=True,
-        help='comma-separated labels; "|" separates synonyms of one label, e.g. "dog barking | dog bark, siren, rain"',
+        help='comma-separated labels; "|" separates synonyms of one label, "(not X)" or " -X" excludes a sound, '
+        'e.g. "dog barking | dog bark, siren, cat meowing (not hissing)"; Chinese labels are translated',
     )
+    group.add_argument("--preset", help=f"a named label set instead of --labels: {', '.join(preset_names())}")
+    add_translation_options(group)
     group.add_argument(
         "--template",
         action="append",
@@ -103,6 +117,22 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+    )
+
+
+def add_translation_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--no-translate",
+        dest="translate",
+        action="store_false",
+        default=None,
+        help="send labels to the model as written (for multilingual checkpoints)",
+    )
+    group.add_argument(
+        "--glossary",
+        action="append",
+        metavar="FILE",
+        help="extra glossary TSV (english phrasings TAB chinese variants, '|'-separated); repeatable",
     )
 
 
@@ -166,7 +196,8 @@ def run_batch(args: argparse.Namespace) -> int:
     from soundsift.classifier import Classifier
 
     classifier = Classifier(settings)
-    prepared = classifier.prepare_labels(args.labels, multi_label=args.multi_label)
+    prepared = classifier.prepare_labels(resolve_labels(args), multi_label=args.multi_label)
+    report_label_warnings(prepared.warnings)
     try:
         writer = open_output(args.out, prepared.names)
     except OutputError as error:
@@ -277,6 +308,205 @@ def run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_detect_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "detect",
+        help="find when each sound happens in a long recording",
+        description="Slide a window over FILE, score every window against the labels, and report events "
+        "(label, start, end, peak and mean score). The recording is streamed, so hour-long files use little "
+        "memory. Event rules: an event starts when a label's score reaches --threshold and ends below "
+        "--off-threshold; scores may be smoothed over --smooth windows; events closer than --merge-gap merge; "
+        "events shorter than --min-duration are dropped; --background labels compete but make no events.",
+    )
+    parser.add_argument("file", metavar="FILE", help="audio or video file")
+    parser.add_argument("--labels", required=True, help="comma-separated labels ('|' joins synonyms)")
+    parser.add_argument("--background", help='labels that compete but never make events, e.g. "silence, speech"')
+    add_translation_options(parser)
+    parser.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE", help="prompt template")
+    window = parser.add_argument_group("windows and events")
+    window.add_argument("--window", type=float, default=5.0, help="window length in seconds (default 5)")
+    window.add_argument("--hop", type=float, help="seconds between window starts (default: half the window)")
+    window.add_argument("--threshold", type=float, default=0.5, help="score that starts an event (default 0.5)")
+    window.add_argument("--off-threshold", type=float, help="score below which an event ends (default: --threshold)")
+    window.add_argument(
+        "--label-threshold",
+        dest="label_thresholds",
+        action="append",
+        metavar="LABEL=SCORE",
+        help="on-threshold for one label; repeatable",
+    )
+    window.add_argument("--smooth", type=int, default=1, help="moving average over N windows (default 1: none)")
+    window.add_argument("--min-duration", type=float, default=0.0, help="drop shorter events, seconds")
+    window.add_argument("--merge-gap", type=float, default=0.0, help="merge events of a label this close, seconds")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, help="events file: .csv (events) or .json (events and window scores)")
+    output.add_argument("--labels-track", type=Path, help="Audacity label track (.txt)")
+    output.add_argument("--plot", type=Path, help="timeline PNG: score curves with events shaded")
+    output.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
+    add_model_options(parser)
+    parser.set_defaults(handler=run_detect)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from soundsift import timeline
+    from soundsift.batch import make_progress
+    from soundsift.classifier import Classifier
+    from soundsift.errors import SoundsiftError
+
+    if args.out and args.out.suffix.lower() not in (".csv", ".json"):
+        raise UsageError("--out must end in .csv or .json")
+    thresholds = parse_label_thresholds(args.label_thresholds)
+    if isinstance(thresholds, float):
+        raise UsageError("--label-threshold takes LABEL=SCORE here; use --threshold for all labels")
+    classifier = Classifier(settings_from_args(args))
+    bar = make_progress(0, args.progress)
+
+    def progress(done: float, total: float | None) -> None:
+        if bar is not None:
+            bar.total = round(total or done, 1)
+            bar.n = round(done, 1)
+            bar.refresh()
+
+    try:
+        detection = classifier.detect(
+            args.file,
+            args.labels,
+            window_s=args.window,
+            hop_s=args.hop,
+            threshold=args.threshold,
+            off_threshold=args.off_threshold,
+            label_thresholds=thresholds,
+            smoothing_windows=args.smooth,
+            min_duration_s=args.min_duration,
+            merge_gap_s=args.merge_gap,
+            background=args.background,
+            templates=args.templates,
+            progress=progress,
+        )
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
+    except SoundsiftError as error:
+        if isinstance(error, LabelError):
+            raise
+        print(f"soundsift detect: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.out:
+        text = events_json(detection) if args.out.suffix.lower() == ".json" else timeline.events_csv(detection)
+        args.out.write_text(text, encoding="utf-8")
+    if args.labels_track:
+        args.labels_track.write_text(timeline.audacity_labels(detection), encoding="utf-8")
+    if args.plot:
+        timeline.plot_timeline(detection, args.plot)
+    print(
+        f"{detection.source}: {detection.duration_s:.1f} s, {len(detection.windows)} windows, "
+        f"{len(detection.events)} events"
+    )
+    for event in detection.events:
+        print(f"  {_clock(event.start_s)}-{_clock(event.end_s)}  {event.label}  peak {event.peak_score:.2f}")
+    return EXIT_OK
+
+
+def events_json(detection) -> str:
+    return json.dumps(detection.model_dump(), ensure_ascii=False, indent=2)
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours:02d}:{minutes:02d}:{rest:05.2f}" if hours else f"{minutes:02d}:{rest:05.2f}"
+
+
+def add_monitor_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "monitor",
+        help="listen continuously and alert when a sound happens",
+        description="Score the last --window seconds every --hop seconds against --labels; an --alert label "
+        "fires when its score reached --threshold in N of the last M hops (--confirm N/M), then stays quiet for "
+        "--cooldown seconds. Windows quieter than --gate-db are not scored. Alerts are printed, stored in a "
+        "SQLite log (--db) and optionally POSTed as JSON to --webhook. Live sources reconnect with backoff; "
+        "when scoring cannot keep up, hops are skipped and counted.",
+    )
+    parser.add_argument("--labels", required=True, help="every label to score (comma-separated)")
+    parser.add_argument("--alert", required=True, help="labels that raise alerts (a subset of --labels)")
+    add_translation_options(parser)
+    parser.add_argument(
+        "--source",
+        default="mic",
+        help="mic (default; needs sounddevice), a file (replayed in real time), '-' for raw 16-bit mono PCM on "
+        "stdin, or anything PyAV opens: rtsp://..., http://..., alsa:hw:0, pulse:default",
+    )
+    parser.add_argument("--source-rate", type=int, default=16_000, help="sample rate of mic/stdin audio (16000)")
+    parser.add_argument("--speed", type=float, default=1.0, help="replay speed for a file source (default 1.0)")
+    live = parser.add_argument_group("scoring and alerts")
+    live.add_argument("--window", type=float, default=2.0, help="seconds scored each time (default 2)")
+    live.add_argument("--hop", type=float, default=1.0, help="seconds between scorings (default 1)")
+    live.add_argument("--threshold", type=float, default=0.5, help="score that counts as heard (default 0.5)")
+    live.add_argument("--confirm", default="2/3", help="N/M: alert when heard in N of the last M hops (2/3)")
+    live.add_argument("--cooldown", type=float, default=30.0, help="seconds before a label alerts again (30)")
+    live.add_argument("--gate-db", type=float, default=-50.0, help="skip windows quieter than this dBFS (-50)")
+    live.add_argument("--duration", type=float, help="stop after this many seconds of audio")
+    sinks = parser.add_argument_group("where alerts go")
+    sinks.add_argument("--db", type=Path, default=Path("soundsift-events.db"), help="SQLite event log")
+    sinks.add_argument("--webhook", help="POST each alert as JSON to this URL (retried, never blocks listening)")
+    sinks.add_argument("--webhook-timeout", type=float, default=5.0, help="seconds per webhook attempt (5)")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_monitor)
+
+
+def run_monitor(args: argparse.Namespace) -> int:
+    from soundsift.classifier import Classifier
+    from soundsift.monitor import Monitor, MonitorOptions, parse_alert_labels
+
+    try:
+        needed, window = (int(part) for part in args.confirm.split("/"))
+    except ValueError:
+        raise UsageError(f"--confirm {args.confirm!r}: expected N/M, e.g. 2/3") from None
+    options = MonitorOptions(
+        labels=args.labels,
+        alert=parse_alert_labels(args.alert),
+        source=args.source,
+        window_s=args.window,
+        hop_s=args.hop,
+        threshold=args.threshold,
+        confirm_n=needed,
+        confirm_m=window,
+        cooldown_s=args.cooldown,
+        gate_db=args.gate_db,
+        database=args.db,
+        webhook=args.webhook,
+        webhook_timeout_s=args.webhook_timeout,
+        speed=args.speed,
+        source_rate=args.source_rate,
+        max_seconds=args.duration,
+    )
+    try:
+        monitor = Monitor(Classifier(settings_from_args(args)), options)
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
+    print(f"listening to {args.source}; alerts for {', '.join(options.alert)} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        stats = monitor.run()
+    except KeyboardInterrupt:
+        monitor.stop()
+        stats = monitor.stats
+    print(stats.render(), file=sys.stderr)
+    if stats.real_time_factor > 1:
+        print(
+            "warning: scoring is slower than real time; windows were skipped (try --backend onnx --quantize int8, "
+            "a longer --hop, or a GPU)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",
@@ -322,6 +552,38 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="export a CLAP checkpoint to ONNX for the onnx backend",
+        description="Write audio.onnx and text.onnx (each encoder with its projection; fused checkpoints "
+        "included), tokenizer.json and manifest.json (source model, opset, quantization, checksums) into "
+        "--out. Needs torch and transformers; serving the result needs only onnxruntime.",
+    )
+    parser.add_argument("--model", required=True, help="hub id or local folder of a CLAP checkpoint")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")
+    parser.add_argument(
+        "--quantize-encoders",
+        default="audio,text",
+        help="comma-separated encoders that --quantize applies to (default audio,text)",
+    )
+    parser.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    encoders = tuple(part.strip() for part in args.quantize_encoders.split(",") if part.strip())
+    if not set(encoders) <= {"audio", "text"}:
+        raise UsageError("--quantize-encoders takes audio, text or audio,text")
+    from soundsift.export import export
+
+    started = time.perf_counter()
+    folder = export(args.model, args.out, quantize=args.quantize, quantize_encoders=encoders)
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(folder.glob("*.onnx")))
+    print(f"exported {args.model} to {folder} in {time.perf_counter() - started:.1f} s ({sizes})")
+    return EXIT_OK
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Flags override SOUNDSIFT_* environment variables, which override defaults.
 
@@ -331,6 +593,27 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise UsageError(_validation_message(error)) from None
+
+
+def resolve_labels(args: argparse.Namespace) -> str:
+    """--labels as given, or the named --preset (e.g. smart_home, smart_home_zh)."""
+    from soundsift.presets import preset_labels
+
+    if args.preset and args.labels:
+        raise UsageError("give --labels or --preset, not both")
+    if args.preset:
+        try:
+            return preset_labels(args.preset)
+        except KeyError as error:
+            raise UsageError(str(error.args[0])) from None
+    if not args.labels:
+        raise UsageError("--labels (or --preset) is required")
+    return args.labels
+
+
+def report_label_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"soundsift: warning: {warning}", file=sys.stderr)
 
 
 def parse_label_thresholds(values: list[str] | None) -> float | dict[str, float] | None:
@@ -359,7 +642,8 @@ def run_classify(args: argparse.Namespace) -> int:
     from soundsift.classifier import Classifier
 
     classifier = Classifier(settings)
-    prepared = classifier.prepare_labels(args.labels, multi_label=args.multi_label)
+    prepared = classifier.prepare_labels(resolve_labels(args), multi_label=args.multi_label)
+    report_label_warnings(prepared.warnings)
     results = classifier.classify_batch(args.files, prepared, label_thresholds=label_thresholds, errors="return")
     if args.json:
         print(json.dumps([result.model_dump() for result in results], ensure_ascii=False, indent=2))

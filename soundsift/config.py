@@ -31,7 +31,14 @@ class Settings(BaseSettings):
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face hub id or local folder of a CLAP checkpoint.")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
-    backend: Literal["torch"] = Field("torch", description="Inference backend.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend: torch or onnx.")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="onnx backend: int8 dynamic quantization of linear layers when exporting."
+    )
+    quantize_encoders: list[Literal["audio", "text"]] = Field(
+        default_factory=lambda: ["audio", "text"], description="onnx backend: which encoders --quantize applies to."
+    )
+    threads: int | None = Field(None, ge=1, description="onnx backend: intra-op threads (default: physical cores).")
     fp16: bool = Field(False, description="Run the model in float16 (CUDA only).")
     batch_size: int = Field(8, ge=1, le=1024, description="Clips per model call.")
     templates: list[str] = Field(
@@ -43,9 +50,18 @@ class Settings(BaseSettings):
     label_threshold: float = Field(
         0.3, ge=-1.0, le=1.0, description="Multi-label mode: cosine similarity at or above which a label is present."
     )
+    translate: bool = Field(
+        True, description="Translate labels in other languages (e.g. Chinese) to English prompts via the glossary."
+    )
+    glossary: list[str] = Field(
+        default_factory=list, description="Extra glossary TSV files (english phrasings TAB chinese variants)."
+    )
     max_labels: int = Field(100, ge=2, description="Most labels (classes) per request.")
     max_label_chars: int = Field(200, ge=1, description="Longest label text, in characters.")
     max_duration_s: float = Field(600.0, gt=0, description="Longest audio accepted by classify, in seconds.")
+    max_detect_duration_s: float = Field(
+        86_400.0, gt=0, description="Longest recording accepted by detect (streamed), in seconds."
+    )
     silence_db: float = Field(-60.0, le=0.0, description="Audio whose RMS is below this dBFS is flagged silent.")
     text_cache_size: int = Field(4096, ge=0, description="Text embeddings kept in memory.")
 

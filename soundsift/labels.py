@@ -18,12 +18,31 @@ _LABEL_SEPARATORS = re.compile(r"[,，、]")
 _SYNONYM_SEPARATOR = "|"
 
 
+# "(not X)", "(except X)", "（非X）", "(不是X)", "(除了X)": X is excluded; other parentheses are context.
+_EXCLUSION_IN_PARENTHESES = re.compile(
+    r"\s*[(（]\s*(?:not|except|but not|非|不是|不要|除了|除去)\s*([^)）]+?)\s*[)）]", re.IGNORECASE
+)
+# "cat meowing -hissing": a dash after a space and before a word; "hip-hop" and "a - b" are kept.
+_EXCLUSION_DASH = re.compile(r"\s+-(?=[^\s-])")
+
+
 @dataclass(frozen=True)
 class LabelClass:
-    """One class: the name shown to the user and the phrasings the text encoder sees."""
+    """One class: the name shown to the user, the phrasings the text encoder sees, and the sounds
+    it must not be (each a hidden competitor: see Classifier.result_from_embedding)."""
 
     name: str
     phrases: tuple[str, ...]
+    exclusions: tuple[str, ...] = ()
+
+
+def split_exclusions(phrase: str) -> tuple[str, tuple[str, ...]]:
+    """('cat meowing', ('hissing',)) from 'cat meowing (not hissing)' or 'cat meowing -hissing'."""
+    excluded = [match.strip() for match in _EXCLUSION_IN_PARENTHESES.findall(phrase)]
+    phrase = _EXCLUSION_IN_PARENTHESES.sub("", phrase)
+    head, *dashed = _EXCLUSION_DASH.split(phrase)
+    excluded.extend(part.strip() for part in dashed if part.strip())
+    return _clean(head), tuple(excluded)
 
 
 def parse_labels(
@@ -50,19 +69,31 @@ def _to_classes(labels: LabelsInput) -> list[LabelClass]:
 
 
 def _from_text(text: str) -> LabelClass:
-    phrases = tuple(_clean(part) for part in text.split(_SYNONYM_SEPARATOR))
-    if not all(phrases):
-        raise LabelError(f"label {text.strip()!r} has an empty synonym around '|'")
-    return LabelClass(name=_display_name(phrases), phrases=phrases)
+    return _with_exclusions(
+        _display_name(tuple(_clean(p) for p in text.split(_SYNONYM_SEPARATOR))),
+        [_clean(part) for part in text.split(_SYNONYM_SEPARATOR)],
+        text,
+    )
+
+
+def _with_exclusions(name: str, raw_phrases: Sequence[str], original: object) -> LabelClass:
+    phrases, exclusions = [], []
+    for raw in raw_phrases:
+        phrase, excluded = split_exclusions(raw)
+        if not phrase:
+            raise LabelError(f"label {str(original).strip()!r} has an empty phrase (around '|' or an exclusion)")
+        phrases.append(phrase)
+        exclusions.extend(e for e in excluded if e not in exclusions)
+    return LabelClass(name=name, phrases=tuple(phrases), exclusions=tuple(exclusions))
 
 
 def _from_sequence_item(item: str | Sequence[str]) -> LabelClass:
     if isinstance(item, str):
         return _from_text(item)
-    phrases = tuple(_clean(str(phrase)) for phrase in item)
+    phrases = [_clean(str(phrase)) for phrase in item]
     if not phrases or not all(phrases):
         raise LabelError(f"label {list(item)!r} needs at least one non-empty phrase")
-    return LabelClass(name=phrases[0], phrases=phrases)
+    return _with_exclusions(phrases[0], phrases, list(item))
 
 
 def _from_mapping_item(name: str, phrases: str | Sequence[str]) -> LabelClass:
@@ -70,10 +101,10 @@ def _from_mapping_item(name: str, phrases: str | Sequence[str]) -> LabelClass:
     if not clean_name:
         raise LabelError("a label name is empty")
     texts = [phrases] if isinstance(phrases, str) else list(phrases)
-    clean_phrases = tuple(_clean(str(text)) for text in texts) or (clean_name,)
+    clean_phrases = [_clean(str(text)) for text in texts] or [clean_name]
     if not all(clean_phrases):
         raise LabelError(f"label {clean_name!r} has an empty phrase")
-    return LabelClass(name=clean_name, phrases=clean_phrases)
+    return _with_exclusions(clean_name, clean_phrases, clean_name)
 
 
 def _display_name(phrases: tuple[str, ...]) -> str:

@@ -12,6 +12,15 @@ class LabelScore(BaseModel):
     detected: bool | None = Field(
         None, description="Multi-label mode only: similarity is at or above this label's threshold."
     )
+    prompt_text: str = Field("", description="The exact text(s) the text encoder saw for this label, ' | '-joined.")
+    translated_as: list[str] | None = Field(
+        None, description="English phrasings used for a label written in another language (null if none)."
+    )
+    vetoed: bool | None = Field(
+        None,
+        description="Labels with exclusions only: an excluded sound matched the audio better, so this "
+        "label cannot be the answer.",
+    )
 
 
 class Classification(BaseModel):
@@ -32,6 +41,7 @@ class Classification(BaseModel):
     duration_s: float = Field(description="Duration of the decoded audio in seconds.")
     silent: bool = Field(description="The audio is (near) silence; its scores mean little.")
     model: str = Field(description="The CLAP checkpoint that produced the scores.")
+    warnings: list[str] = Field(default_factory=list, description="E.g. labels that could not be translated.")
 
 
 class FailedInput(BaseModel):
@@ -40,3 +50,35 @@ class FailedInput(BaseModel):
     source: str
     error: str = Field(description="Stable error code, e.g. audio_decode_error.")
     message: str
+
+
+class SoundEvent(BaseModel):
+    label: str
+    start_s: float
+    end_s: float
+    peak_score: float = Field(description="Highest window score of the label inside the event.")
+    mean_score: float = Field(description="Mean window score of the label inside the event.")
+
+
+class WindowScores(BaseModel):
+    start_s: float
+    end_s: float
+    scores: dict[str, float] = Field(description="Score of every label for this window alone.")
+
+
+class Detection(BaseModel):
+    """When each sound happens in a recording."""
+
+    source: str
+    duration_s: float
+    window_s: float
+    hop_s: float
+    labels: list[str] = Field(description="Every label scored, background labels included.")
+    background: list[str] = Field(description="Labels that compete in the scores but never make events.")
+    events: list[SoundEvent]
+    windows: list[WindowScores]
+    model: str
+    translations: dict[str, list[str]] = Field(
+        default_factory=dict, description="English phrasings used for labels written in another language."
+    )
+    warnings: list[str] = Field(default_factory=list)

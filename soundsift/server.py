@@ -22,12 +22,13 @@ from soundsift.config import Settings
 from soundsift.errors import (
     AudioDecodeError,
     AudioTooLongError,
+    ConfigurationError,
     EmptyAudioError,
     LabelError,
     NonFiniteAudioError,
     SoundsiftError,
 )
-from soundsift.results import Classification, FailedInput
+from soundsift.results import Classification, Detection, FailedInput
 from soundsift.service import ClassificationService, elapsed_ms
 
 logger = logging.getLogger("soundsift.server")
@@ -62,6 +63,10 @@ class BatchResponse(BaseModel):
     elapsed_ms: float
 
 
+class DetectResponse(Detection):
+    elapsed_ms: float
+
+
 class EmbeddingResponse(BaseModel):
     model: str
     dim: int
@@ -89,6 +94,7 @@ STATUS_BY_ERROR: dict[type[SoundsiftError], int] = {
     NonFiniteAudioError: 422,
     AudioTooLongError: 422,
     LabelError: 422,
+    ConfigurationError: 422,
 }
 
 ERROR_RESPONSES = {
@@ -276,6 +282,45 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
         ]
         results = await service.classify_many(uploads, prepared, threshold=threshold, label_thresholds=label_threshold)
         return BatchResponse(results=results, elapsed_ms=elapsed_ms(started))
+
+    @app.post(
+        "/api/detect",
+        response_model=DetectResponse,
+        dependencies=guards,
+        tags=["detect"],
+        responses=ERROR_RESPONSES,
+        summary="When each sound happens in a long recording",
+    )
+    async def detect(
+        audio: Annotated[UploadFile, File(description="A (long) recording.")],
+        labels: Annotated[list[str], Form(description="Comma-separated labels ('|' for synonyms), or repeated.")],
+        window_s: Annotated[float, Form(gt=0, le=60, description="Window length, seconds.")] = 5.0,
+        hop_s: Annotated[float | None, Form(gt=0, description="Seconds between windows (default window/2).")] = None,
+        threshold: Annotated[float, Form(ge=0, le=1, description="Score that starts an event.")] = 0.5,
+        off_threshold: Annotated[float | None, Form(ge=0, le=1, description="Score that ends it.")] = None,
+        smoothing_windows: Annotated[int, Form(ge=1, le=50)] = 1,
+        min_duration_s: Annotated[float, Form(ge=0)] = 0.0,
+        merge_gap_s: Annotated[float, Form(ge=0)] = 0.0,
+        background: Annotated[str | None, Form(description="Labels that never make events.")] = None,
+        template: Annotated[str | None, Form()] = None,
+    ) -> DetectResponse:
+        started = time.perf_counter()
+        data = await _read_upload(audio, settings)
+        detection = await service.detect(
+            data,
+            _join_labels(labels),
+            window_s=window_s,
+            hop_s=hop_s,
+            threshold=threshold,
+            off_threshold=off_threshold,
+            smoothing_windows=smoothing_windows,
+            min_duration_s=min_duration_s,
+            merge_gap_s=merge_gap_s,
+            background=background or None,
+            templates=_templates(template),
+            source=audio.filename or "upload",
+        )
+        return DetectResponse(**detection.model_dump(), elapsed_ms=elapsed_ms(started))
 
     @app.post(
         "/api/embed/audio",

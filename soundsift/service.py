@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -17,7 +18,7 @@ from soundsift.batching import MicroBatcher
 from soundsift.classifier import Classifier, PreparedLabels, failed_input
 from soundsift.config import Settings
 from soundsift.errors import ConfigurationError, SoundsiftError
-from soundsift.results import Classification, FailedInput
+from soundsift.results import Classification, Detection, FailedInput
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -157,6 +158,10 @@ class ClassificationService:
                 return failed_input(name or describe_source(audio), error)
 
         return list(await asyncio.gather(*(one(audio, name) for audio, name in audios)))
+
+    async def detect(self, audio: AudioInput, labels: str | Sequence[str], **options: Any) -> Detection:
+        """Sound events in a recording; its windows are batched by the classifier itself."""
+        return await run_in_threadpool(self.classifier.detect, audio, labels, **options)
 
     async def embed_audio(self, audio: AudioInput, source: str) -> np.ndarray:
         decoded = await run_in_threadpool(self.classifier.load, audio, source=source)

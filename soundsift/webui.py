@@ -33,6 +33,15 @@ TEXT = {
         "table": "Scores",
         "chart": "Score by label",
         "examples": "Example clips",
+        "classify_tab": "Classify a sound",
+        "long_tab": "Long recording",
+        "long_audio": "Long recording (upload)",
+        "window": "Window (s)",
+        "event_threshold": "Event threshold",
+        "background": "Background labels (optional, never reported as events)",
+        "detect": "Find events",
+        "timeline": "Timeline",
+        "events": "Events",
         "smart_home": "Smart home safety",
         "office": "Office",
         "street": "Street",
@@ -52,6 +61,15 @@ TEXT = {
         "table": "得分",
         "chart": "各标签得分",
         "examples": "示例音频",
+        "classify_tab": "声音分类",
+        "long_tab": "长录音",
+        "long_audio": "长录音（上传）",
+        "window": "窗口（秒）",
+        "event_threshold": "事件阈值",
+        "background": "背景标签（可选，不作为事件报告）",
+        "detect": "查找事件",
+        "timeline": "时间线",
+        "events": "事件",
         "smart_home": "智能家居安全",
         "office": "办公室",
         "street": "街道",
@@ -71,53 +89,110 @@ VERDICT = {
 
 def build_ui(service: ClassificationService) -> tuple[gr.Blocks, gr.I18n]:
     i18n = gr.I18n(**TEXT)
+    with gr.Blocks(title="soundsift") as page:
+        gr.Markdown(i18n("title"))
+        with gr.Tab(i18n("classify_tab")):
+            _classify_tab(service, i18n)
+        with gr.Tab(i18n("long_tab"), elem_id="long-tab"):
+            _long_recording_tab(service, i18n)
+    return page, i18n
+
+
+def _classify_tab(service: ClassificationService, i18n: gr.I18n) -> None:
     settings = service.settings
 
     async def classify(audio_path, labels, threshold, template, multi_label):
         return await run_classification(service, audio_path, labels, threshold, template, multi_label)
 
-    with gr.Blocks(title="soundsift") as page:
-        gr.Markdown(i18n("title"))
-        with gr.Row():
-            with gr.Column():
-                # Gradio does not translate labels shown in the Examples header, so these two are bilingual.
-                audio = gr.Audio(
-                    sources=["upload", "microphone"], type="filepath", label=BILINGUAL["audio"], elem_id="audio-input"
-                )
-                labels = gr.Textbox(label=BILINGUAL["labels"], placeholder=i18n("labels_hint"), elem_id="labels-input")
-                with gr.Row():
-                    preset_buttons = {
-                        name: gr.Button(i18n(name), size="sm", elem_id=f"preset-{name}") for name in PRESETS
-                    }
-                threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"))
-                template = gr.Textbox(label=i18n("template"), placeholder=settings.templates[0])
-                multi_label = gr.Checkbox(label=i18n("multi"), value=False)
-                button = gr.Button(i18n("classify"), variant="primary", elem_id="classify-button")
-            with gr.Column():
-                verdict = gr.Markdown(elem_id="verdict")
-                chart = gr.BarPlot(x="label", y="score", label=i18n("chart"), sort="-y", y_lim=[0, 1])
-                table = gr.Dataframe(
-                    headers=["label", "score", "similarity"],
-                    label=i18n("table"),
-                    elem_id="results-table",
-                    interactive=False,
-                )
-        examples = sorted(EXAMPLES.glob("*.ogg"))
-        if examples:
-            gr.Examples(
-                examples=[[str(path), "siren, smoke alarm, doorbell, rain, speech"] for path in examples],
-                inputs=[audio, labels],
-                label=i18n("examples"),
+    with gr.Row():
+        with gr.Column():
+            # Gradio does not translate labels shown in the Examples header, so these two are bilingual.
+            audio = gr.Audio(
+                sources=["upload", "microphone"], type="filepath", label=BILINGUAL["audio"], elem_id="audio-input"
             )
-        for name, button_for_preset in preset_buttons.items():
-            button_for_preset.click(lambda preset=PRESETS[name]: preset, outputs=labels)
-        button.click(
-            classify,
-            inputs=[audio, labels, threshold, template, multi_label],
-            outputs=[verdict, table, chart],
-            api_visibility="private",
+            labels = gr.Textbox(label=BILINGUAL["labels"], placeholder=i18n("labels_hint"), elem_id="labels-input")
+            with gr.Row():
+                preset_buttons = {name: gr.Button(i18n(name), size="sm", elem_id=f"preset-{name}") for name in PRESETS}
+            threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"))
+            template = gr.Textbox(label=i18n("template"), placeholder=settings.templates[0])
+            multi_label = gr.Checkbox(label=i18n("multi"), value=False)
+            button = gr.Button(i18n("classify"), variant="primary", elem_id="classify-button")
+        with gr.Column():
+            verdict = gr.Markdown(elem_id="verdict")
+            chart = gr.BarPlot(x="label", y="score", label=i18n("chart"), sort="-y", y_lim=[0, 1])
+            table = gr.Dataframe(
+                headers=["label", "score", "similarity"],
+                label=i18n("table"),
+                elem_id="results-table",
+                interactive=False,
+            )
+    examples = sorted(EXAMPLES.glob("*.ogg"))
+    if examples:
+        gr.Examples(
+            examples=[[str(path), "siren, smoke alarm, doorbell, rain, speech"] for path in examples],
+            inputs=[audio, labels],
+            label=i18n("examples"),
         )
-    return page, i18n
+    for name, preset_button in preset_buttons.items():
+        preset_button.click(lambda preset=PRESETS[name]: preset, outputs=labels)
+    button.click(
+        classify,
+        inputs=[audio, labels, threshold, template, multi_label],
+        outputs=[verdict, table, chart],
+        api_visibility="private",
+    )
+
+
+def _long_recording_tab(service: ClassificationService, i18n: gr.I18n) -> None:
+    async def detect(audio_path, labels, window, threshold, background):
+        return await run_detection(service, audio_path, labels, window, threshold, background)
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            audio = gr.Audio(sources=["upload"], type="filepath", label=i18n("long_audio"), elem_id="long-audio")
+            labels = gr.Textbox(label=i18n("labels"), placeholder=i18n("labels_hint"), elem_id="long-labels")
+            background = gr.Textbox(label=i18n("background"), placeholder="silence, speech")
+            window = gr.Slider(1.0, 10.0, value=5.0, step=0.5, label=i18n("window"))
+            threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label=i18n("event_threshold"))
+            button = gr.Button(i18n("detect"), variant="primary", elem_id="detect-button")
+        with gr.Column(scale=2):
+            plot = gr.Plot(label=i18n("timeline"), elem_id="timeline")
+            events = gr.Dataframe(
+                headers=["label", "start_s", "end_s", "peak_score", "mean_score"],
+                label=i18n("events"),
+                interactive=False,
+                elem_id="events-table",
+            )
+    button.click(
+        detect, inputs=[audio, labels, window, threshold, background], outputs=[plot, events], api_visibility="private"
+    )
+
+
+async def run_detection(service, audio_path, labels, window, threshold, background):
+    from soundsift.timeline import plot_timeline
+
+    if not audio_path:
+        raise gr.Error("Upload a recording first. / 请先上传录音。")
+    if not labels or not labels.strip():
+        raise gr.Error("Type at least two labels, separated by commas. / 请至少输入两个标签，用逗号分隔。")
+    try:
+        detection = await service.detect(
+            Path(audio_path),
+            labels,
+            window_s=float(window),
+            threshold=float(threshold),
+            background=background or None,
+            source=Path(audio_path).name,
+        )
+    except SoundsiftError as error:
+        raise gr.Error(_user_message(error)) from None
+    except Exception:
+        logger.exception("detection failed")
+        raise gr.Error("Something went wrong on the server; please try again.") from None
+    rows = pd.DataFrame(
+        [e.model_dump() for e in detection.events], columns=["label", "start_s", "end_s", "peak_score", "mean_score"]
+    )
+    return plot_timeline(detection), rows
 
 
 async def run_classification(service, audio_path, labels, threshold, template, multi_label):

@@ -102,9 +102,12 @@ def test_usage_errors_exit_2(run, esc50_clips, argv, message):
     assert code == 2 and message in err and "Traceback" not in err and out == ""
 
 
-def test_argparse_usage_error_exits_2(run):
+def test_missing_labels_and_argparse_errors_exit_2(run, capsys):
+    assert main(["classify", "x.wav"]) == 2
+    assert "--labels (or --preset) is required" in capsys.readouterr().err
+    assert main(["classify", "x.wav", "--labels", "a, b", "--preset", "office"]) == 2
     with pytest.raises(SystemExit) as raised:
-        main(["classify", "x.wav"])
+        main(["classify", "x.wav", "--threshold", "high"])
     assert raised.value.code == 2
 
 

@@ -47,7 +47,7 @@ def test_empty_items_between_commas_are_ignored():
         ("dog", "at least 2 labels"),
         ("", "at least 2 labels"),
         ("dog, Dog", "given twice"),
-        ("dog | , cat", "empty synonym"),
+        ("dog | , cat", "empty phrase"),
         ([["dog", ""], ["cat"]], "non-empty phrase"),
         (42, "must be a string, a list or a dict"),
     ],

@@ -237,3 +237,37 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_model_dir, tmp_path, esc50_
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM.
     assert code in (0, -signal.SIGTERM)
     assert "Finished server process" in process.log()
+
+
+def test_detect_endpoint(server, esc50_clips):
+    from soundsift.audio import load_audio
+
+    clips = [load_audio(path, 16_000).samples for path in esc50_clips[:2]]
+    gap = np.zeros(16_000 * 2, dtype=np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.concatenate([gap, clips[0], gap, clips[1]]), 16_000, format="FLAC")
+    response = requests.post(
+        f"{server.url}/api/detect",
+        files={"audio": ("long.flac", buffer.getvalue())},
+        data={"labels": "dog, siren", "background": "rain", "window_s": "5", "hop_s": "2.5", "threshold": "0"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["duration_s"] == pytest.approx(14.0) and len(body["windows"]) == 5
+    assert body["labels"] == ["dog", "siren", "rain"] and body["elapsed_ms"] > 0
+    assert {event["label"] for event in body["events"]} == {"dog", "siren"}
+    bad_hop = requests.post(
+        f"{server.url}/api/detect",
+        files={"audio": ("a.flac", buffer.getvalue())},
+        data={"labels": "a, b", "window_s": "2", "hop_s": "3"},
+    )
+    assert_error(bad_hop, 422, "invalid_configuration")
+    assert_error(
+        requests.post(
+            f"{server.url}/api/detect",
+            files={"audio": ("a.flac", buffer.getvalue())},
+            data={"labels": "a, b", "window_s": "0"},
+        ),
+        422,
+        "invalid_request",
+    )

@@ -69,3 +69,23 @@ def test_page_text_follows_chinese_browser_language(browser, server):
     page = open_page(browser, server, locale="zh-CN")
     expect(page.get_by_text("零样本声音分类").first).to_be_visible(timeout=15_000)
     expect(page.locator("#classify-button")).to_contain_text("分类")
+
+
+def test_long_recording_tab_shows_timeline_and_events(browser, server, esc50_clips, tmp_path):
+    import numpy as np
+    import soundfile
+
+    from soundsift.audio import load_audio
+
+    samples = np.concatenate([load_audio(path, 16_000).samples for path in esc50_clips[:3]])
+    recording = tmp_path / "long.wav"
+    soundfile.write(recording, samples, 16_000)
+    page = open_page(browser, server)
+    page.get_by_role("tab", name="Long recording").click()
+    page.locator("#long-audio input[type=file]").set_input_files(str(recording))
+    page.locator("#long-labels textarea").fill("dog, rain, siren")
+    page.locator("#detect-button").click()
+    expect(page.locator("#timeline img, #timeline svg, #timeline canvas").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#events-table")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "webui-long-recording.png"), full_page=True)

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
+from soundsift.config import Settings
+from soundsift.errors import ConfigurationError, ModelLoadError
 from soundsift.features import MelSettings
 
 
@@ -26,9 +28,25 @@ class Backend(Protocol):
         ...
 
 
-def load_backend(name: str, model: str, device: str, fp16: bool) -> Backend:
-    if name == "torch":
-        from soundsift.backends.torch_backend import TorchBackend
+def load_backend(settings: Settings) -> Backend:
+    """The backend named by settings.backend; each imports its runtime only when chosen."""
+    if settings.backend == "onnx":
+        from soundsift.backends.onnx_backend import OnnxBackend
 
-        return TorchBackend(model, device=device, fp16=fp16)
-    raise ValueError(f"unknown backend {name!r}")
+        if settings.fp16:
+            raise ConfigurationError("fp16 is not available with the onnx backend; use --quantize int8 or torch")
+        return OnnxBackend(
+            settings.model,
+            device=settings.device,
+            quantize=settings.quantize,
+            quantize_encoders=tuple(settings.quantize_encoders),
+            threads=settings.threads,
+        )
+    try:
+        from soundsift.backends.torch_backend import TorchBackend
+    except ImportError as error:
+        raise ModelLoadError(
+            f"the torch backend needs PyTorch and transformers ({error}): pip install 'soundsift[torch]', "
+            "or use --backend onnx"
+        ) from None
+    return TorchBackend(settings.model, device=settings.device, fp16=settings.fp16)

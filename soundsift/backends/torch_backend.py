@@ -36,6 +36,9 @@ class TorchBackend:
             processor.feature_extractor.to_dict(), fusion=bool(self._model.config.audio_config.enable_fusion)
         )
         self.logit_scale = float(self._model.logit_scale_a.exp().item())
+        # Subnormal floats slow CPU arithmetic; flushing them (process-wide, values below 1e-38)
+        # changes no score.
+        torch.set_flush_denormal(True)
         self._lock = threading.Lock()
 
     @torch.inference_mode()

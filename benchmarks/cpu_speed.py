@@ -1,0 +1,235 @@
+"""CPU speed, side by side: transformers' zero-shot pipeline, soundsift torch, soundsift onnx fp32 and int8.
+
+Same clips (ESC-50 fold 1 from ../shared), same 50 ESC-50 labels, same full-size model (random weights
+unless --model names real ones). Each runner runs in its own process, so start-up time (process start
+to first result) and peak RSS are its own. Prints clips/s at batch 1 and 8, p50/p95 latency of one
+classify call, peak RSS, start-up, the ratio to the pipeline, where the time goes, and top-1
+agreement of onnx int8 (and fp32) with soundsift torch.
+
+    python benchmarks/cpu_speed.py                  # about 8 minutes on 2 cores
+    python benchmarks/cpu_speed.py --clips 80 --json speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent
+ESC50 = BENCHMARKS.parents[1] / "shared" / "data" / "esc50-16k-fold1"
+TEMPLATE = "This is a sound of {}."
+RUNNERS = ("pipeline", "torch", "onnx-fp32", "onnx-int8")
+
+
+def esc50(count: int) -> tuple[list[str], list[str]]:
+    with open(ESC50 / "meta" / "esc50.csv", newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda row: row["filename"])
+    classes = sorted({row["category"].replace("_", " ") for row in rows})
+    return [str(ESC50 / "audio" / row["filename"]) for row in rows[:count]], classes
+
+
+def percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+def run_pipeline(model: str, paths: list[str], labels: list[str], args) -> dict:
+    from transformers import pipeline
+
+    from soundsift.audio import load_audio
+
+    classify = pipeline("zero-shot-audio-classification", model=model, device="cpu")
+    first = load_audio(paths[0], 48_000).samples
+    classify(first, candidate_labels=labels, hypothesis_template=TEMPLATE)
+    first_result_at = time.time()
+    subset = paths[: args.pipeline_clips]
+    latencies, tops = [], []
+    begin = time.perf_counter()
+    for path in subset:
+        call = time.perf_counter()
+        result = classify(load_audio(path, 48_000).samples, candidate_labels=labels, hypothesis_template=TEMPLATE)
+        latencies.append(time.perf_counter() - call)
+        tops.append(result[0]["label"])
+    batch1 = len(subset) / (time.perf_counter() - begin)
+    waveforms = [load_audio(path, 48_000).samples for path in subset]
+    begin = time.perf_counter()
+    classify(waveforms, candidate_labels=labels, hypothesis_template=TEMPLATE, batch_size=8)
+    batch8 = len(subset) / (time.perf_counter() - begin)
+    return {"first_result_at": first_result_at, "batch1": batch1, "batch8": batch8, "latencies": latencies, "top1": {}}
+
+
+def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend: str) -> dict:
+    from soundsift import Classifier
+
+    options = {"backend": "torch"} if backend == "torch" else {"backend": "onnx"}
+    if backend == "onnx-int8":
+        options["quantize"] = "int8"
+    folder = args.onnx_int8 if backend == "onnx-int8" else args.onnx_fp32 if backend == "onnx-fp32" else model
+    classifier = Classifier(model=folder, device="cpu", batch_size=1, **options)
+    text_begin = time.perf_counter()
+    prepared = classifier.prepare_labels(labels, templates=[TEMPLATE])
+    text_s = time.perf_counter() - text_begin
+    classifier.classify(paths[0], prepared)
+    first_result_at = time.time()
+
+    latencies, decode, features, encoder = [], [], [], []
+    for path in paths[: args.latency_calls]:
+        call = time.perf_counter()
+        clip = classifier.load(path)
+        decoded = time.perf_counter()
+        mels, is_longer = classifier.featurizer([clip.samples])
+        featured = time.perf_counter()
+        (embedding,) = classifier.backend.embed_audio(mels, is_longer)
+        encoded = time.perf_counter()
+        classifier.result_from_embedding(clip, embedding, prepared)
+        latencies.append(time.perf_counter() - call)
+        decode.append(decoded - call)
+        features.append(featured - decoded)
+        encoder.append(encoded - featured)
+
+    rates, tops = {}, {}
+    for batch_size, subset in ((1, paths[: args.batch1_clips]), (8, paths)):
+        classifier.settings.batch_size = batch_size
+        begin = time.perf_counter()
+        results = classifier.classify_batch(subset, prepared)
+        rates[batch_size] = len(subset) / (time.perf_counter() - begin)
+        tops = {path: result.top_label for path, result in zip(subset, results)}
+    return {
+        "embeddings": classifier.embed_audio(paths[: args.embedding_clips]).tolist(),
+        "first_result_at": first_result_at,
+        "batch1": rates[1],
+        "batch8": rates[8],
+        "latencies": latencies,
+        "top1": tops,
+        "profile_ms": {
+            "decode": 1000 * statistics.median(decode),
+            "features": 1000 * statistics.median(features),
+            "audio_encoder": 1000 * statistics.median(encoder),
+            "text_encoder_50_labels": 1000 * text_s,
+        },
+    }
+
+
+def child(args) -> None:
+    paths, labels = esc50(args.clips)
+    if args.runner == "pipeline":
+        row = run_pipeline(args.model, paths, labels, args)
+    else:
+        row = run_soundsift(args.model, paths, labels, args, args.runner)
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(row))
+
+
+def parent(args) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    from random_model import full_size_random_model
+
+    from soundsift.export import export
+
+    model = args.model or str(full_size_random_model(Path("/tmp/soundsift-clap-random")))
+    for folder, quantize in ((args.onnx_fp32, "none"), (args.onnx_int8, "int8")):
+        if not (Path(folder) / "manifest.json").exists():
+            print(f"exporting {quantize} ONNX to {folder} ...", flush=True)
+            export(model, Path(folder), quantize=quantize)
+    rows = {}
+    for runner in args.runners:
+        print(f"running {runner} ...", flush=True)
+        spawned_at = time.time()
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            runner,
+            "--model",
+            model,
+            "--clips",
+            str(args.clips),
+            "--batch1-clips",
+            str(args.batch1_clips),
+            "--pipeline-clips",
+            str(args.pipeline_clips),
+            "--latency-calls",
+            str(args.latency_calls),
+            "--onnx-fp32",
+            args.onnx_fp32,
+            "--onnx-int8",
+            args.onnx_int8,
+        ]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        line = next((text for text in completed.stdout.splitlines() if text.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{runner} failed:\n{completed.stderr[-3000:]}")
+        rows[runner] = json.loads(line[7:])
+        rows[runner]["startup_s"] = rows[runner].pop("first_result_at") - spawned_at
+    report(rows, args)
+
+
+def report(rows: dict, args) -> None:
+    base = rows.get("pipeline")
+    print(
+        f"\n{'runner':<22}{'clips/s b1':>11}{'clips/s b8':>11}{'x pipe b1':>10}{'x pipe b8':>10}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'RSS MB':>8}{'start s':>8}"
+    )
+    for name, row in rows.items():
+        ratio1 = row["batch1"] / base["batch1"] if base else float("nan")
+        ratio8 = row["batch8"] / base["batch8"] if base else float("nan")
+        print(
+            f"{name:<22}{row['batch1']:>11.2f}{row['batch8']:>11.2f}{ratio1:>10.2f}{ratio8:>10.2f}"
+            f"{1000 * percentile(row['latencies'], 50):>8.0f}{1000 * percentile(row['latencies'], 95):>8.0f}"
+            f"{row['peak_rss_mb']:>8.0f}{row['startup_s']:>8.1f}"
+        )
+    print("\nwhere one classify call spends its time (median ms; text encoder = 50 labels once, then cached):")
+    for name, row in rows.items():
+        if "profile_ms" in row:
+            print(f"  {name:<12} " + ", ".join(f"{k} {v:.1f}" for k, v in row["profile_ms"].items()))
+    import numpy as np
+
+    if "torch" in rows:
+        base_embeddings = np.array(rows["torch"]["embeddings"])
+        for name in ("onnx-fp32", "onnx-int8"):
+            if name in rows:
+                cosine = (np.array(rows[name]["embeddings"]) * base_embeddings).sum(axis=1)
+                print(
+                    f"audio embedding cosine {name} vs torch: mean {cosine.mean():.5f}, min {cosine.min():.5f} "
+                    f"({len(cosine)} clips)"
+                )
+    reference = rows.get("torch", {}).get("top1", {})
+    for name in ("onnx-fp32", "onnx-int8"):
+        other = rows.get(name, {}).get("top1", {})
+        shared = [path for path in reference if path in other]
+        if shared:
+            agree = sum(reference[p] == other[p] for p in shared) / len(shared)
+            print(f"top-1 agreement {name} vs torch: {100 * agree:.1f}% of {len(shared)} ESC-50 fold-1 clips")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="hub id or folder (default: full-size random-weight CLAP)")
+    parser.add_argument("--clips", type=int, default=400, help="ESC-50 fold-1 clips for batch-8 speed and agreement")
+    parser.add_argument("--batch1-clips", type=int, default=60)
+    parser.add_argument("--pipeline-clips", type=int, default=32, help="the pipeline is slow: fewer clips")
+    parser.add_argument("--latency-calls", type=int, default=30)
+    parser.add_argument("--embedding-clips", type=int, default=40, help="clips whose embeddings are compared")
+    parser.add_argument("--runners", nargs="+", choices=RUNNERS, default=list(RUNNERS))
+    parser.add_argument("--onnx-fp32", default="/tmp/soundsift-onnx-fp32")
+    parser.add_argument("--onnx-int8", default="/tmp/soundsift-onnx-int8")
+    parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--child", dest="runner", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.runner:
+        child(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    main()

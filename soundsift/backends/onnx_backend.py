@@ -1,0 +1,104 @@
+"""ONNX Runtime backend: audio and text encoders from a soundsift export, no torch at serving time.
+
+Mel features come from soundsift.features (numpy) and tokens from the `tokenizers` library, so the
+serving path needs onnxruntime, tokenizers and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from soundsift.errors import ConfigurationError, ModelLoadError
+from soundsift.features import MelSettings, bicubic_resize_rows
+
+
+class OnnxBackend:
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        quantize: str = "none",
+        quantize_encoders: tuple[str, ...] = ("audio", "text"),
+        threads: int | None = None,
+    ) -> None:
+        try:
+            import onnxruntime
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ModelLoadError("the onnx backend needs onnxruntime: pip install 'soundsift[onnx]'") from None
+        from soundsift.export import MANIFEST, ensure_exported
+
+        folder = ensure_exported(model, quantize, quantize_encoders)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        self.model_id = model
+        self.manifest = manifest
+        self.mel_settings = MelSettings(**manifest["mel_settings"])
+        self.logit_scale = float(manifest["logit_scale"])
+        self.model_frames = int(manifest["model_frames"])
+        providers, self.device = _providers(onnxruntime, device)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Subnormal floats slow CPU arithmetic many-fold; flushing them to zero changes no score
+        # (they are below 1e-38) and made the int8 audio encoder 1.6x faster here.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        self._audio = onnxruntime.InferenceSession(str(folder / "audio.onnx"), options, providers=providers)
+        # Each session owns a thread pool whose idle threads spin; the text encoder runs rarely (labels
+        # are cached), so its threads must not spin and steal the cores the audio encoder needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._text = onnxruntime.InferenceSession(str(folder / "text.onnx"), options, providers=providers)
+        tokenizer_settings = manifest["tokenizer"]
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.enable_truncation(tokenizer_settings["max_length"])
+        self._tokenizer.enable_padding(pad_id=tokenizer_settings["pad_id"])
+        self._lock = threading.Lock()
+
+    def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
+        if features.shape[-2] != self.model_frames:
+            features = bicubic_resize_rows(features, self.model_frames, axis=-2)
+        with self._lock:
+            (embeddings,) = self._audio.run(None, {"input_features": features, "is_longer": is_longer})
+        return embeddings
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        with self._lock:
+            (embeddings,) = self._text.run(None, {"input_ids": ids, "attention_mask": mask})
+        return embeddings
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads do not help ONNX Runtime's matmuls)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return available
+    cores = {
+        (block.get("physical id", "").strip(), block.get("core id", "").strip())
+        for block in (
+            {key.strip(): value for key, value in (line.split(":", 1) for line in part.splitlines() if ":" in line)}
+            for part in text.split("\n\n")
+        )
+        if "core id" in block
+    }
+    return max(1, min(available, len(cores) or available))
+
+
+def _providers(onnxruntime, device: str) -> tuple[list, str]:
+    available = onnxruntime.get_available_providers()
+    if device == "cpu" or (device == "auto" and "CUDAExecutionProvider" not in available):
+        return ["CPUExecutionProvider"], "cpu"
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigurationError(f"device {device!r} needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"

@@ -1,0 +1,138 @@
+"""Turning per-window score tracks into sound events, and confirming live alerts. Pure functions.
+
+A track holds one score per window for each label; window i is centred at ``times[i]`` and windows are
+``hop_s`` apart. An event starts when a label's (smoothed) score rises to its on-threshold and ends
+when it falls below its off-threshold (hysteresis). Its span is from half a hop before the first
+active window's centre to half a hop after the last one's, so onsets and offsets are exact to one
+hop; an event that reaches the first or last window extends to the recording's start or end.
+Events shorter than ``min_duration_s`` are dropped after events of the same label closer than
+``merge_gap_s`` have been merged. Background labels compete in the scores but never make events.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EventRules:
+    threshold: float = 0.5
+    off_threshold: float | None = None
+    label_thresholds: Mapping[str, float] = field(default_factory=dict)
+    smoothing_windows: int = 1
+    min_duration_s: float = 0.0
+    merge_gap_s: float = 0.0
+    background: frozenset[str] = frozenset()
+
+    def on_off(self, label: str) -> tuple[float, float]:
+        on = self.label_thresholds.get(label, self.threshold)
+        off = self.off_threshold if self.off_threshold is not None else on
+        return on, min(off, on)
+
+
+@dataclass(frozen=True)
+class Event:
+    label: str
+    start_s: float
+    end_s: float
+    peak_score: float
+    mean_score: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def smooth(track: np.ndarray, windows: int) -> np.ndarray:
+    """Centred moving average over ``windows`` windows (odd counts keep events in place)."""
+    if windows <= 1 or len(track) == 0:
+        return track.astype(float)
+    kernel = np.ones(windows) / windows
+    padded = np.pad(track.astype(float), (windows // 2, windows - 1 - windows // 2), mode="edge")
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def active_runs(track: np.ndarray, on: float, off: float) -> list[tuple[int, int]]:
+    """Index ranges [first, last] where the track is on, with hysteresis."""
+    runs, start = [], None
+    for index, value in enumerate(track):
+        if start is None and value >= on:
+            start = index
+        elif start is not None and value < off:
+            runs.append((start, index - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(track) - 1))
+    return runs
+
+
+def detect_events(
+    times: Sequence[float],
+    scores: np.ndarray,
+    labels: Sequence[str],
+    hop_s: float,
+    rules: EventRules,
+    *,
+    duration_s: float | None = None,
+) -> list[Event]:
+    """Events from a (windows, labels) score matrix, sorted by start time then label."""
+    times = np.asarray(times, dtype=float)
+    events: list[Event] = []
+    for column, label in enumerate(labels):
+        if label in rules.background:
+            continue
+        raw = scores[:, column]
+        smoothed = smooth(raw, rules.smoothing_windows)
+        on, off = rules.on_off(label)
+        runs = _merge(
+            [(first, last) for first, last in active_runs(smoothed, on, off)], times, hop_s, rules.merge_gap_s
+        )
+        for first, last in runs:
+            start = 0.0 if first == 0 else max(0.0, times[first] - hop_s / 2)
+            end = times[last] + hop_s / 2
+            if duration_s is not None:
+                end = duration_s if last == len(times) - 1 else min(end, duration_s)
+            if end - start + 1e-9 < rules.min_duration_s:
+                continue
+            segment = raw[first : last + 1]
+            events.append(Event(label, round(start, 3), round(end, 3), float(segment.max()), float(segment.mean())))
+    return sorted(events, key=lambda event: (event.start_s, event.label))
+
+
+def _merge(runs: list[tuple[int, int]], times: np.ndarray, hop_s: float, gap_s: float) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in runs:
+        if merged:
+            gap = (times[first] - hop_s / 2) - (times[merged[-1][1]] + hop_s / 2)
+            if gap <= gap_s + 1e-9:
+                merged[-1] = (merged[-1][0], last)
+                continue
+        merged.append((first, last))
+    return merged
+
+
+class AlertGate:
+    """Live confirmation: a label alerts when it was on in at least ``needed`` of the last ``window``
+    hops, then stays quiet for ``cooldown_s`` seconds (per label)."""
+
+    def __init__(self, labels: Sequence[str], *, needed: int, window: int, cooldown_s: float) -> None:
+        if not 1 <= needed <= window:
+            raise ValueError("need 1 <= N <= M for N-of-M confirmation")
+        self.needed, self.cooldown_s = needed, cooldown_s
+        self._history = {label: deque(maxlen=window) for label in labels}
+        self._last_alert: dict[str, float] = {}
+
+    def update(self, now_s: float, on: Mapping[str, bool]) -> list[str]:
+        """Record one hop's on/off per label; return the labels that alert now."""
+        alerts = []
+        for label, history in self._history.items():
+            history.append(bool(on.get(label, False)))
+            cooled = now_s - self._last_alert.get(label, -np.inf) >= self.cooldown_s
+            if sum(history) >= self.needed and cooled:
+                self._last_alert[label] = now_s
+                alerts.append(label)
+        return alerts

@@ -1,0 +1,285 @@
+"""Export a CLAP checkpoint to ONNX: audio encoder and text encoder, each with its projection.
+
+Needs torch and transformers (the onnx backend that serves the result does not). The fused audio
+encoder picks rows with ``torch.where(is_longer)`` and writes the fusion result back by index, which
+tracing freezes to whatever branch the example batch took; soundsift exports a masked equivalent
+(fusion computed for every row, selected by ``is_longer``) so one graph is right for short and long
+clips alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundsift.features import MelSettings
+
+MANIFEST = "manifest.json"
+AUDIO_GRAPH = "audio.onnx"
+TEXT_GRAPH = "text.onnx"
+OPSET = 17
+QUANTIZATIONS = ("none", "int8")
+
+
+def export(
+    model: str,
+    out: Path,
+    *,
+    quantize: str = "none",
+    quantize_encoders: tuple[str, ...] = ("audio", "text"),
+    opset: int = OPSET,
+) -> Path:
+    """Write audio.onnx, text.onnx, tokenizer.json and manifest.json into ``out``."""
+    import torch
+
+    from soundsift.backends.torch_backend import TorchBackend
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}")
+    backend = TorchBackend(model, device="cpu")
+    clap = backend._model.float().eval()
+    out.mkdir(parents=True, exist_ok=True)
+    # The tracer warns about every Python branch on shapes; all of them are fixed by the model's
+    # constant input size (10 s of 64-bin mels), which the parity tests check.
+    with tempfile.TemporaryDirectory() as scratch, torch.no_grad(), warnings.catch_warnings(), _quiet_root_logger():
+        warnings.simplefilter("ignore")
+        raw_audio, raw_text = Path(scratch) / AUDIO_GRAPH, Path(scratch) / TEXT_GRAPH
+        _export_audio(clap, backend.mel_settings, raw_audio, opset)
+        _export_text(clap, raw_text, opset)
+        for raw, encoder in ((raw_audio, "audio"), (raw_text, "text")):
+            if quantize == "int8" and encoder in quantize_encoders:
+                _quantize_int8(raw, out / raw.name)
+            else:
+                shutil.copy(raw, out / raw.name)
+    backend._tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    manifest = {
+        "format": "soundsift-onnx/1",
+        "source_model": model,
+        "source_revision": _revision(clap),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset,
+        "quantization": {
+            encoder: (quantize if encoder in quantize_encoders else "none") for encoder in ("audio", "text")
+        },
+        "mel_settings": asdict(backend.mel_settings),
+        "logit_scale": backend.logit_scale,
+        "model_frames": model_frames(clap),
+        "projection_dim": int(clap.config.projection_dim),
+        "tokenizer": {"max_length": 77, "pad_id": backend._tokenizer.pad_token_id},
+        "versions": _versions(),
+        "files": {name: _sha256(out / name) for name in (AUDIO_GRAPH, TEXT_GRAPH, "tokenizer.json")},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...]) -> Path:
+    """Where an on-first-use export of ``model`` with these options lives (keyed by model revision)."""
+    root = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / "onnx"
+    local = Path(model).expanduser()
+    identity = str(local.resolve()) if local.is_dir() else model
+    revision = _local_fingerprint(local) if local.is_dir() else _hub_revision(model)
+    key = json.dumps([identity, revision, quantize, sorted(quantize_encoders), OPSET])
+    slug = "".join(c if c.isalnum() else "-" for c in identity)[-48:]
+    return root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...]) -> Path:
+    """An exported folder as given, or the cached export of a checkpoint (made now if missing)."""
+    local = Path(model).expanduser()
+    if (local / MANIFEST).is_file():
+        return local
+    folder = cache_folder(model, quantize, quantize_encoders)
+    if not (folder / MANIFEST).is_file():
+        print(f"soundsift: exporting {model} to ONNX in {folder} (once; later runs reuse it)", file=sys.stderr)
+        staging = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        export(model, staging, quantize=quantize, quantize_encoders=quantize_encoders)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    return folder
+
+
+class _AudioEncoder:
+    """Built lazily so importing this module never imports torch."""
+
+    @staticmethod
+    def build(clap: Any):
+        import torch
+        from torch import nn
+
+        class MaskedFusionPatchEmbed(nn.Module):
+            def __init__(self, original: nn.Module) -> None:
+                super().__init__()
+                self.original = original
+
+            def forward(self, hidden_states: torch.Tensor, is_longer_idx: torch.Tensor) -> torch.Tensor:
+                embed = self.original
+                batch = hidden_states.shape[0]
+                rows = torch.arange(batch, device=hidden_states.device)
+                # A sum, not any(): it stays defined in ONNX when no row is longer (empty index).
+                mask = (rows[:, None] == is_longer_idx[None, :]).long().sum(dim=1) > 0
+                global_states = embed.proj(hidden_states[:, 0:1, :, :])
+                local = hidden_states[:, 1:, :, :]
+                _, channels, height, width = local.shape
+                local = embed.mel_conv2d(local.reshape(-1, 1, height, width))
+                _, features, out_height, out_width = local.shape
+                local = local.reshape(batch, channels, features, out_height, out_width)
+                local = local.permute(0, 2, 3, 1, 4).flatten(3)
+                local = nn.functional.pad(local, (0, global_states.shape[-1] - local.shape[-1]))
+                fused = embed.fusion_model(global_states, local)
+                states = torch.where(mask[:, None, None, None], fused, global_states)
+                if embed.flatten:
+                    states = states.flatten(2).transpose(1, 2)
+                return embed.norm(states)
+
+        class AudioEncoder(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.audio_model = clap.audio_model
+                self.projection = clap.audio_projection
+                encoder = clap.audio_model.audio_encoder
+                if encoder.enable_fusion:
+                    encoder.patch_embed = MaskedFusionPatchEmbed(encoder.patch_embed)
+
+            def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor) -> torch.Tensor:
+                pooled = self.audio_model(input_features=input_features, is_longer=is_longer).pooler_output
+                return nn.functional.normalize(self.projection(pooled), dim=-1)
+
+        return AudioEncoder().eval()
+
+
+def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
+    import copy
+
+    import torch
+
+    encoder = _AudioEncoder.build(copy.deepcopy(clap))
+    channels = 4 if mel.fusion else 1
+    # Traced at the model's own frame count, so the graph has no Resize: the backend stretches the
+    # mel frames in numpy (soundsift.features.bicubic_resize_rows), exactly as the model would.
+    features = torch.randn(2, channels, model_frames(clap), mel.n_mels)
+    is_longer = torch.tensor([[True], [False]])
+    torch.onnx.export(
+        encoder,
+        (features, is_longer),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["input_features", "is_longer"],
+        output_names=["audio_embeds"],
+        dynamic_axes={"input_features": {0: "batch"}, "is_longer": {0: "batch"}, "audio_embeds": {0: "batch"}},
+    )
+
+
+def model_frames(clap: Any) -> int:
+    """Time frames HTSAT works on (spec_size x freq_ratio, 1024 for the released checkpoints)."""
+    audio = clap.config.audio_config
+    return int(audio.spec_size * (audio.spec_size // audio.num_mel_bins))
+
+
+def _export_text(clap: Any, path: Path, opset: int) -> None:
+    import torch
+    from torch import nn
+
+    class TextEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_model, self.projection = clap.text_model, clap.text_projection
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            pooled = self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return nn.functional.normalize(self.projection(pooled), dim=-1)
+
+    ids = torch.tensor([[0, 100, 200, 2], [0, 300, 2, 1]])
+    mask = (ids != 1).long()
+    torch.onnx.export(
+        TextEncoder().eval(),
+        (ids, mask),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["text_embeds"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "tokens"},
+            "attention_mask": {0: "batch", 1: "tokens"},
+            "text_embeds": {0: "batch"},
+        },
+    )
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantizer logs advice on the root logger at WARNING; keep the CLI output clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"]
+    )
+
+
+def _revision(clap: Any) -> str | None:
+    return getattr(clap.config, "_commit_hash", None)
+
+
+def _hub_revision(model: str) -> str:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+        return Path(cached).parent.name if isinstance(cached, str) else "unknown"
+    except ImportError:
+        return "unknown"
+
+
+def _local_fingerprint(folder: Path) -> str:
+    stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    import soundsift
+
+    return {
+        "soundsift": soundsift.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }

@@ -1,0 +1,56 @@
+"""Ways to hand a Detection to people and tools: CSV, Audacity label track, timeline plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from soundsift.results import Detection
+
+EVENT_COLUMNS = ["label", "start_s", "end_s", "peak_score", "mean_score"]
+
+
+def events_csv(detection: Detection) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EVENT_COLUMNS)
+    writer.writeheader()
+    for event in detection.events:
+        writer.writerow(event.model_dump())
+    return buffer.getvalue()
+
+
+def audacity_labels(detection: Detection) -> str:
+    """Audacity's label-track text: start<TAB>end<TAB>label per line (File > Import > Labels)."""
+    return "".join(f"{e.start_s:.3f}\t{e.end_s:.3f}\t{e.label}\n" for e in detection.events)
+
+
+def plot_timeline(detection: Detection, path: Path | None = None):
+    """Score curve of every label over time with its events shaded; saved to ``path`` when given.
+
+    Returns the matplotlib Figure (the web page shows it directly)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(11, 3.6))
+    centres = [(w.start_s + w.end_s) / 2 for w in detection.windows]
+    colours = {}
+    for label in detection.labels:
+        style = ":" if label in detection.background else "-"
+        (line,) = axes.plot(centres, [w.scores[label] for w in detection.windows], style, label=label, linewidth=1.4)
+        colours[label] = line.get_color()
+    for event in detection.events:
+        axes.axvspan(event.start_s, event.end_s, color=colours[event.label], alpha=0.18)
+    axes.set_xlim(0, max(detection.duration_s, 1e-3))
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("score")
+    axes.set_title(f"{Path(detection.source).name}: {len(detection.events)} events")
+    axes.legend(loc="upper right", fontsize=8, ncol=min(4, len(detection.labels)))
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+    return figure

@@ -1,0 +1,167 @@
+"""Labels in other languages: turn a user's label into English prompt phrases CLAP understands.
+
+CLAP's text encoder was trained on English captions; Chinese labels reach it as byte fragments it
+never aligned with sound. A built-in bilingual sound glossary (soundsift/data/glossary.tsv, one
+concept per line, several Chinese variants and English phrasings) maps labels in three steps:
+
+1. exact match after normalisation (NFKC full-width -> half-width, case, spaces and punctuation
+   dropped, the suffixes 的叫声 -> 叫, 的声音 / 声音 / 的声 / 声 removed);
+2. composition: the label split into glossary terms from left to right, their English joined
+   (汽车 + 鸣笛 -> "car honking");
+3. fuzzy match by character similarity, accepted at or above FUZZY_FLOOR, with its score.
+
+A label that none of these cover keeps its own text and gets a warning; nothing fails silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+GLOSSARY = Path(__file__).parent / "data" / "glossary.tsv"
+FUZZY_FLOOR = 0.75
+# Longest first; applied once, at the end of the normalised label.
+_SUFFIXES = (("发出的声音", ""), ("的叫声", "叫"), ("的声音", ""), ("声音", ""), ("的声", ""), ("声", ""))
+_DROP = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """How one label phrase reaches the text encoder."""
+
+    text: str
+    language: str
+    phrases: tuple[str, ...]
+    method: str
+    score: float = 1.0
+
+    @property
+    def translated(self) -> bool:
+        return self.method not in ("none", "untranslated")
+
+
+def detect_script(text: str) -> str:
+    """'cjk' if the text has Chinese/Japanese characters, 'latin' if its letters are Latin, else 'other'."""
+    letters = [c for c in text if c.isalpha()]
+    if any(_is_cjk(c) for c in letters):
+        return "cjk"
+    if all("LATIN" in unicodedata.name(c, "") for c in letters):
+        return "latin"
+    return "other"
+
+
+def _is_cjk(character: str) -> bool:
+    code = ord(character)
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x20000 <= code <= 0x2A6DF
+        or 0xF900 <= code <= 0xFAFF
+        or 0x3040 <= code <= 0x30FF
+    )
+
+
+def key(text: str) -> str:
+    """The normalised form both glossary variants and user labels are matched by."""
+    folded = _DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
+    for suffix, replacement in _SUFFIXES:
+        if folded.endswith(suffix) and len(folded) > len(suffix):
+            return folded[: -len(suffix)] + replacement
+    return folded
+
+
+@dataclass(frozen=True)
+class Concept:
+    english: tuple[str, ...]
+    chinese: tuple[str, ...]
+
+
+class Glossary:
+    """Chinese -> English sound vocabulary; later files override earlier ones for the same variant."""
+
+    def __init__(self, concepts: Iterable[Concept]) -> None:
+        self.concepts = list(concepts)
+        self._by_key: dict[str, Concept] = {}
+        for concept in self.concepts:
+            for variant in concept.chinese:
+                self._by_key[key(variant)] = concept
+        self._keys_longest_first = sorted(self._by_key, key=len, reverse=True)
+
+    @classmethod
+    def load(cls, paths: Sequence[Path] = ()) -> Glossary:
+        concepts = list(_builtin())
+        for path in paths:
+            concepts.extend(read_glossary(Path(path)))
+        return cls(concepts)
+
+    def translate(self, text: str) -> Translation:
+        language = detect_script(text)
+        if language == "latin":
+            return Translation(text, language, (text,), "none")
+        label_key = key(text)
+        if label_key in self._by_key:
+            return Translation(text, language, prompt_phrases(self._by_key[label_key]), "glossary")
+        composed = self._compose(label_key)
+        if composed:
+            return Translation(text, language, composed, "composed")
+        match, score = self._fuzzy(label_key)
+        if match is not None:
+            return Translation(text, language, prompt_phrases(match), "fuzzy", round(score, 3))
+        return Translation(text, language, (text,), "untranslated", 0.0)
+
+    def _compose(self, label_key: str) -> tuple[str, ...] | None:
+        parts, rest = [], label_key
+        while rest:
+            head = next((k for k in self._keys_longest_first if rest.startswith(k)), None)
+            if head is None:
+                return None
+            parts.append(self._by_key[head])
+            rest = rest[len(head) :]
+        if len(parts) < 2:
+            return None
+        return (" ".join(min(prompt_phrases(part), key=len).lower() for part in parts),)
+
+    def _fuzzy(self, label_key: str) -> tuple[Concept | None, float]:
+        best, best_score = None, 0.0
+        for variant_key, concept in self._by_key.items():
+            score = difflib.SequenceMatcher(None, label_key, variant_key).ratio()
+            if score > best_score:
+                best, best_score = concept, score
+        return (best, best_score) if best_score >= FUZZY_FLOOR else (None, best_score)
+
+
+def prompt_phrases(concept: Concept) -> tuple[str, ...]:
+    """English phrasings for prompts: AudioSet-style 'A, B, C' names split into their parts."""
+    phrases: list[str] = []
+    for english in concept.english:
+        for part in english.split(", "):
+            part = part.strip()
+            if part and part.lower() not in ("etc.", "etc") and part not in phrases:
+                phrases.append(part)
+    return tuple(phrases)
+
+
+def read_glossary(path: Path) -> list[Concept]:
+    """Concepts from a TSV file: English phrasings TAB Chinese variants, each side '|'-separated."""
+    concepts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#") or line.startswith("en\t"):
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise ValueError(f"{path}:{number}: expected 'english phrasings<TAB>chinese variants'")
+        english, chinese = (tuple(p.strip() for p in column.split("|") if p.strip()) for column in columns)
+        if not english or not chinese:
+            raise ValueError(f"{path}:{number}: both columns need at least one entry")
+        concepts.append(Concept(english, chinese))
+    return concepts
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> tuple[Concept, ...]:
+    return tuple(read_glossary(GLOSSARY))

@@ -1,0 +1,166 @@
+"""soundsift monitor: a file replayed as a real-time source into the monitor, alerts to SQLite and a webhook."""
+
+from __future__ import annotations
+
+import http.server
+import itertools
+import json
+import sqlite3
+import threading
+import time
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import soundfile
+
+from soundsift.audio import load_audio
+from soundsift.cli import main
+from soundsift.monitor import Monitor, MonitorOptions
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A loopback webhook receiver that answers with the configured status (or hangs)."""
+
+    status = 200
+    delay_s = 0.0
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        time.sleep(self.delay_s)
+        type(self).received.append(body)
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    class Handler(Receiver):
+        received: ClassVar[list[dict]] = []
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Handler, f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, esc50_clips):
+    """12 s: 4 s of near-silence, then 8 s of real clips."""
+    clips = np.concatenate([load_audio(path, 16_000).samples for path in esc50_clips[:2]])[: 8 * 16_000]
+    audio = np.concatenate([np.full(4 * 16_000, 1e-5, dtype=np.float32), clips])
+    path = tmp_path_factory.mktemp("monitor") / "replay.wav"
+    soundfile.write(path, audio, 16_000)
+    return path
+
+
+def options(recording, tmp_path, **overrides):
+    values = dict(
+        labels="dog, rain, siren",
+        alert=["dog", "siren"],
+        source=str(recording),
+        window_s=2.0,
+        hop_s=1.0,
+        threshold=0.0,
+        confirm_n=2,
+        confirm_m=3,
+        cooldown_s=5.0,
+        gate_db=-60.0,
+        database=tmp_path / "events.db",
+        speed=4.0,
+    )
+    values.update(overrides)
+    return MonitorOptions(**values)
+
+
+def logged(database):
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT stream_time_s, label, score, source FROM events ORDER BY id").fetchall()
+
+
+def test_replayed_file_alerts_after_confirmation_with_cooldown(classifier, recording, tmp_path):
+    printed = []
+    started = time.monotonic()
+    stats = Monitor(classifier, options(recording, tmp_path), emit=printed.append).run()
+    elapsed = time.monotonic() - started
+    assert elapsed >= 12 / 4 * 0.9, "the file was not replayed in real time (at --speed 4)"
+    assert stats.audio_s == pytest.approx(12.0, abs=0.1) and abs(stats.hops - 12) <= 1
+    assert stats.gated >= 2, "near-silent windows must not be scored"
+    rows = logged(tmp_path / "events.db")
+    by_label = {label: [t for t, name, *_ in rows if name == label] for label in ("dog", "siren")}
+    for label, times in by_label.items():
+        assert times, f"no alert for {label}"
+        assert times[0] >= 4.0, "alerts fired inside the gated silence"
+        assert all(b - a >= 5.0 for a, b in itertools.pairwise(times)), "cooldown not respected"
+    assert len(printed) == len(rows) and all(line.startswith("ALERT") for line in printed)
+    assert 0 < stats.real_time_factor < 1
+
+
+def test_alerts_reach_the_webhook(classifier, recording, tmp_path, receiver):
+    handler, url = receiver
+    Monitor(classifier, options(recording, tmp_path, webhook=url), emit=lambda _: None).run()
+    rows = logged(tmp_path / "events.db")
+    assert len(handler.received) == len(rows) > 0
+    assert {(a["label"], a["stream_time_s"]) for a in handler.received} == {(r[1], r[0]) for r in rows}
+
+
+@pytest.mark.parametrize(("status", "delay_s"), [(500, 0.0), (200, 3.0)])
+def test_a_failing_or_hanging_webhook_never_stops_monitoring(
+    classifier, recording, tmp_path, receiver, status, delay_s
+):
+    handler, url = receiver
+    handler.status, handler.delay_s = status, delay_s
+    monitor = Monitor(classifier, options(recording, tmp_path, webhook=url, webhook_timeout_s=0.5), emit=lambda _: None)
+    monitor.webhook.retries = 1
+    stats = monitor.run()
+    assert stats.audio_s == pytest.approx(12.0, abs=0.1)
+    assert len(logged(tmp_path / "events.db")) == stats.alerts > 0
+    assert monitor.webhook.delivered == 0
+
+
+def test_scoring_that_cannot_keep_up_skips_hops(classifier, recording, tmp_path):
+    stats = Monitor(
+        classifier, options(recording, tmp_path, speed=200.0, hop_s=0.25, window_s=1.0), emit=lambda _: None
+    ).run()
+    assert stats.skipped > 0 and stats.scored + stats.skipped + stats.gated == stats.hops
+
+
+def test_cli_monitor_and_its_errors(tiny_model_dir, recording, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+    database = tmp_path / "cli.db"
+
+    def argv(alert="siren", confirm="1/1"):
+        return [
+            "monitor",
+            "--labels",
+            "dog, rain, siren",
+            "--alert",
+            alert,
+            "--source",
+            str(recording),
+            "--speed",
+            "6",
+            "--threshold",
+            "0",
+            "--confirm",
+            confirm,
+            "--cooldown",
+            "100",
+            "--db",
+            str(database),
+        ]
+
+    assert main(argv()) == 0
+    output = capsys.readouterr()
+    assert "ALERT" in output.out and "real-time factor" in output.err
+    assert [row[1] for row in logged(database)] == ["siren"]
+    assert main(argv(alert="cat")) == 2
+    assert "not in --labels" in capsys.readouterr().err
+    assert main(argv(confirm="3/2")) == 2
+    assert main(argv(confirm="two")) == 2
