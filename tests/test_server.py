@@ -271,3 +271,19 @@ def test_detect_endpoint(server, esc50_clips):
         422,
         "invalid_request",
     )
+
+
+def test_presets_translation_and_original_labels_over_http(keyed_server, esc50_clips):
+    url, auth = f"{keyed_server.url}/api/classify", {"Authorization": "Bearer s3cret"}
+    sample = {"audio": (esc50_clips[0].name, esc50_clips[0].read_bytes())}
+    response = requests.post(url, files=sample, data={"preset": "nature_zh"}, headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert {s["label"] for s in body["scores"]} == {"鸟叫声", "雨声", "雷声", "风声", "流水声", "虫鸣", "蛙鸣"}
+    rain = next(s for s in body["scores"] if s["label"] == "雨声")
+    assert "Rain" in rain["translated_as"] and "This is a sound of Rain." in rain["prompt_text"]
+    unknown = requests.post(url, files=sample, data={"labels": "狗叫声, 量子计算机"}, headers=auth).json()
+    assert any("量子计算机" in warning for warning in unknown["warnings"])
+    both = requests.post(url, files=sample, data={"labels": "a, b", "preset": "office"}, headers=auth)
+    assert_error(both, 422, "invalid_labels")
+    assert_error(requests.post(url, files=sample, data={"preset": "kitchen"}, headers=auth), 422, "invalid_labels")

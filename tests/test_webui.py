@@ -60,6 +60,10 @@ def test_preset_fills_labels_and_errors_are_friendly(browser, server):
     expect(page.locator("#labels-input textarea")).to_have_value(
         "glass breaking, smoke alarm, dog barking, baby crying, door knock, doorbell, speech, silence"
     )
+    page.locator("#preset-smart_home_zh").click()
+    expect(page.locator("#labels-input textarea")).to_have_value(
+        "玻璃破碎声, 烟雾报警声, 狗叫声, 婴儿哭声, 敲门声, 门铃声, 说话声, 安静"
+    )
     page.locator("#classify-button").click()
     expect(page.get_by_text("Upload or record some audio first").first).to_be_visible(timeout=15_000)
     assert "Traceback" not in page.content()
