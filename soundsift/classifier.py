@@ -206,7 +206,12 @@ class Classifier:
 
     @cached_property
     def glossary(self) -> Glossary:
-        return Glossary.load([Path(path) for path in self.settings.glossary])
+        translator = None
+        if self.settings.translator:
+            from soundsift.machine_translation import MachineTranslator
+
+            translator = MachineTranslator(self.settings.translator)
+        return Glossary.load([Path(path) for path in self.settings.glossary], translator=translator)
 
     def load(self, audio: AudioInput, *, source: str | None = None) -> DecodedAudio:
         """Decode and resample one input under this classifier's limits."""

