@@ -284,7 +284,10 @@ class Monitor:
         ring = np.zeros(0, dtype=np.float32)
         pending = 0
         while not self._stop.is_set():
-            block = audio.get()
+            try:
+                block = audio.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if block is None:
                 return
             ring = np.concatenate([ring, block])[-window:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -164,3 +165,45 @@ def test_cli_monitor_and_its_errors(tiny_model_dir, recording, tmp_path, monkeyp
     assert "not in --labels" in capsys.readouterr().err
     assert main(argv(confirm="3/2")) == 2
     assert main(argv(confirm="two")) == 2
+
+
+def test_http_stream_source_is_read_like_a_live_source(classifier, recording, tmp_path):
+    import functools
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(recording.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{recording.name}"
+        stats = Monitor(
+            classifier, options(recording, tmp_path, source=url, max_seconds=12.0), emit=lambda _: None
+        ).run()
+    finally:
+        server.shutdown()
+    # Served faster than real time, so most hops are skipped to keep up; some are scored.
+    assert stats.audio_s == pytest.approx(12.0, abs=0.2) and stats.scored >= 1
+    assert stats.scored + stats.skipped + stats.gated == stats.hops
+
+
+def test_a_dropped_source_is_reopened_with_backoff_until_stopped(classifier, recording, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    monitor = Monitor(
+        classifier,
+        options(recording, tmp_path, source=f"http://127.0.0.1:{closed_port}/live.wav", reconnect_max_s=1.0),
+        emit=lambda _: None,
+    )
+    runner = threading.Thread(target=monitor.run)
+    started = time.monotonic()
+    runner.start()
+    time.sleep(3.5)
+    monitor.stop()
+    runner.join(timeout=10)
+    assert not runner.is_alive(), "stop() did not end monitoring"
+    assert 2 <= monitor.stats.reconnects <= 5, monitor.stats.reconnects
+    assert time.monotonic() - started < 10

@@ -287,3 +287,30 @@ def test_presets_translation_and_original_labels_over_http(keyed_server, esc50_c
     both = requests.post(url, files=sample, data={"labels": "a, b", "preset": "office"}, headers=auth)
     assert_error(both, 422, "invalid_labels")
     assert_error(requests.post(url, files=sample, data={"preset": "kitchen"}, headers=auth), 422, "invalid_labels")
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_model_dir, tmp_path):
+    process = ServerProcess(
+        tiny_model_dir, tmp_path / "server.log", max_queue="1", micro_batch_size="1", micro_batch_wait_ms="0"
+    )
+    process.wait_ready()
+    clip = wav_bytes(60, rate=8_000)
+    barrier = threading.Barrier(24)
+
+    def call(_: int) -> requests.Response:
+        barrier.wait()
+        return requests.post(
+            f"{process.url}/api/classify", files={"audio": ("long.wav", clip)}, data={"labels": "a, b"}, timeout=120
+        )
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(call, range(24)))
+        metrics = requests.get(f"{process.url}/metrics").text
+    finally:
+        process.terminate()
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused and all(r.status_code in (200, 503) for r in responses)
+    assert refused[0].headers["Retry-After"] == "1" and refused[0].json()["error"]["code"] == "overloaded"
+    assert any(r.status_code == 200 for r in responses)
+    assert 'soundsift_requests_total{endpoint="/api/classify",status="503"}' in metrics
