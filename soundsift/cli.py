@@ -74,7 +74,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["torch", "onnx"],
         help="inference backend (default torch); onnx takes an exported folder or exports --model on first use",
     )
-    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (torch on CUDA only)")
+    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
     group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
     group.add_argument(
         "--quantize", choices=["none", "int8"], help="onnx backend: int8 dynamic quantization on first-use export"
@@ -567,6 +567,9 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         default="audio,text",
         help="comma-separated encoders that --quantize applies to (default audio,text)",
     )
+    parser.add_argument(
+        "--fp16", action="store_true", help="store the encoders that are not int8 in float16 (for GPUs)"
+    )
     parser.set_defaults(handler=run_export)
 
 
@@ -577,7 +580,7 @@ def run_export(args: argparse.Namespace) -> int:
     from soundsift.export import export
 
     started = time.perf_counter()
-    folder = export(args.model, args.out, quantize=args.quantize, quantize_encoders=encoders)
+    folder = export(args.model, args.out, quantize=args.quantize, quantize_encoders=encoders, fp16=args.fp16)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(folder.glob("*.onnx")))
     print(f"exported {args.model} to {folder} in {time.perf_counter() - started:.1f} s ({sizes})")
     return EXIT_OK

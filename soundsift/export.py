@@ -41,8 +41,12 @@ def export(
     quantize: str = "none",
     quantize_encoders: tuple[str, ...] = ("audio", "text"),
     opset: int = OPSET,
+    fp16: bool = False,
 ) -> Path:
-    """Write audio.onnx, text.onnx, tokenizer.json and manifest.json into ``out``."""
+    """Write audio.onnx, text.onnx, tokenizer.json and manifest.json into ``out``.
+
+    ``fp16`` stores the encoders that are not int8-quantized in float16 (inputs and outputs stay
+    float32), for GPUs; on a CPU, int8 is the fast choice."""
     import torch
 
     from soundsift.backends.torch_backend import TorchBackend
@@ -62,6 +66,8 @@ def export(
         for raw, encoder in ((raw_audio, "audio"), (raw_text, "text")):
             if quantize == "int8" and encoder in quantize_encoders:
                 _quantize_int8(raw, out / raw.name)
+            elif fp16:
+                _to_float16(raw, out / raw.name)
             else:
                 shutil.copy(raw, out / raw.name)
     backend._tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
@@ -73,6 +79,9 @@ def export(
         "opset": opset,
         "quantization": {
             encoder: (quantize if encoder in quantize_encoders else "none") for encoder in ("audio", "text")
+        },
+        "float16": {
+            encoder: fp16 and not (quantize == "int8" and encoder in quantize_encoders) for encoder in ("audio", "text")
         },
         "mel_settings": asdict(backend.mel_settings),
         "logit_scale": backend.logit_scale,
@@ -86,28 +95,28 @@ def export(
     return out
 
 
-def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...]) -> Path:
+def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
     """Where an on-first-use export of ``model`` with these options lives (keyed by model revision)."""
     root = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / "onnx"
     local = Path(model).expanduser()
     identity = str(local.resolve()) if local.is_dir() else model
     revision = _local_fingerprint(local) if local.is_dir() else _hub_revision(model)
-    key = json.dumps([identity, revision, quantize, sorted(quantize_encoders), OPSET])
+    key = json.dumps([identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16])
     slug = "".join(c if c.isalnum() else "-" for c in identity)[-48:]
     return root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...]) -> Path:
+def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
     """An exported folder as given, or the cached export of a checkpoint (made now if missing)."""
     local = Path(model).expanduser()
     if (local / MANIFEST).is_file():
         return local
-    folder = cache_folder(model, quantize, quantize_encoders)
+    folder = cache_folder(model, quantize, quantize_encoders, fp16)
     if not (folder / MANIFEST).is_file():
         print(f"soundsift: exporting {model} to ONNX in {folder} (once; later runs reuse it)", file=sys.stderr)
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        export(model, staging, quantize=quantize, quantize_encoders=quantize_encoders)
+        export(model, staging, quantize=quantize, quantize_encoders=quantize_encoders, fp16=fp16)
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
     return folder
@@ -232,6 +241,13 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
+
+
+def _to_float16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
 
 
 def _quantize_int8(source: Path, target: Path) -> None:

@@ -161,3 +161,19 @@ def test_export_and_classify_from_the_command_line(tiny_model_dir, tmp_path, cap
     )
     assert json.loads(capsys.readouterr().out)[0]["top_label"] in ("dog", "rain")
     assert main(["export", "--model", str(tiny_model_dir), "--out", str(out), "--quantize-encoders", "video"]) == 2
+
+
+def test_fp16_export_stays_close_and_is_refused_on_cpu(tiny_model_dir, tmp_path, classifier, esc50_clips, long_clip):
+    from soundsift import ConfigurationError
+
+    half = export(str(tiny_model_dir), tmp_path / "fp16", fp16=True)
+    manifest = json.loads((half / "manifest.json").read_text())
+    assert manifest["float16"] == {"audio": True, "text": True}
+    loaded = Classifier(model=str(half), backend="onnx", device="cpu")
+    inputs = [esc50_clips[0], (long_clip, 48_000)]
+    assert cosines(loaded.embed_audio(inputs), classifier.embed_audio(inputs)).min() >= 0.999
+    assert cosines(loaded.embed_text(TEXTS), classifier.embed_text(TEXTS)).min() >= 0.999
+    with pytest.raises(ConfigurationError, match="CUDA execution provider"):
+        Classifier(model=str(tiny_model_dir), backend="onnx", device="cpu", fp16=True)
+    mixed = export(str(tiny_model_dir), tmp_path / "mixed", quantize="int8", quantize_encoders=("audio",), fp16=True)
+    assert json.loads((mixed / "manifest.json").read_text())["float16"] == {"audio": False, "text": True}

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from soundsift.config import Settings
-from soundsift.errors import ConfigurationError, ModelLoadError
+from soundsift.errors import ModelLoadError
 from soundsift.features import MelSettings
 
 
@@ -33,14 +33,13 @@ def load_backend(settings: Settings) -> Backend:
     if settings.backend == "onnx":
         from soundsift.backends.onnx_backend import OnnxBackend
 
-        if settings.fp16:
-            raise ConfigurationError("fp16 is not available with the onnx backend; use --quantize int8 or torch")
         return OnnxBackend(
             settings.model,
             device=settings.device,
             quantize=settings.quantize,
             quantize_encoders=tuple(settings.quantize_encoders),
             threads=settings.threads,
+            fp16=settings.fp16,
         )
     try:
         from soundsift.backends.torch_backend import TorchBackend

@@ -26,6 +26,7 @@ class OnnxBackend:
         quantize: str = "none",
         quantize_encoders: tuple[str, ...] = ("audio", "text"),
         threads: int | None = None,
+        fp16: bool = False,
     ) -> None:
         try:
             import onnxruntime
@@ -34,14 +35,16 @@ class OnnxBackend:
             raise ModelLoadError("the onnx backend needs onnxruntime: pip install 'soundsift[onnx]'") from None
         from soundsift.export import MANIFEST, ensure_exported
 
-        folder = ensure_exported(model, quantize, quantize_encoders)
+        providers, self.device = _providers(onnxruntime, device)
+        if fp16 and self.device == "cpu":
+            raise ConfigurationError("fp16 ONNX needs the CUDA execution provider; on a CPU use --quantize int8")
+        folder = ensure_exported(model, quantize, quantize_encoders, fp16)
         manifest = json.loads((folder / MANIFEST).read_text())
         self.model_id = model
         self.manifest = manifest
         self.mel_settings = MelSettings(**manifest["mel_settings"])
         self.logit_scale = float(manifest["logit_scale"])
         self.model_frames = int(manifest["model_frames"])
-        providers, self.device = _providers(onnxruntime, device)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
