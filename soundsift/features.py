@@ -138,8 +138,8 @@ class MelFeaturizer:
         return np.concatenate(blocks).astype(np.float32)
 
     def _mel_block(self, frames: np.ndarray) -> np.ndarray:
-        spectrum = np.fft.rfft(frames * self._window, axis=-1).astype(np.complex64)
-        power = np.abs(spectrum, dtype=np.float64) ** 2
+        spectrum = np.fft.rfft(frames * self._window, axis=-1)
+        power = spectrum.real**2 + spectrum.imag**2
         return 10.0 * np.log10(np.maximum(_MEL_FLOOR, self._project(power)))
 
     def _project(self, power: np.ndarray) -> np.ndarray:
