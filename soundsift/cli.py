@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="soundsift",
         description="Zero-shot audio classification with CLAP: give a sound and labels in plain words.",
-        epilog="Every option also reads a SOUNDSIFT_<NAME> environment variable, e.g. SOUNDSIFT_MODEL.",
+        epilog="Options that are settings (model, device, backend, templates, thresholds, limits, server options) "
+        "also read SOUNDSIFT_<NAME> environment variables, e.g. SOUNDSIFT_MODEL; flags win over them.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_classify_command(commands)
@@ -527,6 +528,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN ('*' for any); repeatable",
     )
+    add_translation_options(parser.add_argument_group("labels"))
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest request body (default 50)")
     limits.add_argument(
