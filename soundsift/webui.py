@@ -200,7 +200,7 @@ async def run_detection(service, audio_path, labels, window, threshold, backgrou
     rows = pd.DataFrame(
         [e.model_dump() for e in detection.events], columns=["label", "start_s", "end_s", "peak_score", "mean_score"]
     )
-    return plot_timeline(detection), rows
+    return plot_timeline(detection), rows.round(3)
 
 
 async def run_classification(service, audio_path, labels, threshold, template, multi_label):
