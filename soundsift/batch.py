@@ -239,7 +239,6 @@ def _flush(handle: io.TextIOBase) -> None:
 
 @dataclass
 class BatchSummary:
-    total: int = 0
     skipped: int = 0
     done: int = 0
     failed: int = 0

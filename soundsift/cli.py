@@ -214,7 +214,7 @@ def run_batch(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     done = writer.done_paths()
     todo = [path for path in paths if path not in done]
-    summary = BatchSummary(total=len(paths), skipped=len(paths) - len(todo))
+    summary = BatchSummary(skipped=len(paths) - len(todo))
     progress = make_progress(len(todo), args.progress)
     started = time.perf_counter()
     try:

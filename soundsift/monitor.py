@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,7 +65,6 @@ class MonitorStats:
     reconnects: int = 0
     audio_s: float = 0.0
     busy_s: float = 0.0
-    last_labels: dict[str, float] = field(default_factory=dict)
 
     @property
     def real_time_factor(self) -> float:
@@ -144,7 +143,9 @@ class Webhook:
         return False
 
 
-def open_source(options: MonitorOptions) -> Callable[[], Iterator[tuple[np.ndarray, int]]]:
+def open_source(
+    options: MonitorOptions, on_bad_chunk: Callable[[], None] = lambda: None
+) -> Callable[[], Iterator[tuple[np.ndarray, int]]]:
     """A function that opens the source and yields (mono float32 block, sample rate)."""
     source = options.source
     if source == "mic":
@@ -153,7 +154,7 @@ def open_source(options: MonitorOptions) -> Callable[[], Iterator[tuple[np.ndarr
         return lambda: _stdin_pcm(options.source_rate)
     if Path(source).is_file():
         return lambda: _replayed_file(Path(source), options.speed)
-    return lambda: _pyav_live(source)
+    return lambda: _pyav_live(source, on_bad_chunk)
 
 
 def _microphone(options: MonitorOptions) -> Iterator[tuple[np.ndarray, int]]:
@@ -194,7 +195,7 @@ def _replayed_file(path: Path, speed: float) -> Iterator[tuple[np.ndarray, int]]
         yield block, 48_000
 
 
-def _pyav_live(url: str) -> Iterator[tuple[np.ndarray, int]]:
+def _pyav_live(url: str, on_bad_chunk: Callable[[], None]) -> Iterator[tuple[np.ndarray, int]]:
     import av
 
     device_format, _, device = (
@@ -208,6 +209,7 @@ def _pyav_live(url: str) -> Iterator[tuple[np.ndarray, int]]:
                 frames = packet.decode()
             except av.error.FFmpegError as error:
                 logger.warning("bad chunk skipped: %s", error)
+                on_bad_chunk()
                 continue
             for frame in frames:
                 for converted in to_float.resample(frame):
@@ -259,7 +261,7 @@ class Monitor:
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                for block, rate in open_source(self.options)():
+                for block, rate in open_source(self.options, self._count_bad_chunk)():
                     if self._stop.is_set():
                         break
                     audio.put(resample(block, rate, self.rate))
@@ -275,6 +277,9 @@ class Monitor:
                 self._stop.wait(backoff)
                 backoff = min(self.options.reconnect_max_s, backoff * 2)
         audio.put(None)
+
+    def _count_bad_chunk(self) -> None:
+        self.stats.bad_chunks += 1
 
     def _finite_source(self) -> bool:
         return self.options.source == "-" or Path(self.options.source).is_file()
@@ -318,7 +323,6 @@ class Monitor:
         self.stats.busy_s += time.perf_counter() - started
         self.stats.scored += 1
         scores = {score.label: score.score for score in result.scores}
-        self.stats.last_labels = scores
         for label in self.gate.update(
             now, {label: scores[label] >= self.options.threshold for label in self.options.alert}
         ):
