@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -112,22 +112,27 @@ class Classifier:
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
         prepared = self._ensure_prepared(labels, templates, multi_label)
-        decoded: list[DecodedAudio | FailedInput] = []
-        for audio in audios:
-            try:
-                decoded.append(self.load(audio))
-            except SoundsiftError as error:
-                if errors == "raise":
-                    raise
-                decoded.append(failed_input(describe_source(audio), error))
-        clips = [item for item in decoded if isinstance(item, DecodedAudio)]
-        embeddings = iter(self.embed_decoded(clips))
-        return [
-            item
-            if isinstance(item, FailedInput)
-            else self.result_from_embedding(item, next(embeddings), prepared, threshold, min_margin, label_thresholds)
-            for item in decoded
-        ]
+        results: list[Classification | FailedInput] = []
+        # One batch is decoded at a time, so memory does not grow with the number of inputs.
+        for group in batched(audios, self.settings.batch_size):
+            decoded: list[DecodedAudio | FailedInput] = []
+            for audio in group:
+                try:
+                    decoded.append(self.load(audio))
+                except SoundsiftError as error:
+                    if errors == "raise":
+                        raise
+                    decoded.append(failed_input(describe_source(audio), error))
+            embeddings = iter(self.embed_decoded([item for item in decoded if isinstance(item, DecodedAudio)]))
+            results.extend(
+                item
+                if isinstance(item, FailedInput)
+                else self.result_from_embedding(
+                    item, next(embeddings), prepared, threshold, min_margin, label_thresholds
+                )
+                for item in decoded
+            )
+        return results
 
     def detect(self, audio: AudioInput, labels: LabelsInput, **options: Any) -> Detection:
         """When each sound happens in a (long) recording: sliding windows, per-window scores, events.
@@ -356,6 +361,18 @@ class Classifier:
             overrides = label_thresholds
         limits = np.array([overrides.get(name, default) for name in prepared.names])
         return similarities >= limits
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of up to ``size`` consecutive items (itertools.batched needs Python 3.12)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def vetoed_labels(prepared: PreparedLabels, similarities: np.ndarray, embedding: np.ndarray) -> np.ndarray:

@@ -7,18 +7,15 @@ of windows and the (windows x labels) score matrix are held.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from soundsift.audio import AudioInput, DecodedAudio, is_silent, stream_audio
+from soundsift.classifier import Classifier, batched
 from soundsift.errors import ConfigurationError, LabelError
 from soundsift.events import EventRules, detect_events
 from soundsift.labels import LabelsInput, parse_labels
 from soundsift.results import Detection, SoundEvent, WindowScores
-
-if TYPE_CHECKING:
-    from soundsift.classifier import Classifier
 
 DEFAULT_WINDOW_S = 5.0
 Progress = Callable[[float, float | None], None]
@@ -74,7 +71,7 @@ def detect(
     stream = stream_audio(audio, rate, max_duration_s=classifier.settings.max_detect_duration_s, source=source)
     windows = sliding_windows(stream.blocks, round(window_s * rate), round(hop_s * rate))
     starts, ends, rows = [], [], []
-    for batch in _batched(windows, classifier.settings.batch_size):
+    for batch in batched(windows, classifier.settings.batch_size):
         clips = [
             DecodedAudio(samples, rate, stream.source, is_silent(samples, classifier.settings.silence_db))
             for _, samples in batch
@@ -149,14 +146,3 @@ def _with_background(labels: LabelsInput, background: list[str]) -> LabelsInput:
         return {**labels, **{name: name for name in background if name not in labels}}
     present = {item if isinstance(item, str) else item[0] for item in labels}
     return [*labels, *(name for name in background if name not in present)]
-
-
-def _batched(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -210,3 +210,24 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="config.json"):
         Classifier(model=str(tmp_path / "empty"), device="cpu")
+
+
+def test_batch_accepts_a_generator_and_works_through_it_batch_by_batch(classifier, esc50_clips, monkeypatch):
+    events = []
+    real_load, real_embed = classifier.load, classifier.embed_decoded
+
+    def load(audio, **kwargs):
+        events.append("decode")
+        return real_load(audio, **kwargs)
+
+    def embed(clips):
+        events.append(f"embed {len(clips)}")
+        return real_embed(clips)
+
+    monkeypatch.setattr(classifier, "load", load)
+    monkeypatch.setattr(classifier, "embed_decoded", embed)
+    lazy = classifier.classify_batch((path for path in esc50_clips[:6]), "dog, rain")
+    assert classifier.settings.batch_size == 4
+    assert events == ["decode"] * 4 + ["embed 4"] + ["decode"] * 2 + ["embed 2"]
+    monkeypatch.undo()
+    assert lazy == classifier.classify_batch(list(esc50_clips[:6]), "dog, rain")
