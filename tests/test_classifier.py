@@ -231,3 +231,31 @@ def test_batch_accepts_a_generator_and_works_through_it_batch_by_batch(classifie
     assert events == ["decode"] * 4 + ["embed 4"] + ["decode"] * 2 + ["embed 2"]
     monkeypatch.undo()
     assert lazy == classifier.classify_batch(list(esc50_clips[:6]), "dog, rain")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"device": "cuda"}, "no CUDA GPU is available"),
+        ({"device": "cuda:3"}, "no CUDA GPU is available"),
+        ({"device": "cpu", "fp16": True}, "fp16 needs a CUDA device"),
+    ],
+)
+def test_gpu_settings_on_a_machine_without_one_are_clear_errors(tiny_model_dir, overrides, message):
+    from soundsift.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        Classifier(model=str(tiny_model_dir), **overrides)
+
+
+def test_server_gpu_replicas_need_gpus():
+    from soundsift.config import Settings
+    from soundsift.errors import ConfigurationError
+    from soundsift.service import replica_devices
+
+    assert replica_devices(Settings(gpus="none")) == ["cpu"]
+    assert replica_devices(Settings(device="cpu")) == ["cpu"]
+    with pytest.raises(ConfigurationError, match="no CUDA GPU"):
+        replica_devices(Settings(gpus="all"))
+    with pytest.raises(ValueError, match="gpus"):
+        Settings(gpus="some")
