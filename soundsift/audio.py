@@ -32,6 +32,8 @@ AudioInput = str | os.PathLike | bytes | bytearray | BinaryIO | tuple
 # A container may declare a duration slightly above what decodes (encoder priming, rounding);
 # anything shorter than this share of the declared duration is a truncated file.
 _TRUNCATION_TOLERANCE = 0.9
+# Block length when a whole file is decoded at once: few, large reads.
+_WHOLE_FILE_BLOCK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -135,28 +137,18 @@ def _as_readable(audio: AudioInput, name: str) -> Path | BinaryIO:
 
 
 def _decode(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    try:
-        return _decode_soundfile(readable, name, max_duration_s)
-    except soundfile.LibsndfileError:
-        if not isinstance(readable, Path):
-            readable.seek(0)
-        return _decode_pyav(readable, name, max_duration_s)
-
-
-def _decode_soundfile(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    _check_wav_data_size(readable, name)
-    with soundfile.SoundFile(readable) as handle:
-        declared_frames = handle.frames
-        if handle.samplerate > 0:
-            _check_duration(declared_frames / handle.samplerate, max_duration_s, name)
-        samples = handle.read(dtype="float32", always_2d=True)
-        rate = handle.samplerate
-    if declared_frames and len(samples) < declared_frames * _TRUNCATION_TOLERANCE:
+    """The whole file as (frames, channels) float32, by draining the same opener `stream_audio` uses."""
+    opened = _open_blocks(readable, name, max_duration_s, _WHOLE_FILE_BLOCK_S)
+    chunks = list(opened.blocks)
+    if not chunks:
+        raise EmptyAudioError("the audio has no samples", source=name)
+    samples = np.concatenate(chunks, axis=0)
+    held_s = len(samples) / opened.rate
+    if opened.declared_s and held_s < opened.declared_s * _TRUNCATION_TOLERANCE - opened.truncation_slack_s:
         raise AudioDecodeError(
-            f"the file is truncated: it declares {declared_frames / rate:.2f} s but holds {len(samples) / rate:.2f} s",
-            source=name,
+            f"the file is truncated: it declares {opened.declared_s:.2f} s but holds {held_s:.2f} s", source=name
         )
-    return samples, rate
+    return samples, opened.rate
 
 
 def _check_wav_data_size(readable: Path | BinaryIO, name: str) -> None:
@@ -189,32 +181,6 @@ def _scan_wav_header(handle: BinaryIO, name: str) -> None:
                 )
             return
         offset += 8 + chunk_size + (chunk_size % 2)
-
-
-def _decode_pyav(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    try:
-        container = av.open(str(readable) if isinstance(readable, Path) else readable, mode="r")
-    except (av.error.FFmpegError, ValueError, OSError) as error:
-        raise AudioDecodeError(f"not a readable audio or video file ({_reason(error)})", source=name) from None
-    with container:
-        if not container.streams.audio:
-            # FFmpeg opens some non-media files (e.g. plain text, as ANSI art) as video.
-            raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
-        stream = container.streams.audio[0]
-        declared_s = _declared_duration(container, stream)
-        if declared_s is not None:
-            _check_duration(declared_s, max_duration_s, name)
-        chunks = list(_decode_stream(container, stream, name, max_duration_s))
-    if not chunks:
-        raise EmptyAudioError("the audio track decodes to no samples", source=name)
-    samples = np.concatenate(chunks, axis=0)
-    rate = stream.codec_context.sample_rate or stream.rate
-    if declared_s and len(samples) / rate < declared_s * _TRUNCATION_TOLERANCE - 0.1:
-        raise AudioDecodeError(
-            f"the file is truncated: it declares {declared_s:.2f} s but holds {len(samples) / rate:.2f} s",
-            source=name,
-        )
-    return samples, rate
 
 
 def _decode_stream(
@@ -293,51 +259,68 @@ def stream_audio(
     if isinstance(audio, tuple):
         samples, rate = _from_array(audio, name)
         declared = len(samples) / rate
-        raw = (samples[start : start + int(block_s * rate)] for start in range(0, len(samples), int(block_s * rate)))
-    else:
-        raw, rate, declared = _open_blocks(_as_readable(audio, name), name, max_duration_s, block_s)
-    if declared is not None:
         _check_duration(declared, max_duration_s, name)
+        step = int(block_s * rate)
+        raw = (samples[start : start + step] for start in range(0, len(samples), step))
+    else:
+        opened = _open_blocks(_as_readable(audio, name), name, max_duration_s, block_s)
+        raw, rate, declared = opened.blocks, opened.rate, opened.declared_s
     return AudioStream(_resampled_blocks(raw, rate, sample_rate, name, max_duration_s), sample_rate, name, declared)
 
 
-def _open_blocks(
-    readable: Path | BinaryIO, name: str, max_duration_s: float | None, block_s: float
-) -> tuple[Iterator[np.ndarray], int, float | None]:
+@dataclass
+class _Opened:
+    """An opened file: (frames, channels) float32 blocks at ``rate``, and what its header declares."""
+
+    blocks: Iterator[np.ndarray]
+    rate: int
+    declared_s: float | None
+    # How far below the tolerance a file may fall before it counts as truncated: libsndfile's frame
+    # count is exact, compressed containers only estimate their duration.
+    truncation_slack_s: float
+
+
+def _open_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None, block_s: float) -> _Opened:
+    """soundfile (libsndfile) first, PyAV for everything else; rejects over-long files before decoding."""
     try:
         _check_wav_data_size(readable, name)
         handle = soundfile.SoundFile(readable)
     except soundfile.LibsndfileError:
         if not isinstance(readable, Path):
             readable.seek(0)
-        return _pyav_blocks(readable, name, max_duration_s)
-    declared = handle.frames / handle.samplerate if handle.samplerate else None
+        opened = _pyav_blocks(readable, name, max_duration_s)
+    else:
 
-    def blocks() -> Iterator[np.ndarray]:
-        with handle:
-            yield from handle.blocks(
-                blocksize=max(1, int(block_s * handle.samplerate)), dtype="float32", always_2d=True
-            )
+        def blocks() -> Iterator[np.ndarray]:
+            with handle:
+                yield from handle.blocks(
+                    blocksize=max(1, int(block_s * handle.samplerate)), dtype="float32", always_2d=True
+                )
 
-    return blocks(), handle.samplerate, declared
+        declared = handle.frames / handle.samplerate if handle.samplerate else None
+        opened = _Opened(blocks(), handle.samplerate, declared, truncation_slack_s=0.0)
+    if opened.declared_s is not None:
+        _check_duration(opened.declared_s, max_duration_s, name)
+    return opened
 
 
-def _pyav_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None):
+def _pyav_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> _Opened:
     try:
         container = av.open(str(readable) if isinstance(readable, Path) else readable, mode="r")
     except (av.error.FFmpegError, ValueError, OSError) as error:
         raise AudioDecodeError(f"not a readable audio or video file ({_reason(error)})", source=name) from None
     if not container.streams.audio:
         container.close()
+        # FFmpeg opens some non-media files (e.g. plain text, as ANSI art) as video.
         raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
     stream = container.streams.audio[0]
-    rate = stream.codec_context.sample_rate or stream.rate
 
     def blocks() -> Iterator[np.ndarray]:
         with container:
             yield from _decode_stream(container, stream, name, max_duration_s)
 
-    return blocks(), rate, _declared_duration(container, stream)
+    rate = stream.codec_context.sample_rate or stream.rate
+    return _Opened(blocks(), rate, _declared_duration(container, stream), truncation_slack_s=0.1)
 
 
 def _resampled_blocks(
