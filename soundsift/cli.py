@@ -463,7 +463,8 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
 
 def run_monitor(args: argparse.Namespace) -> int:
     from soundsift.classifier import Classifier
-    from soundsift.monitor import Monitor, MonitorOptions, parse_alert_labels
+    from soundsift.labels import label_names
+    from soundsift.monitor import Monitor, MonitorOptions
 
     try:
         needed, window = (int(part) for part in args.confirm.split("/"))
@@ -471,7 +472,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         raise UsageError(f"--confirm {args.confirm!r}: expected N/M, e.g. 2/3") from None
     options = MonitorOptions(
         labels=args.labels,
-        alert=parse_alert_labels(args.alert),
+        alert=label_names(args.alert, min_labels=1),
         source=args.source,
         window_s=args.window,
         hop_s=args.hop,

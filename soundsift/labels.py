@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,15 @@ def parse_labels(
     classes = _to_classes(labels)
     _validate(classes, max_labels=max_labels, max_label_chars=max_label_chars, min_labels=min_labels)
     return classes
+
+
+def label_names(labels: LabelsInput, *, min_labels: int = 0) -> list[str]:
+    """Class names exactly as parse_labels shows them, without count or length limits."""
+    unlimited = sys.maxsize
+    return [
+        label.name
+        for label in parse_labels(labels, max_labels=unlimited, max_label_chars=unlimited, min_labels=min_labels)
+    ]
 
 
 def build_prompts(phrase: str, templates: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -341,9 +341,3 @@ class Monitor:
         self.log.add(alert)
         if self.webhook:
             self.webhook.send(alert)
-
-
-def parse_alert_labels(text: str | Sequence[str]) -> list[str]:
-    from soundsift.labels import parse_labels
-
-    return [label.name for label in parse_labels(text, max_labels=1000, max_label_chars=1000, min_labels=1)]

@@ -14,7 +14,7 @@ from soundsift.audio import AudioInput, DecodedAudio, is_silent, stream_audio
 from soundsift.classifier import Classifier, batched
 from soundsift.errors import ConfigurationError, LabelError
 from soundsift.events import EventRules, detect_events
-from soundsift.labels import LabelsInput, parse_labels
+from soundsift.labels import LabelsInput, label_names
 from soundsift.results import Detection, SoundEvent, WindowScores
 
 DEFAULT_WINDOW_S = 5.0
@@ -60,7 +60,7 @@ def detect(
 ) -> Detection:
     hop_s = window_s / 2 if hop_s is None else hop_s
     _check_geometry(window_s, hop_s)
-    background_labels = _as_list(background)
+    background_labels = label_names(background) if background else []
     label_list = _with_background(labels, background_labels)
     prepared = classifier.prepare_labels(label_list, templates=templates)
     names = prepared.names
@@ -127,20 +127,12 @@ def _check_geometry(window_s: float, hop_s: float) -> None:
         raise ConfigurationError(f"hop_s must be above 0 and at most window_s ({window_s:g}), got {hop_s:g}")
 
 
-def _as_list(labels: Sequence[str] | str | None) -> list[str]:
-    if labels is None:
-        return []
-    if isinstance(labels, str):
-        return [label.name for label in parse_labels(labels, max_labels=10_000, max_label_chars=10_000, min_labels=0)]
-    return [" ".join(label.split()) for label in labels]
-
-
 def _with_background(labels: LabelsInput, background: list[str]) -> LabelsInput:
     """Background labels join the label set (they compete in the scores) unless already there."""
     if not background:
         return labels
     if isinstance(labels, str):
-        present = set(_as_list(labels))
+        present = set(label_names(labels))
         return ", ".join([labels, *(name for name in background if name not in present)])
     if isinstance(labels, Mapping):
         return {**labels, **{name: name for name in background if name not in labels}}
