@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.audio import DecodedAudio, resample, stream_audio
+from soundsift.audio import DecodedAudio, is_silent, resample, stream_audio
 from soundsift.classifier import Classifier
 from soundsift.errors import ConfigurationError, SoundsiftError
 from soundsift.events import AlertGate
@@ -311,15 +311,12 @@ class Monitor:
 
     def _score(self, ring: np.ndarray) -> None:
         now = self.stats.audio_s
-        rms = float(np.sqrt(np.mean(np.square(ring, dtype=np.float64))))
-        if rms <= 10 ** (self.options.gate_db / 20):
+        if is_silent(ring, self.options.gate_db):
             self.stats.gated += 1
             self.gate.update(now, {})
             return
         started = time.perf_counter()
-        clip = DecodedAudio(ring.copy(), self.rate, self.options.source, False)
-        (embedding,) = self.classifier.embed_decoded([clip])
-        result = self.classifier.result_from_embedding(clip, embedding, self.prepared)
+        result = self.classifier.score(DecodedAudio(ring.copy(), self.rate, self.options.source, False), self.prepared)
         self.stats.busy_s += time.perf_counter() - started
         self.stats.scored += 1
         scores = {score.label: score.score for score in result.scores}
