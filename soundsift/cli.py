@@ -331,7 +331,15 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
     window = parser.add_argument_group("windows and events")
     window.add_argument("--window", type=float, default=5.0, help="window length in seconds (default 5)")
     window.add_argument("--hop", type=float, help="seconds between window starts (default: half the window)")
-    window.add_argument("--threshold", type=float, default=0.5, help="score that starts an event (default 0.5)")
+    # Own dest names: these are not the classify uncertainty threshold of Settings.
+    window.add_argument(
+        "--threshold",
+        dest="event_threshold",
+        metavar="SCORE",
+        type=float,
+        default=0.5,
+        help="score that starts an event (default 0.5)",
+    )
     window.add_argument("--off-threshold", type=float, help="score below which an event ends (default: --threshold)")
     window.add_argument(
         "--label-threshold",
@@ -378,7 +386,7 @@ def run_detect(args: argparse.Namespace) -> int:
             args.labels,
             window_s=args.window,
             hop_s=args.hop,
-            threshold=args.threshold,
+            threshold=args.event_threshold,
             off_threshold=args.off_threshold,
             label_thresholds=thresholds,
             smoothing_windows=args.smooth,
@@ -448,7 +456,14 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
     live = parser.add_argument_group("scoring and alerts")
     live.add_argument("--window", type=float, default=2.0, help="seconds scored each time (default 2)")
     live.add_argument("--hop", type=float, default=1.0, help="seconds between scorings (default 1)")
-    live.add_argument("--threshold", type=float, default=0.5, help="score that counts as heard (default 0.5)")
+    live.add_argument(
+        "--threshold",
+        dest="alert_threshold",
+        metavar="SCORE",
+        type=float,
+        default=0.5,
+        help="score that counts as heard (default 0.5)",
+    )
     live.add_argument("--confirm", default="2/3", help="N/M: alert when heard in N of the last M hops (2/3)")
     live.add_argument("--cooldown", type=float, default=30.0, help="seconds before a label alerts again (30)")
     live.add_argument("--gate-db", type=float, default=-50.0, help="skip windows quieter than this dBFS (-50)")
@@ -476,7 +491,7 @@ def run_monitor(args: argparse.Namespace) -> int:
         source=args.source,
         window_s=args.window,
         hop_s=args.hop,
-        threshold=args.threshold,
+        threshold=args.alert_threshold,
         confirm_n=needed,
         confirm_m=window,
         cooldown_s=args.cooldown,
