@@ -1,10 +1,8 @@
 """Export a CLAP checkpoint to ONNX: audio encoder and text encoder, each with its projection.
 
-Needs torch and transformers (the onnx backend that serves the result does not). The fused audio
-encoder picks rows with ``torch.where(is_longer)`` and writes the fusion result back by index, which
-tracing freezes to whatever branch the example batch took; soundsift exports a masked equivalent
-(fusion computed for every row, selected by ``is_longer``) so one graph is right for short and long
-clips alike.
+Needs torch and transformers (the onnx backend that serves the result does not). The audio encoder
+is exported through soundsift.htsat_graph, which re-expresses HTSAT for ONNX Runtime (and gets the
+fused checkpoints' ``is_longer`` branch right).
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.errors import ConfigurationError
 from soundsift.features import MelSettings
 
 MANIFEST = "manifest.json"
@@ -122,61 +121,19 @@ def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...
     return folder
 
 
-class _AudioEncoder:
-    """Built lazily so importing this module never imports torch."""
-
-    @staticmethod
-    def build(clap: Any):
-        import torch
-        from torch import nn
-
-        class MaskedFusionPatchEmbed(nn.Module):
-            def __init__(self, original: nn.Module) -> None:
-                super().__init__()
-                self.original = original
-
-            def forward(self, hidden_states: torch.Tensor, is_longer_idx: torch.Tensor) -> torch.Tensor:
-                embed = self.original
-                batch = hidden_states.shape[0]
-                rows = torch.arange(batch, device=hidden_states.device)
-                # A sum, not any(): it stays defined in ONNX when no row is longer (empty index).
-                mask = (rows[:, None] == is_longer_idx[None, :]).long().sum(dim=1) > 0
-                global_states = embed.proj(hidden_states[:, 0:1, :, :])
-                local = hidden_states[:, 1:, :, :]
-                _, channels, height, width = local.shape
-                local = embed.mel_conv2d(local.reshape(-1, 1, height, width))
-                _, features, out_height, out_width = local.shape
-                local = local.reshape(batch, channels, features, out_height, out_width)
-                local = local.permute(0, 2, 3, 1, 4).flatten(3)
-                local = nn.functional.pad(local, (0, global_states.shape[-1] - local.shape[-1]))
-                fused = embed.fusion_model(global_states, local)
-                states = torch.where(mask[:, None, None, None], fused, global_states)
-                if embed.flatten:
-                    states = states.flatten(2).transpose(1, 2)
-                return embed.norm(states)
-
-        class AudioEncoder(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.audio_model = clap.audio_model
-                self.projection = clap.audio_projection
-                encoder = clap.audio_model.audio_encoder
-                if encoder.enable_fusion:
-                    encoder.patch_embed = MaskedFusionPatchEmbed(encoder.patch_embed)
-
-            def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor) -> torch.Tensor:
-                pooled = self.audio_model(input_features=input_features, is_longer=is_longer).pooler_output
-                return nn.functional.normalize(self.projection(pooled), dim=-1)
-
-        return AudioEncoder().eval()
-
-
 def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
     import copy
 
     import torch
 
-    encoder = _AudioEncoder.build(copy.deepcopy(clap))
+    from soundsift.htsat_graph import AudioGraph, supports
+
+    if not supports(clap):
+        raise ConfigurationError(
+            "ONNX export needs every HTSAT stage's grid to split into whole attention windows (true of the "
+            "released CLAP checkpoints); this checkpoint does not, so use --backend torch"
+        )
+    encoder = AudioGraph(copy.deepcopy(clap)).eval()
     channels = 4 if mel.fusion else 1
     # Traced at the model's own frame count, so the graph has no Resize: the backend stretches the
     # mel frames in numpy (soundsift.features.bicubic_resize_rows), exactly as the model would.

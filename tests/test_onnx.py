@@ -63,6 +63,40 @@ def test_fp32_audio_parity_short_long_and_mixed_batches(onnx_classifier, classif
         assert cosines(onnx_classifier.backend.embed_audio(features, is_longer), expected).min() >= 0.9999
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_export_graph_computes_what_transformers_computes(fused, tiny_model_dir, tiny_unfused_model_dir):
+    """soundsift.htsat_graph (window-order tokens, merged QKV, constant bias + shift mask) against
+    transformers' own encoder, with shifted windows, patch merging and both is_longer branches."""
+    import torch
+    from transformers import ClapModel
+
+    from soundsift.htsat_graph import AudioGraph
+
+    clap = ClapModel.from_pretrained(tiny_model_dir if fused else tiny_unfused_model_dir).eval()
+    assert any(layer.shift_size for stage in clap.audio_model.audio_encoder.layers for layer in stage.blocks)
+    torch.manual_seed(0)
+    features = torch.randn(3, 4 if fused else 1, 1024, 64) * 10 - 40
+    is_longer = torch.tensor([[True], [False], [True]])
+    with torch.no_grad():
+        expected = clap.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
+        ours = AudioGraph(clap).eval()(features, is_longer)
+    assert torch.allclose(ours, torch.nn.functional.normalize(expected, dim=-1), atol=1e-5)
+
+
+def test_export_refuses_a_grid_that_does_not_split_into_windows(tiny_model_dir, tmp_path):
+    from transformers import ClapModel
+
+    from soundsift.errors import ConfigurationError
+
+    clap = ClapModel.from_pretrained(tiny_model_dir)
+    clap.config.audio_config.window_size = 6
+    broken = ClapModel(clap.config)
+    broken.save_pretrained(tmp_path / "model")
+    ClapProcessor.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "model")
+    with pytest.raises(ConfigurationError, match="whole attention windows"):
+        export(str(tmp_path / "model"), tmp_path / "onnx")
+
+
 def test_fp32_text_parity_with_padding_and_truncation(onnx_classifier, classifier):
     assert cosines(onnx_classifier.embed_text(TEXTS), classifier.embed_text(TEXTS)).min() >= 0.9999
 
