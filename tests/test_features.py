@@ -41,6 +41,18 @@ def test_short_clips_match_transformers(reference, fusion, seconds):
     assert not is_longer.any()
 
 
+@pytest.mark.parametrize("padding", ["repeat", "repeatpad", "pad"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_padding_mode_matches_transformers(reference, padding, dtype):
+    waveform = noise(0.7, seed=3).astype(dtype)
+    settings = MelSettings.from_extractor_config({**REAL_CONFIG, "padding": padding}, fusion=True)
+    ours, _ = MelFeaturizer(settings)([waveform])
+    theirs = reference(
+        [waveform], sampling_rate=48_000, truncation="fusion", padding=padding, return_tensors="np"
+    )["input_features"]
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
 def test_long_fused_clip_uses_fixed_crops_and_transformers_global_view(reference):
     waveform = noise(25.0)
     featurizer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=True))
