@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,42 @@ def percentile(values: list[float], percent: float) -> float:
     return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. (getrusage's ru_maxrss survives exec, so a child would report the
+    peak of the parent that spawned it.)"""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
+def pipeline_profile(classify, paths: list[str], labels: list[str], calls: int) -> dict:
+    """Time the pipeline's own stages on one clip: transformers' feature extractor, the audio encoder
+    (``get_audio_features``, as the pipeline runs it) and encoding the label prompts."""
+    import torch
+
+    from soundsift.audio import load_audio
+
+    prompts = [TEMPLATE.format(label) for label in labels]
+    features, encoder = [], []
+    with torch.no_grad():
+        for path in paths[:calls]:
+            begin = time.perf_counter()
+            inputs = classify.feature_extractor(
+                [load_audio(path, 48_000).samples], sampling_rate=48_000, return_tensors="pt"
+            )
+            featured = time.perf_counter()
+            classify.model.get_audio_features(**inputs)
+            features.append(featured - begin)
+            encoder.append(time.perf_counter() - featured)
+        begin = time.perf_counter()
+        classify.model.get_text_features(**classify.tokenizer(prompts, return_tensors="pt", padding=True))
+        text_s = time.perf_counter() - begin
+    return {
+        "features": 1000 * statistics.median(features),
+        "audio_encoder": 1000 * statistics.median(encoder),
+        "text_encoder_50_labels_every_call": 1000 * text_s,
+    }
+
+
 def run_pipeline(model: str, paths: list[str], labels: list[str], args) -> dict:
     from transformers import pipeline
 
@@ -50,19 +85,25 @@ def run_pipeline(model: str, paths: list[str], labels: list[str], args) -> dict:
     classify(first, candidate_labels=labels, hypothesis_template=TEMPLATE)
     first_result_at = time.time()
     subset = paths[: args.pipeline_clips]
-    latencies, tops = [], []
+    latencies = []
     begin = time.perf_counter()
     for path in subset:
         call = time.perf_counter()
-        result = classify(load_audio(path, 48_000).samples, candidate_labels=labels, hypothesis_template=TEMPLATE)
+        classify(load_audio(path, 48_000).samples, candidate_labels=labels, hypothesis_template=TEMPLATE)
         latencies.append(time.perf_counter() - call)
-        tops.append(result[0]["label"])
     batch1 = len(subset) / (time.perf_counter() - begin)
     waveforms = [load_audio(path, 48_000).samples for path in subset]
     begin = time.perf_counter()
     classify(waveforms, candidate_labels=labels, hypothesis_template=TEMPLATE, batch_size=8)
     batch8 = len(subset) / (time.perf_counter() - begin)
-    return {"first_result_at": first_result_at, "batch1": batch1, "batch8": batch8, "latencies": latencies, "top1": {}}
+    return {
+        "first_result_at": first_result_at,
+        "batch1": batch1,
+        "batch8": batch8,
+        "latencies": latencies,
+        "top1": {},
+        "profile_ms": pipeline_profile(classify, paths, labels, args.latency_calls),
+    }
 
 
 def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend: str) -> dict:
@@ -123,7 +164,7 @@ def child(args) -> None:
         row = run_pipeline(args.model, paths, labels, args)
     else:
         row = run_soundsift(args.model, paths, labels, args, args.runner)
-    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(row))
 
 
