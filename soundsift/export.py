@@ -30,6 +30,9 @@ MANIFEST = "manifest.json"
 AUDIO_GRAPH = "audio.onnx"
 TEXT_GRAPH = "text.onnx"
 OPSET = 17
+# Bumped when the exported graphs change, so that first-use exports cached by an older soundsift are
+# made again rather than reused.
+FORMAT = "soundsift-onnx/2"
 QUANTIZATIONS = ("none", "int8")
 
 
@@ -71,7 +74,7 @@ def export(
                 shutil.copy(raw, out / raw.name)
     backend._tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     manifest = {
-        "format": "soundsift-onnx/1",
+        "format": FORMAT,
         "source_model": model,
         "source_revision": _revision(clap),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -95,12 +98,12 @@ def export(
 
 
 def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
-    """Where an on-first-use export of ``model`` with these options lives (keyed by model revision)."""
+    """Where the on-first-use export of ``model`` with these options lives (keyed by revision and format)."""
     root = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / "onnx"
     local = Path(model).expanduser()
     identity = str(local.resolve()) if local.is_dir() else model
     revision = _local_fingerprint(local) if local.is_dir() else _hub_revision(model)
-    key = json.dumps([identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16])
+    key = json.dumps([FORMAT, identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16])
     slug = "".join(c if c.isalnum() else "-" for c in identity)[-48:]
     return root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 

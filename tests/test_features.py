@@ -47,9 +47,9 @@ def test_every_padding_mode_matches_transformers(reference, padding, dtype):
     waveform = noise(0.7, seed=3).astype(dtype)
     settings = MelSettings.from_extractor_config({**REAL_CONFIG, "padding": padding}, fusion=True)
     ours, _ = MelFeaturizer(settings)([waveform])
-    theirs = reference(
-        [waveform], sampling_rate=48_000, truncation="fusion", padding=padding, return_tensors="np"
-    )["input_features"]
+    theirs = reference([waveform], sampling_rate=48_000, truncation="fusion", padding=padding, return_tensors="np")[
+        "input_features"
+    ]
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 

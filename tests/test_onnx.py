@@ -13,6 +13,7 @@ import pytest
 from transformers import ClapProcessor
 
 from soundsift import Classifier
+from soundsift import export as export_module
 from soundsift.audio import load_audio
 from soundsift.cli import main
 from soundsift.export import export
@@ -127,7 +128,7 @@ def test_int8_stays_close(exported_int8, classifier, esc50_clips, long_clip):
     assert cosines(quantized.embed_text(TEXTS), classifier.embed_text(TEXTS)).min() >= 0.99
 
 
-def test_checkpoint_is_exported_on_first_use_and_reused(tiny_model_dir, tmp_path, capfd, esc50_clips):
+def test_checkpoint_is_exported_on_first_use_and_reused(tiny_model_dir, tmp_path, capfd, esc50_clips, monkeypatch):
     os.environ["SOUNDSIFT_CACHE"] = str(tmp_path / "cache")
     try:
         first = Classifier(model=str(tiny_model_dir), backend="onnx", device="cpu")
@@ -140,6 +141,9 @@ def test_checkpoint_is_exported_on_first_use_and_reused(tiny_model_dir, tmp_path
         Classifier(model=str(tiny_model_dir), backend="onnx", device="cpu", quantize="int8")
         assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
         assert first.classify(esc50_clips[0], "a, b") == second.classify(esc50_clips[0], "a, b")
+        assert export_module.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) == folder
+        monkeypatch.setattr(export_module, "FORMAT", "soundsift-onnx/older")
+        assert export_module.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) != folder
     finally:
         del os.environ["SOUNDSIFT_CACHE"]
 
