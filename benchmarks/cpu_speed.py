@@ -158,6 +158,34 @@ def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend
     }
 
 
+def operator_profile(folder: str, paths: list[str], calls: int = 8) -> dict[str, float]:
+    """ms per clip (batch 1) for each ONNX operator type in the audio encoder, from ONNX Runtime's
+    profiler, on a second session with soundsift's serving options."""
+    import onnxruntime
+
+    from soundsift import Classifier
+    from soundsift.backends.onnx_backend import session_options
+    from soundsift.features import bicubic_resize_rows
+
+    classifier = Classifier(model=folder, backend="onnx", device="cpu")
+    options = session_options()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(folder) / "operator-profile")
+    session = onnxruntime.InferenceSession(str(Path(folder) / "audio.onnx"), options)
+    for path in paths[:calls]:
+        mels, is_longer = classifier.featurizer([classifier.load(path).samples])
+        mels = bicubic_resize_rows(mels, classifier.backend.model_frames, axis=-2)
+        session.run(None, {"input_features": mels, "is_longer": is_longer})
+    trace = Path(session.end_profiling())
+    totals: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            operator = event["args"]["op_name"]
+            totals[operator] = totals.get(operator, 0.0) + event["dur"] / 1000 / calls
+    trace.unlink()
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
 def child(args) -> None:
     paths, labels = esc50(args.clips)
     if args.runner == "pipeline":
@@ -165,6 +193,10 @@ def child(args) -> None:
     else:
         row = run_soundsift(args.model, paths, labels, args, args.runner)
     row["peak_rss_mb"] = peak_rss_mb()
+    if args.runner.startswith("onnx"):
+        row["audio_encoder_operators_ms"] = operator_profile(
+            args.onnx_int8 if args.runner == "onnx-int8" else args.onnx_fp32, paths
+        )
     print("RESULT " + json.dumps(row))
 
 
@@ -230,6 +262,11 @@ def report(rows: dict, args) -> None:
     for name, row in rows.items():
         if "profile_ms" in row:
             print(f"  {name:<12} " + ", ".join(f"{k} {v:.1f}" for k, v in row["profile_ms"].items()))
+    for name, row in rows.items():
+        if "audio_encoder_operators_ms" in row:
+            operators = row["audio_encoder_operators_ms"]
+            shown = ", ".join(f"{op} {ms:.1f}" for op, ms in list(operators.items())[:8])
+            print(f"  {name:<12} audio encoder by operator (ms, of {sum(operators.values()):.1f}): {shown}")
     import numpy as np
 
     if "torch" in rows:

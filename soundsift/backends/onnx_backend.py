@@ -10,6 +10,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,18 +46,14 @@ class OnnxBackend:
         self.mel_settings = MelSettings(**manifest["mel_settings"])
         self.logit_scale = float(manifest["logit_scale"])
         self.model_frames = int(manifest["model_frames"])
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or physical_cores()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Subnormal floats slow CPU arithmetic many-fold; flushing them to zero changes no score
-        # (they are below 1e-38) and made the int8 audio encoder 1.6x faster here.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
-        self._audio = onnxruntime.InferenceSession(str(folder / "audio.onnx"), options, providers=providers)
+        self._audio = onnxruntime.InferenceSession(
+            str(folder / "audio.onnx"), session_options(threads), providers=providers
+        )
         # Each session owns a thread pool whose idle threads spin; the text encoder runs rarely (labels
         # are cached), so its threads must not spin and steal the cores the audio encoder needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._text = onnxruntime.InferenceSession(str(folder / "text.onnx"), options, providers=providers)
+        self._text = onnxruntime.InferenceSession(
+            str(folder / "text.onnx"), session_options(threads, spin=False), providers=providers
+        )
         tokenizer_settings = manifest["tokenizer"]
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.enable_truncation(tokenizer_settings["max_length"])
@@ -77,6 +74,23 @@ class OnnxBackend:
         with self._lock:
             (embeddings,) = self._text.run(None, {"input_ids": ids, "attention_mask": mask})
         return embeddings
+
+
+def session_options(threads: int | None = None, *, spin: bool = True) -> Any:
+    """ONNX Runtime session options as soundsift serves with: intra-op threads = physical cores
+    unless given, subnormals flushed, all graph optimisations."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Subnormal floats slow CPU arithmetic many-fold; flushing them to zero changes no score
+    # (they are below 1e-38) and made the int8 audio encoder 1.6x faster here.
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def physical_cores() -> int:
