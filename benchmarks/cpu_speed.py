@@ -3,10 +3,11 @@
 Same clips (ESC-50 fold 1 from ../shared), same 50 ESC-50 labels, same full-size model (random weights
 unless --model names real ones). Each runner runs in its own process, so start-up time (process start
 to first result) and peak RSS are its own. Prints clips/s at batch 1 and 8, p50/p95 latency of one
-classify call, peak RSS, start-up, the ratio to the pipeline, where the time goes, and top-1
-agreement of onnx int8 (and fp32) with soundsift torch.
+classify call, peak RSS, start-up, the ratio to the pipeline, where the time goes (decoding,
+features, audio and text encoders; the ONNX audio encoder also by operator), audio-embedding cosine
+and top-1 agreement of onnx int8 (and fp32) with soundsift torch.
 
-    python benchmarks/cpu_speed.py                  # about 8 minutes on 2 cores
+    python benchmarks/cpu_speed.py                  # about 3 minutes on 2 cores
     python benchmarks/cpu_speed.py --clips 80 --json speed.json
 """
 
