@@ -7,7 +7,7 @@ classify call, peak RSS, start-up, the ratio to the pipeline, where the time goe
 features, audio and text encoders; the ONNX audio encoder also by operator), audio-embedding cosine
 and top-1 agreement of onnx int8 (and fp32) with soundsift torch.
 
-    python benchmarks/cpu_speed.py                  # about 3 minutes on 2 cores
+    python benchmarks/cpu_speed.py                  # 2 cores: about 3 minutes, plus 1 to export once
     python benchmarks/cpu_speed.py --clips 80 --json speed.json
 """
 
