@@ -158,7 +158,7 @@ class JsonlWriter:
 class CsvWriter:
     def __init__(self, path: Path, labels: Sequence[str]) -> None:
         self.path, self.labels = path, list(labels)
-        self.header = FIXED_COLUMNS + [f"score:{label}" for label in self.labels]
+        self.header = csv_header(self.labels)
         _drop_partial_last_line(path)
         self._done = self._read()
         fresh = not path.exists() or path.stat().st_size == 0
@@ -185,11 +185,7 @@ class CsvWriter:
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:
-            scores = row.get("scores") or {}
-            self._writer.writerow(
-                [_csv_value(row.get(column)) for column in FIXED_COLUMNS]
-                + [_csv_value(scores.get(label)) for label in self.labels]
-            )
+            self._writer.writerow(csv_cells(row, self.labels))
         _flush(self._handle)
 
     def close(self) -> None:
@@ -224,6 +220,19 @@ class ParquetWriter:
         for label in self.labels:
             columns[f"score:{label}"] = [(row.get("scores") or {}).get(label) for row in rows]
         pq.write_table(pa.table(columns), self.path)
+
+
+def csv_header(labels: Sequence[str]) -> list[str]:
+    """The CSV columns for this label set: the fixed ones, then one ``score:<label>`` per label."""
+    return FIXED_COLUMNS + [f"score:{label}" for label in labels]
+
+
+def csv_cells(row: Mapping[str, Any], labels: Sequence[str]) -> list[str]:
+    """A ``result_row`` as CSV cells in ``csv_header`` order (floats to 6 decimals, None empty)."""
+    scores = row.get("scores") or {}
+    return [_csv_value(row.get(column)) for column in FIXED_COLUMNS] + [
+        _csv_value(scores.get(label)) for label in labels
+    ]
 
 
 def _csv_value(value: Any) -> str:

@@ -162,7 +162,9 @@ def add_classify_command(commands: argparse._SubParsersAction) -> None:
     add_label_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON array of results")
-    output.add_argument("--csv", action="store_true", help="print CSV, one row per file")
+    output.add_argument(
+        "--csv", action="store_true", help="print CSV, one row per file (the columns of batch's .csv output)"
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run_classify)
 
@@ -696,28 +698,13 @@ def _table_block(result: Classification | FailedInput) -> str:
 
 
 def results_to_csv(results: Sequence[Classification | FailedInput], labels: Sequence[str]) -> str:
+    """The same CSV schema as ``soundsift batch --out results.csv``."""
+    from soundsift.batch import csv_cells, csv_header, result_row
+
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    fixed = ["source", "top_label", "confidence", "margin", "uncertain", "silent", "duration_s", "error"]
-    writer.writerow(fixed + [f"score:{label}" for label in labels])
-    for result in results:
-        if isinstance(result, FailedInput):
-            writer.writerow([result.source, "", "", "", "", "", "", result.message] + [""] * len(labels))
-            continue
-        by_label = {score.label: score.score for score in result.scores}
-        writer.writerow(
-            [
-                result.source,
-                result.top_label or "",
-                f"{result.confidence:.6f}",
-                f"{result.margin:.6f}",
-                result.uncertain,
-                result.silent,
-                result.duration_s,
-                "",
-            ]
-            + [f"{by_label[label]:.6f}" for label in labels]
-        )
+    writer.writerow(csv_header(labels))
+    writer.writerows(csv_cells(result_row(result, result.source), labels) for result in results)
     return buffer.getvalue()
 
 

@@ -48,9 +48,11 @@ def test_csv_output_and_failed_file_exit_code(run, esc50_clips, tmp_path):
     code, out, _ = run("classify", str(esc50_clips[0]), str(bad), "--labels", "dog, rain", "--csv")
     assert code == 1
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert rows[0]["source"] == str(esc50_clips[0]) and rows[0]["error"] == ""
+    assert rows[0]["path"] == str(esc50_clips[0]) and rows[0]["error"] == ""
     assert float(rows[0]["score:dog"]) + float(rows[0]["score:rain"]) == pytest.approx(1.0, abs=1e-5)
-    assert rows[1]["source"] == str(bad) and "bad.mp3" in rows[1]["error"]
+    assert rows[1]["path"] == str(bad) and "bad.mp3" in rows[1]["error"]
+    assert rows[1]["confidence"] == rows[1]["score:dog"] == ""
+    assert rows[0]["duration_s"] == "5.000000"
 
 
 def test_multi_label_options(run, esc50_clips):
