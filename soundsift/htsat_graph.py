@@ -80,7 +80,6 @@ class WindowAttention(nn.Module):
     def __init__(self, attention: nn.Module, bias: torch.Tensor) -> None:
         super().__init__()
         self_attention = attention.self
-        self.heads = self_attention.num_attention_heads
         scale = 1 / math.sqrt(self_attention.attention_head_size)
         linears = (self_attention.query, self_attention.key, self_attention.value)
         weights = [linear.weight.detach() for linear in linears]
@@ -155,10 +154,10 @@ class AudioGraph(nn.Module):
         self.blocks = nn.ModuleList()
         self.merges = nn.ModuleList()
         self.gathers: list[str] = []
+        window = config.window_size
         order = torch.arange(math.prod(encoder.input_resolutions[0]))
         for index, stage in enumerate(encoder.layers):
             resolution = encoder.input_resolutions[index]
-            window = config.window_size
             if index:
                 self._add_gather(_merge_order(encoder.input_resolutions[index - 1], order))
                 order = torch.arange(math.prod(resolution))
