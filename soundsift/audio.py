@@ -2,6 +2,12 @@
 
 soundfile (libsndfile) reads WAV/FLAC/OGG/MP3 and friends; PyAV (bundled FFmpeg) reads everything
 else (M4A/AAC, Opus, WebM, video containers), so no system ffmpeg is needed. Resampling is soxr.
+
+Every input is decoded as a stream of small blocks, each mixed down to mono and resampled before
+the next is read, so memory is bounded by the *output* (mono, model rate, at most
+``max_duration_s``), never by what a compressed file expands to. What the header declares
+(channels x rate x duration) is checked against the limits before decoding starts, and the same
+limits are enforced while decoding, because headers can lie.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import soxr
 
 from soundsift.errors import (
     AudioDecodeError,
+    AudioTooLargeError,
     AudioTooLongError,
+    AudioTooShortError,
     EmptyAudioError,
     NonFiniteAudioError,
 )
@@ -32,8 +40,20 @@ AudioInput = str | os.PathLike | bytes | bytearray | BinaryIO | tuple
 # A container may declare a duration slightly above what decodes (encoder priming, rounding);
 # anything shorter than this share of the declared duration is a truncated file.
 _TRUNCATION_TOLERANCE = 0.9
-# Block length when a whole file is decoded at once: few, large reads.
-_WHOLE_FILE_BLOCK_S = 60.0
+# Largest block read at once (float32 frames x channels): blocks stay small whatever the channel
+# count or rate, so a many-channel, high-rate file never needs a large temporary.
+_BLOCK_BYTES = 4 << 20
+_FLOAT32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Bounds on one input. ``None`` means unbounded (for local files a user trusts)."""
+
+    max_duration_s: float | None = None
+    min_duration_s: float = 0.0
+    max_decoded_mb: float | None = None
+    max_channels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -56,37 +76,46 @@ def describe_source(audio: AudioInput) -> str:
         return str(audio)
     if isinstance(audio, (bytes, bytearray)):
         return f"<{len(audio)} bytes>"
-    if isinstance(audio, tuple):
+    if isinstance(audio, (tuple, np.ndarray)):
         return "<array>"
     return str(getattr(audio, "name", "<file object>"))
+
+
+def is_array_input(audio: object) -> bool:
+    """True for ``(samples, sample_rate)``: a pair whose second item is an integer rate, not a path."""
+    return (
+        isinstance(audio, tuple)
+        and len(audio) == 2
+        and isinstance(audio[1], (int, np.integer))
+        and not isinstance(audio[1], bool)
+        and not isinstance(audio[0], (str, bytes, os.PathLike))
+    )
 
 
 def load_audio(
     audio: AudioInput,
     sample_rate: int,
     *,
-    max_duration_s: float | None = None,
+    limits: AudioLimits = AudioLimits(),
     silence_db: float = -60.0,
     source: str | None = None,
 ) -> DecodedAudio:
     """Decode, downmix to mono, convert to float32 and resample to ``sample_rate``.
 
-    Raises EmptyAudioError, AudioDecodeError, AudioTooLongError or NonFiniteAudioError, each
-    naming the input.
+    Raises EmptyAudioError, AudioTooShortError, AudioDecodeError, AudioTooLongError,
+    AudioTooLargeError or NonFiniteAudioError, each naming the input.
     """
-    name = source or describe_source(audio)
-    if isinstance(audio, tuple):
-        samples, rate = _from_array(audio, name)
-    else:
-        samples, rate = _decode(_as_readable(audio, name), name, max_duration_s)
-    samples = _to_mono_float32(samples)
-    if samples.size == 0:
-        raise EmptyAudioError("the audio has no samples", source=name)
-    if not np.all(np.isfinite(samples)):
-        raise NonFiniteAudioError("the audio contains NaN or infinite samples", source=name)
-    _check_duration(len(samples) / rate, max_duration_s, name)
-    samples = resample(samples, rate, sample_rate)
-    return DecodedAudio(samples, sample_rate, name, is_silent(samples, silence_db))
+    stream = stream_audio(audio, sample_rate, limits=limits, source=source, check_truncation=True)
+    blocks = list(stream.blocks)
+    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    duration = len(samples) / sample_rate
+    if duration < limits.min_duration_s or len(samples) == 0:
+        raise AudioTooShortError(
+            f"the audio lasts {1000 * duration:.1f} ms at {sample_rate} Hz, less than the minimum of "
+            f"{1000 * limits.min_duration_s:g} ms",
+            source=stream.source,
+        )
+    return DecodedAudio(samples, sample_rate, stream.source, is_silent(samples, silence_db))
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -97,28 +126,84 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def is_silent(samples: np.ndarray, silence_db: float) -> bool:
+    if len(samples) == 0:
+        return True
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     return rms <= 10.0 ** (silence_db / 20.0)
 
 
-def _from_array(audio: tuple, name: str) -> tuple[np.ndarray, int]:
-    if len(audio) != 2:
-        raise AudioDecodeError("an array input must be a (samples, sample_rate) pair", source=name)
+@dataclass
+class AudioStream:
+    """Mono float32 blocks at ``sample_rate``, decoded lazily; ``declared_duration_s`` when known."""
+
+    blocks: Iterator[np.ndarray]
+    sample_rate: int
+    source: str
+    declared_duration_s: float | None
+
+
+def stream_audio(
+    audio: AudioInput,
+    sample_rate: int,
+    *,
+    limits: AudioLimits = AudioLimits(),
+    block_s: float = 10.0,
+    source: str | None = None,
+    check_truncation: bool = False,
+) -> AudioStream:
+    """Decode block by block, downmixed and resampled as they come, so memory stays flat for
+    hour-long recordings. Errors are the same typed errors as `load_audio`; those the header
+    reveals are raised here, before any decoding."""
+    name = source or describe_source(audio)
+    if is_array_input(audio):
+        opened = _array_blocks(audio, name, block_s)  # type: ignore[arg-type]
+    else:
+        opened = _open_blocks(_as_readable(audio, name), name, block_s)
+    _check_header(opened, limits, name)
+    blocks = _resampled_blocks(opened, sample_rate, name, limits)
+    if check_truncation:
+        blocks = _checked_for_truncation(blocks, opened, name)
+    return AudioStream(blocks, sample_rate, name, opened.declared_s)
+
+
+@dataclass
+class _Opened:
+    """An opened input: (frames, channels) blocks at ``rate``, and what its header declares.
+
+    ``truncation_slack_s``: how far below the tolerance a file may fall before it counts as
+    truncated (libsndfile's frame count is exact, compressed containers only estimate)."""
+
+    blocks: Iterator[np.ndarray]
+    rate: int
+    channels: int
+    declared_s: float | None
+    truncation_slack_s: float
+    decoded_frames: int = 0
+
+
+def _array_blocks(audio: tuple, name: str, block_s: float) -> _Opened:
     samples, rate = audio
     samples = np.asarray(samples)
-    if not isinstance(rate, (int, np.integer)) or rate <= 0:
+    if rate <= 0:
         raise AudioDecodeError(f"sample rate must be a positive integer, got {rate!r}", source=name)
-    if samples.ndim not in (1, 2) or not (np.issubdtype(samples.dtype, np.number)):
+    if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.number):
         raise AudioDecodeError(
-            f"samples must be a numeric 1-D (mono) or 2-D (frames, channels) array, got shape {samples.shape}",
+            f"samples must be a numeric 1-D (mono) or 2-D (frames, channels) array, got shape {samples.shape} "
+            f"of {samples.dtype}",
             source=name,
         )
-    return samples, int(rate)
+    rate = int(rate)
+    step = max(1, int(block_s * rate))
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    blocks = (samples[start : start + step] for start in range(0, len(samples), step))
+    return _Opened(blocks, rate, channels, len(samples) / rate, truncation_slack_s=0.0)
 
 
 def _as_readable(audio: AudioInput, name: str) -> Path | BinaryIO:
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
+        if path.is_dir():
+            raise AudioDecodeError("is a folder, not an audio file", source=name)
         if not path.is_file():
             raise AudioDecodeError("no such file", source=name)
         if path.stat().st_size == 0:
@@ -128,27 +213,178 @@ def _as_readable(audio: AudioInput, name: str) -> Path | BinaryIO:
         if not audio:
             raise EmptyAudioError("no bytes were given", source=name)
         return io.BytesIO(audio)
+    if isinstance(audio, np.ndarray):
+        raise AudioDecodeError(
+            "a bare array has no sample rate: pass (samples, sample_rate), e.g. (waveform, 16000)", source=name
+        )
+    if isinstance(audio, tuple):
+        raise AudioDecodeError(
+            "a tuple input must be (samples, sample_rate) with an integer rate; to classify several files pass a list",
+            source=name,
+        )
     if hasattr(audio, "read"):
-        data = audio.read()
-        if not data:
-            raise EmptyAudioError("the file object is empty", source=name)
-        return io.BytesIO(data)
-    raise AudioDecodeError(f"unsupported input type {type(audio).__name__}", source=name)
+        return _readable_file_object(audio, name)
+    raise AudioDecodeError(
+        f"unsupported input type {type(audio).__name__}: give a path, bytes, a binary file object or "
+        "(samples, sample_rate)",
+        source=name,
+    )
 
 
-def _decode(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    """The whole file as (frames, channels) float32, by draining the same opener `stream_audio` uses."""
-    opened = _open_blocks(readable, name, max_duration_s, _WHOLE_FILE_BLOCK_S)
-    chunks = list(opened.blocks)
-    if not chunks:
+def _readable_file_object(handle: BinaryIO, name: str) -> BinaryIO:
+    """A seekable file object is decoded in place (uploads spooled to disk stay there); anything
+    else is read into memory first, because both decoders seek."""
+    seekable = getattr(handle, "seekable", None)
+    if seekable is not None and seekable():
+        start = handle.tell()
+        empty = not handle.read(1)
+        handle.seek(start)
+        readable = handle if start == 0 else io.BytesIO(handle.read())
+    else:
+        data = handle.read()
+        empty, readable = not data, io.BytesIO(data)
+    if empty:
+        raise EmptyAudioError("the file object is empty", source=name)
+    return readable
+
+
+def _open_blocks(readable: Path | BinaryIO, name: str, block_s: float) -> _Opened:
+    """soundfile (libsndfile) first, PyAV for everything else."""
+    try:
+        _check_wav_data_size(readable, name)
+        handle = soundfile.SoundFile(readable)
+    except soundfile.LibsndfileError:
+        if not isinstance(readable, Path):
+            readable.seek(0)
+        return _pyav_blocks(readable, name)
+    declared = handle.frames / handle.samplerate if handle.samplerate and handle.frames > 0 else None
+    frames_per_block = max(1, min(int(block_s * handle.samplerate), _BLOCK_BYTES // (4 * max(1, handle.channels))))
+    return _Opened(
+        _soundfile_blocks(handle, frames_per_block, name),
+        handle.samplerate,
+        handle.channels,
+        declared,
+        truncation_slack_s=0.0,
+    )
+
+
+def _soundfile_blocks(handle: soundfile.SoundFile, frames_per_block: int, name: str) -> Iterator[np.ndarray]:
+    # read() returns only the frames really decoded; SoundFile.blocks() pads a short last block
+    # with uninitialised memory, which made a truncated MP3's scores change from call to call.
+    with handle:
+        while True:
+            try:
+                block = handle.read(frames_per_block, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                raise AudioDecodeError(f"the audio is corrupt or truncated ({_reason(error)})", source=name) from None
+            if len(block) == 0:
+                return
+            yield block
+
+
+def _pyav_blocks(readable: Path | BinaryIO, name: str) -> _Opened:
+    try:
+        container = av.open(str(readable) if isinstance(readable, Path) else readable, mode="r")
+    except (av.error.FFmpegError, ValueError, OSError) as error:
+        raise AudioDecodeError(f"not a readable audio or video file ({_reason(error)})", source=name) from None
+    if not container.streams.audio:
+        container.close()
+        # FFmpeg opens some non-media files (e.g. plain text, as ANSI art) as video.
+        raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
+    stream = container.streams.audio[0]
+    rate = stream.codec_context.sample_rate or stream.rate or 0
+    channels = stream.codec_context.channels or 1
+    if rate <= 0:
+        container.close()
+        raise AudioDecodeError("the audio track declares no sample rate", source=name)
+
+    def blocks() -> Iterator[np.ndarray]:
+        with container:
+            yield from _decode_stream(container, stream, name)
+
+    return _Opened(blocks(), rate, channels, _declared_duration(container, stream), truncation_slack_s=0.1)
+
+
+def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream, name: str) -> Iterator[np.ndarray]:
+    """Yield (frames, channels) float32 blocks as FFmpeg decodes them."""
+    to_float = av.AudioResampler(format="fltp")
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                for converted in to_float.resample(frame):
+                    yield converted.to_ndarray().T
+    except av.error.FFmpegError as error:
+        raise AudioDecodeError(f"the audio is corrupt ({_reason(error)})", source=name) from None
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_header(opened: _Opened, limits: AudioLimits, name: str) -> None:
+    """Refuse, before decoding, what the header already shows to be over a limit."""
+    if limits.max_channels is not None and opened.channels > limits.max_channels:
+        raise AudioTooLargeError(
+            f"the audio has {opened.channels} channels; the limit is {limits.max_channels} (SOUNDSIFT_MAX_CHANNELS)",
+            source=name,
+        )
+    if opened.declared_s is None:
+        return
+    _check_duration(opened.declared_s, limits.max_duration_s, name)
+    _check_decoded_size(opened.declared_s * opened.rate * opened.channels, limits.max_decoded_mb, name)
+
+
+def _check_decoded_size(samples: float, max_decoded_mb: float | None, name: str) -> None:
+    megabytes = samples * _FLOAT32_BYTES / 1e6
+    if max_decoded_mb is not None and megabytes > max_decoded_mb:
+        raise AudioTooLargeError(
+            f"decoding it would produce {megabytes:,.0f} MB of audio (channels x sample rate x duration); the "
+            f"limit is {max_decoded_mb:g} MB (SOUNDSIFT_MAX_DECODED_MB)",
+            source=name,
+        )
+
+
+def _resampled_blocks(opened: _Opened, sample_rate: int, name: str, limits: AudioLimits) -> Iterator[np.ndarray]:
+    resampler = (
+        soxr.ResampleStream(opened.rate, sample_rate, 1, dtype="float32", quality="HQ")
+        if opened.rate != sample_rate
+        else None
+    )
+    for block in opened.blocks:
+        if block.ndim == 2 and block.shape[1] != opened.channels:
+            opened.channels = block.shape[1]
+            _check_header(opened, limits, name)
+        opened.decoded_frames += len(block)
+        _check_duration(opened.decoded_frames / opened.rate, limits.max_duration_s, name)
+        _check_decoded_size(opened.decoded_frames * opened.channels, limits.max_decoded_mb, name)
+        mono = _to_mono_float32(block)
+        if not np.all(np.isfinite(mono)):
+            raise NonFiniteAudioError("the audio contains NaN or infinite samples", source=name)
+        out = resampler.resample_chunk(mono) if resampler else mono
+        if len(out):
+            yield out
+    if opened.decoded_frames == 0:
         raise EmptyAudioError("the audio has no samples", source=name)
-    samples = np.concatenate(chunks, axis=0)
-    held_s = len(samples) / opened.rate
-    if opened.declared_s and held_s < opened.declared_s * _TRUNCATION_TOLERANCE - opened.truncation_slack_s:
+    if resampler:
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if len(tail):
+            yield tail
+
+
+def _checked_for_truncation(blocks: Iterator[np.ndarray], opened: _Opened, name: str) -> Iterator[np.ndarray]:
+    """Pass the blocks through; at the end, compare what decoded with what the header declared."""
+    yield from blocks
+    if not opened.declared_s:
+        return
+    held_s = opened.decoded_frames / opened.rate
+    if held_s < opened.declared_s * _TRUNCATION_TOLERANCE - opened.truncation_slack_s:
         raise AudioDecodeError(
             f"the file is truncated: it declares {opened.declared_s:.2f} s but holds {held_s:.2f} s", source=name
         )
-    return samples, opened.rate
 
 
 def _check_wav_data_size(readable: Path | BinaryIO, name: str) -> None:
@@ -183,33 +419,6 @@ def _scan_wav_header(handle: BinaryIO, name: str) -> None:
         offset += 8 + chunk_size + (chunk_size % 2)
 
 
-def _decode_stream(
-    container: av.container.InputContainer, stream: av.AudioStream, name: str, max_duration_s: float | None
-) -> Iterator[np.ndarray]:
-    """Yield (frames, channels) float32 blocks; stops with an error once past the duration limit."""
-    to_float = av.AudioResampler(format="fltp")
-    decoded_frames = 0
-    try:
-        for packet in container.demux(stream):
-            for frame in packet.decode():
-                for converted in to_float.resample(frame):
-                    block = converted.to_ndarray().T
-                    decoded_frames += len(block)
-                    yield block
-                if max_duration_s is not None and decoded_frames / frame.sample_rate > max_duration_s:
-                    _check_duration(decoded_frames / frame.sample_rate, max_duration_s, name)
-    except av.error.FFmpegError as error:
-        raise AudioDecodeError(f"the audio is corrupt ({_reason(error)})", source=name) from None
-
-
-def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / av.time_base
-    return None
-
-
 def _to_mono_float32(samples: np.ndarray) -> np.ndarray:
     if np.issubdtype(samples.dtype, np.integer):
         info = np.iinfo(samples.dtype)
@@ -233,115 +442,3 @@ def _check_duration(duration_s: float, max_duration_s: float | None, name: str) 
 
 def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
-
-
-@dataclass
-class AudioStream:
-    """Mono float32 blocks at ``sample_rate``, decoded lazily; ``declared_duration_s`` when known."""
-
-    blocks: Iterator[np.ndarray]
-    sample_rate: int
-    source: str
-    declared_duration_s: float | None
-
-
-def stream_audio(
-    audio: AudioInput,
-    sample_rate: int,
-    *,
-    max_duration_s: float | None = None,
-    block_s: float = 10.0,
-    source: str | None = None,
-) -> AudioStream:
-    """Decode block by block, downmixed and resampled as they come, so memory stays flat for
-    hour-long recordings. Errors are the same typed errors as `load_audio`."""
-    name = source or describe_source(audio)
-    if isinstance(audio, tuple):
-        samples, rate = _from_array(audio, name)
-        declared = len(samples) / rate
-        _check_duration(declared, max_duration_s, name)
-        step = int(block_s * rate)
-        raw = (samples[start : start + step] for start in range(0, len(samples), step))
-    else:
-        opened = _open_blocks(_as_readable(audio, name), name, max_duration_s, block_s)
-        raw, rate, declared = opened.blocks, opened.rate, opened.declared_s
-    return AudioStream(_resampled_blocks(raw, rate, sample_rate, name, max_duration_s), sample_rate, name, declared)
-
-
-@dataclass
-class _Opened:
-    """An opened file: (frames, channels) float32 blocks at ``rate``, and what its header declares."""
-
-    blocks: Iterator[np.ndarray]
-    rate: int
-    declared_s: float | None
-    # How far below the tolerance a file may fall before it counts as truncated: libsndfile's frame
-    # count is exact, compressed containers only estimate their duration.
-    truncation_slack_s: float
-
-
-def _open_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None, block_s: float) -> _Opened:
-    """soundfile (libsndfile) first, PyAV for everything else; rejects over-long files before decoding."""
-    try:
-        _check_wav_data_size(readable, name)
-        handle = soundfile.SoundFile(readable)
-    except soundfile.LibsndfileError:
-        if not isinstance(readable, Path):
-            readable.seek(0)
-        opened = _pyav_blocks(readable, name, max_duration_s)
-    else:
-
-        def blocks() -> Iterator[np.ndarray]:
-            with handle:
-                yield from handle.blocks(
-                    blocksize=max(1, int(block_s * handle.samplerate)), dtype="float32", always_2d=True
-                )
-
-        declared = handle.frames / handle.samplerate if handle.samplerate else None
-        opened = _Opened(blocks(), handle.samplerate, declared, truncation_slack_s=0.0)
-    if opened.declared_s is not None:
-        _check_duration(opened.declared_s, max_duration_s, name)
-    return opened
-
-
-def _pyav_blocks(readable: Path | BinaryIO, name: str, max_duration_s: float | None) -> _Opened:
-    try:
-        container = av.open(str(readable) if isinstance(readable, Path) else readable, mode="r")
-    except (av.error.FFmpegError, ValueError, OSError) as error:
-        raise AudioDecodeError(f"not a readable audio or video file ({_reason(error)})", source=name) from None
-    if not container.streams.audio:
-        container.close()
-        # FFmpeg opens some non-media files (e.g. plain text, as ANSI art) as video.
-        raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
-    stream = container.streams.audio[0]
-
-    def blocks() -> Iterator[np.ndarray]:
-        with container:
-            yield from _decode_stream(container, stream, name, max_duration_s)
-
-    rate = stream.codec_context.sample_rate or stream.rate
-    return _Opened(blocks(), rate, _declared_duration(container, stream), truncation_slack_s=0.1)
-
-
-def _resampled_blocks(
-    raw: Iterator[np.ndarray], rate: int, sample_rate: int, name: str, max_duration_s: float | None
-) -> Iterator[np.ndarray]:
-    resampler = (
-        soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ") if rate != sample_rate else None
-    )
-    seen = 0
-    for block in raw:
-        mono = _to_mono_float32(block)
-        if not np.all(np.isfinite(mono)):
-            raise NonFiniteAudioError("the audio contains NaN or infinite samples", source=name)
-        seen += len(mono)
-        _check_duration(seen / rate, max_duration_s, name)
-        out = resampler.resample_chunk(mono) if resampler else mono
-        if len(out):
-            yield out
-    if seen == 0:
-        raise EmptyAudioError("the audio has no samples", source=name)
-    if resampler:
-        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        if len(tail):
-            yield tail

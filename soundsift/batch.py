@@ -13,18 +13,15 @@ import io
 import json
 import os
 import sys
-import time
-from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from soundsift.audio import DecodedAudio
-from soundsift.classifier import Classifier, PreparedLabels, failed_input
-from soundsift.errors import SoundsiftError
+from soundsift.classifier import Classifier
 from soundsift.results import Classification, FailedInput
+from soundsift.scoring import PreparedLabels
 
 AUDIO_EXTENSIONS = frozenset(
     {
@@ -97,14 +94,19 @@ class RowWriter(Protocol):
 
 
 def open_output(path: Path, labels: Sequence[str]) -> RowWriter:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return JsonlWriter(path, labels)
-    if suffix == ".csv":
-        return CsvWriter(path, labels)
-    if suffix == ".parquet":
-        return ParquetWriter(path, labels)
-    raise OutputError(f"--out {path}: use a .jsonl, .csv or .parquet file name")
+    """The writer for ``path``'s format; its folder is created when missing. OutputError (one line)
+    for an unknown format, a folder that cannot be made or a file that cannot be written."""
+    writers = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}
+    writer = writers.get(path.suffix.lower())
+    if writer is None:
+        raise OutputError(f"--out {path}: use a .jsonl, .csv or .parquet file name")
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name such as {path / 'results.jsonl'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return writer(path, labels)
+    except OSError as error:
+        raise OutputError(f"--out {path}: cannot write there ({error.strerror or error})") from None
 
 
 def _drop_partial_last_line(path: Path) -> None:
@@ -281,14 +283,6 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-@dataclass
-class _Decoded:
-    path: str
-    clip: DecodedAudio | None
-    error: FailedInput | None
-    seconds: float
-
-
 class LocalBatchRunner:
     """Classify files with one Classifier: `workers` threads decode ahead of batched inference."""
 
@@ -306,54 +300,27 @@ class LocalBatchRunner:
         self.threshold, self.label_thresholds = threshold, label_thresholds
 
     def run(self, paths: Sequence[str], writer: RowWriter, summary: BatchSummary, progress: Any = None) -> None:
+        """Rows are appended (and flushed to disk) once per model batch."""
         batch_size = self.classifier.settings.batch_size
-        pending: list[_Decoded] = []
-        for decoded in self._decode_ahead(paths, prefetch=batch_size * 2 + self.workers):
-            summary.decode_s += decoded.seconds
-            pending.append(decoded)
-            if sum(item.clip is not None for item in pending) >= batch_size:
-                self._flush(pending, writer, summary, progress)
-                pending = []
-        if pending:
-            self._flush(pending, writer, summary, progress)
+        rows: list[dict[str, Any]] = []
+        for item in self.classifier.iter_results(
+            paths,
+            self.prepared,
+            threshold=self.threshold,
+            label_thresholds=self.label_thresholds,
+            decode_workers=self.workers,
+        ):
+            summary.decode_s += item.decode_s
+            summary.inference_s += item.model_s
+            rows.append(result_row(item.result, paths[item.index]))
+            if len(rows) >= batch_size:
+                self._write(rows, writer, summary, progress)
+                rows = []
+        if rows:
+            self._write(rows, writer, summary, progress)
 
-    def _decode_ahead(self, paths: Sequence[str], prefetch: int) -> Iterator[_Decoded]:
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="soundsift-decode") as pool:
-            queue: deque[Future] = deque()
-            remaining = iter(paths)
-            try:
-                for path in remaining:
-                    queue.append(pool.submit(self._decode, path))
-                    if len(queue) >= prefetch:
-                        yield queue.popleft().result()
-                while queue:
-                    yield queue.popleft().result()
-            finally:
-                for future in queue:
-                    future.cancel()
-
-    def _decode(self, path: str) -> _Decoded:
-        started = time.perf_counter()
-        try:
-            clip = self.classifier.load(path)
-            return _Decoded(path, clip, None, time.perf_counter() - started)
-        except SoundsiftError as error:
-            return _Decoded(path, None, failed_input(path, error), time.perf_counter() - started)
-
-    def _flush(self, items: list[_Decoded], writer: RowWriter, summary: BatchSummary, progress: Any) -> None:
-        clips = [item.clip for item in items if item.clip is not None]
-        started = time.perf_counter()
-        embeddings = iter(self.classifier.embed_decoded(clips))
-        summary.inference_s += time.perf_counter() - started
-        rows = []
-        for item in items:
-            if item.clip is None:
-                rows.append(result_row(item.error, item.path))
-                continue
-            result = self.classifier.result_from_embedding(
-                item.clip, next(embeddings), self.prepared, self.threshold, None, self.label_thresholds
-            )
-            rows.append(result_row(result, item.path))
+    @staticmethod
+    def _write(rows: list[dict[str, Any]], writer: RowWriter, summary: BatchSummary, progress: Any) -> None:
         writer.append(rows)
         summary.count(rows)
         if progress is not None:

@@ -2,69 +2,99 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from soundsift.audio import AudioInput, DecodedAudio, describe_source, load_audio
+from soundsift.audio import AudioInput, AudioLimits, DecodedAudio, describe_source, is_array_input, load_audio
 from soundsift.backends import Backend, load_backend
-from soundsift.config import Settings, validate_templates
-from soundsift.errors import LabelError, SoundsiftError
+from soundsift.config import ModelSettings, validate_templates
+from soundsift.errors import LabelError, ProcessingError, SoundsiftError
 from soundsift.features import MelFeaturizer
-from soundsift.labels import LabelClass, LabelsInput, build_prompts, parse_labels
-from soundsift.results import Classification, Detection, FailedInput, LabelScore
+from soundsift.labels import LabelLimits, LabelsInput, build_prompts, parse_labels
+from soundsift.results import Classification, FailedInput
+from soundsift.scoring import (
+    Decision,
+    LabelThresholds,
+    PreparedLabels,
+    check_label_thresholds,
+    failed_input,
+    score_embedding,
+)
 from soundsift.translate import Glossary
+
+logger = logging.getLogger("soundsift")
 
 
 @dataclass(frozen=True)
-class PreparedLabels:
-    """Parsed classes with their (C, D) unit class embeddings, reusable across many clips.
+class ClipFeatures:
+    """One clip's model input: (C, T, F) log-mel features and whether it is longer than the window.
 
-    ``exclusion_embeddings`` (E, D) are the hidden competitors; ``exclusion_owner[e]`` is the class
-    index exclusion e belongs to."""
+    About 1 MB whatever the clip's length, so queues hold features, never long decoded audio."""
 
-    classes: list[LabelClass]
-    embeddings: np.ndarray
-    templates: tuple[str, ...]
-    multi_label: bool
-    prompts: list[list[str]]
-    translated_as: list[list[str] | None]
-    warnings: list[str]
-    exclusion_embeddings: np.ndarray
-    exclusion_owner: np.ndarray
+    features: np.ndarray
+    is_longer: bool
 
-    @property
-    def names(self) -> list[str]:
-        return [label.name for label in self.classes]
 
-    @property
-    def translations(self) -> dict[str, list[str]]:
-        return {name: english for name, english in zip(self.names, self.translated_as) if english}
+@dataclass(frozen=True)
+class ScoredInput:
+    """One input's outcome from `Classifier.iter_results`, in input order, with what it cost."""
+
+    index: int
+    source: str
+    result: Classification | FailedInput
+    error: SoundsiftError | None
+    decode_s: float
+    model_s: float
+
+
+Embedder = Callable[[Sequence[ClipFeatures]], list["np.ndarray | SoundsiftError"]]
+"""Turns a batch of clip features into one (D,) embedding or one error per clip, in order."""
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    """One input after decoding and featurizing (or the error that stopped it): what the model and
+    the scoring need, without the decoded samples, so that waiting inputs hold ~1 MB each."""
+
+    index: int
+    source: str
+    features: ClipFeatures | None
+    duration_s: float
+    silent: bool
+    error: SoundsiftError | None
+    decode_s: float
 
 
 class Classifier:
     """Zero-shot audio classifier on a CLAP checkpoint.
 
-    Every keyword is a field of `soundsift.config.Settings`; anything not given comes from
-    ``SOUNDSIFT_*`` environment variables, then the defaults::
+    Every keyword is a field of `soundsift.config.ModelSettings`; anything not given comes from
+    ``SOUNDSIFT_*`` environment variables, then the defaults. Unknown names and bad values raise
+    ConfigurationError::
 
         clf = Classifier()                                   # laion/clap-htsat-fused, auto device
         clf = Classifier(model="/models/clap", device="cpu")
         result = clf.classify("dog.wav", "dog barking, siren, rain")
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
-        self.settings = settings.model_copy(update=overrides) if settings else Settings(**overrides)
+    def __init__(self, settings: ModelSettings | None = None, **overrides: Any) -> None:
+        self.settings: ModelSettings = (
+            settings.with_overrides(**overrides) if settings is not None else ModelSettings.build(**overrides)
+        )
         self.backend: Backend = load_backend(self.settings)
         self.featurizer = MelFeaturizer(self.backend.mel_settings)
-        self._text_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     @property
@@ -75,6 +105,17 @@ class Classifier:
     def sample_rate(self) -> int:
         return self.backend.mel_settings.sampling_rate
 
+    @property
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(
+            max_duration_s=self.settings.max_duration_s,
+            min_duration_s=self.settings.min_duration_s,
+            max_decoded_mb=self.settings.max_decoded_mb,
+            max_channels=self.settings.max_channels,
+        )
+
+    # ---- classification -----------------------------------------------------------------------
+
     def classify(
         self,
         audio: AudioInput,
@@ -84,13 +125,15 @@ class Classifier:
         multi_label: bool = False,
         threshold: float | None = None,
         min_margin: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
+        label_thresholds: LabelThresholds = None,
         source: str | None = None,
     ) -> Classification:
         """Classify one input. Raises a SoundsiftError subclass on bad audio or labels."""
         prepared = self._ensure_prepared(labels, templates, multi_label)
         decoded = self.load(audio, source=source)
-        return self.score(decoded, prepared, threshold, min_margin, label_thresholds)
+        return self.score(
+            decoded, prepared, threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds
+        )
 
     def classify_batch(
         self,
@@ -101,8 +144,8 @@ class Classifier:
         multi_label: bool = False,
         threshold: float | None = None,
         min_margin: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
-        errors: str = "raise",
+        label_thresholds: LabelThresholds = None,
+        errors: Literal["raise", "return"] = "raise",
     ) -> list[Classification | FailedInput]:
         """Classify many inputs with one label set; audio is embedded ``batch_size`` at a time.
 
@@ -111,40 +154,170 @@ class Classifier:
         """
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
-        prepared = self._ensure_prepared(labels, templates, multi_label)
         results: list[Classification | FailedInput] = []
-        # One batch is decoded at a time, so memory does not grow with the number of inputs.
-        for group in batched(audios, self.settings.batch_size):
-            decoded: list[DecodedAudio | FailedInput] = []
-            for audio in group:
-                try:
-                    decoded.append(self.load(audio))
-                except SoundsiftError as error:
-                    if errors == "raise":
-                        raise
-                    decoded.append(failed_input(describe_source(audio), error))
-            embeddings = iter(self.embed_decoded([item for item in decoded if isinstance(item, DecodedAudio)]))
-            results.extend(
-                item
-                if isinstance(item, FailedInput)
-                else self.result_from_embedding(
-                    item, next(embeddings), prepared, threshold, min_margin, label_thresholds
-                )
-                for item in decoded
-            )
+        for item in self.iter_results(
+            audios,
+            labels,
+            templates=templates,
+            multi_label=multi_label,
+            threshold=threshold,
+            min_margin=min_margin,
+            label_thresholds=label_thresholds,
+        ):
+            if item.error is not None and errors == "raise":
+                raise item.error
+            results.append(item.result)
         return results
 
-    def detect(self, audio: AudioInput, labels: LabelsInput, **options: Any) -> Detection:
-        """When each sound happens in a (long) recording: sliding windows, per-window scores, events.
+    def iter_results(
+        self,
+        audios: Iterable[AudioInput],
+        labels: LabelsInput | PreparedLabels,
+        *,
+        templates: Sequence[str] | None = None,
+        multi_label: bool = False,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: LabelThresholds = None,
+        batch_size: int | None = None,
+        decode_workers: int = 0,
+        embedder: Embedder | None = None,
+    ) -> Iterator[ScoredInput]:
+        """The one decode -> features -> embed -> score loop, as a lazy stream in input order.
 
-        Options: window_s (default 5), hop_s (default window_s / 2), threshold (0.5), off_threshold
-        (default: threshold, i.e. no hysteresis), label_thresholds, smoothing_windows (1),
-        min_duration_s (0), merge_gap_s (0), background (labels that never make events), templates,
-        source, progress (callable(seconds_done, total_or_None)). See soundsift.segmentation.detect.
+        Inputs are decoded one batch at a time (with ``decode_workers`` threads decoding ahead when
+        above 0), so memory does not grow with the number of inputs. A bad input becomes a
+        FailedInput in its place; a clip that fails inside the model fails alone, never its batch.
+        ``embedder`` replaces the local model call (the HTTP service passes its shared micro-batcher).
         """
-        from soundsift.segmentation import detect
+        prepared = self._ensure_prepared(labels, templates, multi_label)
+        check_label_thresholds(prepared, label_thresholds)
+        decision = self.decision(threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds)
+        size = batch_size or self.settings.batch_size
+        embed = embedder or self.embed_features_isolated
+        pending: list[DecodedInput] = []
+        for decoded in self._decode_stream(audios, decode_workers, prefetch=2 * size + decode_workers):
+            pending.append(decoded)
+            if sum(item.features is not None for item in pending) >= size:
+                yield from self._score_group(pending, prepared, decision, embed)
+                pending = []
+        if pending:
+            yield from self._score_group(pending, prepared, decision, embed)
 
-        return detect(self, audio, labels, **options)
+    def _score_group(
+        self, group: list[DecodedInput], prepared: PreparedLabels, decision: Decision, embed: Embedder
+    ) -> Iterator[ScoredInput]:
+        ready = [item.features for item in group if item.features is not None]
+        started = time.perf_counter()
+        outcomes = iter(embed(ready) if ready else [])
+        model_s = (time.perf_counter() - started) / max(1, len(ready))
+        for item in group:
+            outcome = next(outcomes) if item.features is not None else None
+            yield self.scored_input(item, outcome, prepared, decision, model_s=model_s)
+
+    def _decode_stream(self, audios: Iterable[AudioInput], workers: int, prefetch: int) -> Iterator[DecodedInput]:
+        numbered = enumerate(audios)
+        if workers <= 0:
+            yield from (self.decode_input(audio, index=index) for index, audio in numbered)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="soundsift-decode") as pool:
+            queue: deque[Future[DecodedInput]] = deque()
+            try:
+                for index, audio in numbered:
+                    queue.append(pool.submit(self.decode_input, audio, index=index))
+                    if len(queue) >= prefetch:
+                        yield queue.popleft().result()
+                while queue:
+                    yield queue.popleft().result()
+            finally:
+                for future in queue:
+                    future.cancel()
+
+    def decode_input(self, audio: AudioInput, *, index: int = 0, source: str | None = None) -> DecodedInput:
+        """Decode and featurize one input; a SoundsiftError is kept in the result, not raised.
+        Thread-safe: the HTTP service and the batch job call it from worker threads."""
+        started = time.perf_counter()
+        name = source or describe_source(audio)
+        try:
+            clip = self.load(audio, source=source)
+            features = self.featurize(clip)
+        except SoundsiftError as error:
+            return DecodedInput(index, name, None, 0.0, False, error, time.perf_counter() - started)
+        return DecodedInput(
+            index, clip.source, features, clip.duration_s, clip.silent, None, time.perf_counter() - started
+        )
+
+    def scored_input(
+        self,
+        item: DecodedInput,
+        outcome: np.ndarray | SoundsiftError | None,
+        prepared: PreparedLabels,
+        decision: Decision,
+        *,
+        model_s: float = 0.0,
+    ) -> ScoredInput:
+        """The result for one decoded input, given its embedding (or the error that replaced it)."""
+        error = item.error if item.error is not None else outcome if isinstance(outcome, SoundsiftError) else None
+        if error is not None:
+            return ScoredInput(item.index, item.source, failed_input(item.source, error), error, item.decode_s, 0.0)
+        assert isinstance(outcome, np.ndarray)
+        result = score_embedding(
+            outcome,
+            prepared,
+            decision,
+            source=item.source,
+            duration_s=item.duration_s,
+            silent=item.silent,
+            model=self.model_id,
+        )
+        return ScoredInput(item.index, item.source, result, None, item.decode_s, model_s)
+
+    def decision(
+        self,
+        *,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: LabelThresholds = None,
+    ) -> Decision:
+        """This classifier's verdict rules, with the request's overrides."""
+        return Decision.build(
+            logit_scale=self.backend.logit_scale,
+            threshold=self.settings.threshold if threshold is None else threshold,
+            min_margin=self.settings.min_margin if min_margin is None else min_margin,
+            label_threshold=self.settings.label_threshold,
+            label_thresholds=label_thresholds,
+        )
+
+    def score(
+        self,
+        decoded: DecodedAudio,
+        prepared: PreparedLabels,
+        *,
+        threshold: float | None = None,
+        min_margin: float | None = None,
+        label_thresholds: LabelThresholds = None,
+    ) -> Classification:
+        """Classify already decoded audio."""
+        check_label_thresholds(prepared, label_thresholds)
+        (embedding,) = self.embed_decoded([decoded])
+        decision = self.decision(threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds)
+        return self.score_embedding(decoded, embedding, prepared, decision)
+
+    def score_embedding(
+        self, decoded: DecodedAudio, embedding: np.ndarray, prepared: PreparedLabels, decision: Decision
+    ) -> Classification:
+        """Score one clip's audio embedding (see soundsift.scoring)."""
+        return score_embedding(
+            embedding,
+            prepared,
+            decision,
+            source=decoded.source,
+            duration_s=decoded.duration_s,
+            silent=decoded.silent,
+            model=self.model_id,
+        )
+
+    # ---- labels -------------------------------------------------------------------------------
 
     def prepare_labels(
         self,
@@ -154,13 +327,8 @@ class Classifier:
         multi_label: bool = False,
     ) -> PreparedLabels:
         """Parse labels and compute class embeddings once, for reuse over many clips."""
-        chosen = tuple(validate_templates(list(templates))) if templates else tuple(self.settings.templates)
-        classes = parse_labels(
-            labels,
-            max_labels=self.settings.max_labels,
-            max_label_chars=self.settings.max_label_chars,
-            min_labels=1 if multi_label else 2,
-        )
+        chosen = self._templates(templates)
+        classes = parse_labels(labels, limits=self.label_limits, min_labels=1 if multi_label else 2)
         warnings: list[str] = []
         phrase_groups, translated_as = [], []
         for label in classes:
@@ -187,15 +355,31 @@ class Classifier:
             exclusion_owner=np.array(owners, dtype=int),
         )
 
+    @property
+    def label_limits(self) -> LabelLimits:
+        return LabelLimits(
+            max_labels=self.settings.max_labels,
+            max_label_chars=self.settings.max_label_chars,
+            max_synonyms=self.settings.max_synonyms,
+            max_total_chars=self.settings.max_label_text_chars,
+        )
+
+    def _templates(self, templates: Sequence[str] | None) -> tuple[str, ...]:
+        if not templates:
+            return tuple(self.settings.templates)
+        if len(templates) > self.settings.max_templates:
+            raise LabelError(f"{len(templates)} templates given; the limit is {self.settings.max_templates}")
+        return tuple(validate_templates(list(templates), max_chars=self.settings.max_template_chars))
+
     def _english_phrases(self, phrases: Sequence[str], warnings: list[str]) -> tuple[list[str], list[str] | None]:
         """Phrases for the text encoder, and the English used when translation changed anything."""
         if not self.settings.translate:
             return list(phrases), None
-        english: list[str] = []
+        english: dict[str, None] = {}  # ordered, de-duplicated in linear time
         changed = False
         for phrase in phrases:
             translation = self.glossary.translate(phrase)
-            english.extend(p for p in translation.phrases if p not in english)
+            english.update(dict.fromkeys(translation.phrases))
             changed = changed or translation.translated
             if translation.method == "untranslated":
                 warnings.append(
@@ -207,7 +391,7 @@ class Classifier:
                     f"label {phrase!r} was matched by similarity ({translation.score:.2f}) to "
                     f"{', '.join(translation.phrases)}"
                 )
-        return english, (english if changed else None)
+        return list(english), (list(english) if changed else None)
 
     @cached_property
     def glossary(self) -> Glossary:
@@ -218,45 +402,54 @@ class Classifier:
             translator = MachineTranslator(self.settings.translator)
         return Glossary.load([Path(path) for path in self.settings.glossary], translator=translator)
 
+    # ---- audio and embeddings -----------------------------------------------------------------
+
     def load(self, audio: AudioInput, *, source: str | None = None) -> DecodedAudio:
         """Decode and resample one input under this classifier's limits."""
         return load_audio(
-            audio,
-            self.sample_rate,
-            max_duration_s=self.settings.max_duration_s,
-            silence_db=self.settings.silence_db,
-            source=source,
+            audio, self.sample_rate, limits=self.audio_limits, silence_db=self.settings.silence_db, source=source
         )
 
-    def score(
-        self,
-        decoded: DecodedAudio,
-        prepared: PreparedLabels,
-        threshold: float | None = None,
-        min_margin: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
-    ) -> Classification:
-        """Classify already decoded audio."""
-        (embedding,) = self.embed_decoded([decoded])
-        return self.result_from_embedding(decoded, embedding, prepared, threshold, min_margin, label_thresholds)
+    def featurize(self, clip: DecodedAudio) -> ClipFeatures:
+        features, is_longer = self.featurizer.clip_features(clip.samples)
+        return ClipFeatures(features.astype(np.float32, copy=False), is_longer)
+
+    def embed_features(self, items: Sequence[ClipFeatures]) -> np.ndarray:
+        """(N, D) unit audio embeddings of featurized clips, ``batch_size`` per model call."""
+        size = self.settings.batch_size
+        batches = [
+            self.backend.embed_audio(
+                np.stack([item.features for item in items[start : start + size]]),
+                np.array([[item.is_longer] for item in items[start : start + size]], dtype=bool),
+            )
+            for start in range(0, len(items), size)
+        ]
+        return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+
+    def embed_features_isolated(self, items: Sequence[ClipFeatures]) -> list[np.ndarray | SoundsiftError]:
+        """Like `embed_features`, but when a batch fails each clip is retried alone, so one bad clip
+        gets an error and its neighbours still get their embeddings."""
+        try:
+            return list(self.embed_features(items))
+        except Exception:
+            if len(items) == 1:
+                logger.exception("the model failed on one clip")
+                return [ProcessingError("the model failed on this clip; see the log")]
+        return [outcome for item in items for outcome in self.embed_features_isolated([item])]
+
+    def embed_decoded(self, clips: Sequence[DecodedAudio]) -> np.ndarray:
+        """(N, D) unit audio embeddings of decoded clips."""
+        return self.embed_features([self.featurize(clip) for clip in clips])
 
     def embed_audio(self, audios: AudioInput | Sequence[AudioInput]) -> np.ndarray:
         """(N, D) L2-normalised audio embeddings; one input gives a (1, D) array."""
-        items = [audios] if _is_single_audio(audios) else list(audios)
+        items = [audios] if _is_single_audio(audios) else list(audios)  # type: ignore[arg-type]
         return self.embed_decoded([self.load(audio) for audio in items])
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """(N, D) L2-normalised text embeddings of the texts exactly as given (no template)."""
         items = [texts] if isinstance(texts, str) else list(texts)
         return self._cached_text_embeddings(items)
-
-    def embed_decoded(self, clips: Sequence[DecodedAudio]) -> np.ndarray:
-        size = self.settings.batch_size
-        batches = [
-            self.backend.embed_audio(*self.featurizer([clip.samples for clip in clips[start : start + size]]))
-            for start in range(0, len(clips), size)
-        ]
-        return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
 
     def _ensure_prepared(
         self, labels: LabelsInput | PreparedLabels, templates: Sequence[str] | None, multi_label: bool
@@ -273,94 +466,21 @@ class Classifier:
         return means / np.linalg.norm(means, axis=1, keepdims=True)
 
     def _cached_text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """Embeddings from an LRU cache of ``text_cache_size`` entries (each text is length-bounded
+        by the label and template limits, so the cache's memory is bounded too)."""
         with self._cache_lock:
-            known = {t: self._text_cache[(self.model_id, t)] for t in texts if (self.model_id, t) in self._text_cache}
+            known = {text: self._text_cache[text] for text in texts if text in self._text_cache}
             for text in known:
-                self._text_cache.move_to_end((self.model_id, text))
-        missing = [t for t in dict.fromkeys(texts) if t not in known]
+                self._text_cache.move_to_end(text)
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
         if missing:
             known.update(zip(missing, self.backend.embed_text(missing)))
             with self._cache_lock:
                 for text in missing:
-                    self._text_cache[(self.model_id, text)] = known[text]
+                    self._text_cache[text] = known[text]
                 while len(self._text_cache) > self.settings.text_cache_size:
                     self._text_cache.popitem(last=False)
-        return np.stack([known[t] for t in texts])
-
-    def result_from_embedding(
-        self,
-        decoded: DecodedAudio,
-        embedding: np.ndarray,
-        prepared: PreparedLabels,
-        threshold: float | None = None,
-        min_margin: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
-    ) -> Classification:
-        """Score one clip's audio embedding (from `embed_decoded`) against prepared labels.
-
-        Scores are the softmax of the model's logit scale times the cosine similarities. A label with
-        exclusions is vetoed when any excluded sound is more similar to the audio than the label
-        itself: its score is still reported, but it cannot be the top label, which falls to the best
-        label that is not vetoed (or to none, and ``uncertain``)."""
-        similarities = prepared.embeddings @ embedding
-        scores = softmax(self.backend.logit_scale * similarities)
-        order = np.argsort(-scores, kind="stable")
-        vetoed = vetoed_labels(prepared, similarities, embedding)
-        detected = self._detections(prepared, similarities, label_thresholds) if prepared.multi_label else None
-        eligible = [i for i in order if not vetoed[i] and (detected is None or detected[i])]
-        top = eligible[0] if eligible else None
-        confidence = float(scores[top]) if top is not None else 0.0
-        runner_up = float(scores[eligible[1]]) if len(eligible) > 1 else 0.0
-        margin = confidence - runner_up
-        uncertain = (
-            top is None
-            or decoded.silent
-            or confidence < (self.settings.threshold if threshold is None else threshold)
-            or margin < (self.settings.min_margin if min_margin is None else min_margin)
-        )
-        has_exclusions = set(prepared.exclusion_owner.tolist())
-        return Classification(
-            source=decoded.source,
-            top_label=prepared.names[top] if top is not None else None,
-            confidence=confidence,
-            margin=margin,
-            uncertain=uncertain,
-            scores=[
-                LabelScore(
-                    label=prepared.names[i],
-                    score=float(scores[i]),
-                    similarity=float(similarities[i]),
-                    detected=None if detected is None else bool(detected[i]),
-                    prompt_text=" | ".join(prepared.prompts[i]),
-                    translated_as=prepared.translated_as[i],
-                    vetoed=bool(vetoed[i]) if i in has_exclusions else None,
-                )
-                for i in order
-            ],
-            detected_labels=None if detected is None else [prepared.names[i] for i in order if detected[i]],
-            duration_s=round(decoded.duration_s, 3),
-            silent=decoded.silent,
-            model=self.model_id,
-            warnings=prepared.warnings,
-        )
-
-    def _detections(
-        self,
-        prepared: PreparedLabels,
-        similarities: np.ndarray,
-        label_thresholds: float | Mapping[str, float] | None,
-    ) -> np.ndarray:
-        default = self.settings.label_threshold
-        overrides: Mapping[str, float] = {}
-        if isinstance(label_thresholds, (int, float)):
-            default = float(label_thresholds)
-        elif label_thresholds:
-            unknown = set(label_thresholds) - set(prepared.names)
-            if unknown:
-                raise LabelError(f"thresholds given for unknown labels: {', '.join(sorted(unknown))}")
-            overrides = label_thresholds
-        limits = np.array([overrides.get(name, default) for name in prepared.names])
-        return similarities >= limits
+        return np.stack([known[text] for text in texts])
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -375,26 +495,10 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def vetoed_labels(prepared: PreparedLabels, similarities: np.ndarray, embedding: np.ndarray) -> np.ndarray:
-    """True for each class that one of its excluded sounds beats on similarity to the audio."""
-    vetoed = np.zeros(len(similarities), dtype=bool)
-    if len(prepared.exclusion_owner):
-        excluded = prepared.exclusion_embeddings @ embedding
-        for owner, similarity in zip(prepared.exclusion_owner, excluded):
-            vetoed[owner] |= similarity > similarities[owner]
-    return vetoed
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
-
-
-def failed_input(source: str, error: SoundsiftError) -> FailedInput:
-    return FailedInput(source=error.source or source, error=error.code, message=str(error))
-
-
 def _is_single_audio(audios: object) -> bool:
     return (
-        isinstance(audios, (str, bytes, bytearray, tuple)) or hasattr(audios, "read") or hasattr(audios, "__fspath__")
+        isinstance(audios, (str, bytes, bytearray, np.ndarray))
+        or is_array_input(audios)
+        or hasattr(audios, "read")
+        or hasattr(audios, "__fspath__")
     )

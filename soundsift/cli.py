@@ -14,10 +14,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from soundsift.config import DEFAULT_MODEL, DEFAULT_TEMPLATE, Settings
+from soundsift.config import (
+    DEFAULT_MODEL,
+    DEFAULT_TEMPLATE,
+    ModelSettings,
+    ServerSettings,
+    validation_message,
+)
 from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
 from soundsift.presets import preset_names
 from soundsift.results import Classification, FailedInput
@@ -158,7 +165,9 @@ def add_classify_command(commands: argparse._SubParsersAction) -> None:
         description="Classify each FILE against the labels and print the scores. Formats: WAV, FLAC, "
         "OGG/Vorbis, Opus, MP3, M4A/AAC, WebM and the audio track of common video files.",
     )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio or video files")
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="audio or video files; a folder stands for the audio files in it"
+    )
     add_label_options(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON array of results")
@@ -375,6 +384,7 @@ def run_detect(args: argparse.Namespace) -> int:
         raise UsageError("--label-threshold takes LABEL=SCORE here; use --threshold for all labels")
     classifier = Classifier(settings_from_args(args))
     bar = make_progress(0, args.progress)
+    from soundsift.segmentation import detect
 
     def progress(done: float, total: float | None) -> None:
         if bar is not None:
@@ -383,7 +393,8 @@ def run_detect(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        detection = classifier.detect(
+        detection = detect(
+            classifier,
             args.file,
             args.labels,
             window_s=args.window,
@@ -531,7 +542,8 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="start the web page and HTTP API",
         description="Start one process serving the web page (/) and the HTTP API (/api/*, docs at /docs). "
         "The model is loaded once and warmed up before 'Running on local URL' is printed. "
-        "Set SOUNDSIFT_API_KEY to require 'Authorization: Bearer <key>' on /api/*.",
+        "Set SOUNDSIFT_API_KEY (8+ characters) to require it on every route that can run the model: "
+        "'Authorization: Bearer <key>' for the API, a login at /login for the page.",
     )
     server = parser.add_argument_group("server")
     server.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
@@ -559,16 +571,38 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     limits.add_argument(
         "--micro-batch-wait-ms", type=float, help="longest wait for more clips to batch, ms (default 10)"
     )
-    limits.add_argument("--max-queue", type=int, help="clips waiting for the model before 503 (default 64)")
+    limits.add_argument(
+        "--max-queue", type=int, help="clips admitted at once (decoding or waiting for the model) before 503 (64)"
+    )
+    limits.add_argument("--decode-workers", type=int, help="uploads decoded at once (default 2)")
+    limits.add_argument(
+        "--max-decoded-mb", type=float, help="most decoded PCM per input, MB at its own rate and channels (512)"
+    )
+    limits.add_argument(
+        "--max-detect-duration",
+        dest="max_detect_duration_s",
+        type=float,
+        help="/api/detect: longest recording, seconds (3600)",
+    )
+    limits.add_argument("--max-detect-windows", type=int, help="/api/detect: most windows per request (2000)")
+    limits.add_argument(
+        "--graceful-timeout",
+        dest="graceful_timeout_s",
+        type=float,
+        help="on SIGTERM, seconds running requests may finish; queued work then gets 503 (default 30)",
+    )
+    server.add_argument(
+        "--no-ui", dest="ui", action="store_false", default=None, help="serve the HTTP API only, not the web page"
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    model, server = settings_from_args(args), server_settings_from_args(args)
     from soundsift.server import serve
 
-    return serve(settings)
+    return serve(model, server)
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
@@ -606,15 +640,23 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> ModelSettings:
     """Flags override SOUNDSIFT_* environment variables, which override defaults.
 
-    Every flag that sets a Settings field has that field's name as its argparse dest."""
-    overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+    Every flag that sets a settings field has that field's name as its argparse dest."""
+    return _settings(ModelSettings, args)
+
+
+def server_settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return _settings(ServerSettings, args)
+
+
+def _settings(kind: type[ModelSettings] | type[ServerSettings], args: argparse.Namespace) -> Any:
+    overrides = {name: getattr(args, name) for name in kind.model_fields if getattr(args, name, None) is not None}
     try:
-        return Settings(**overrides)
+        return kind(**overrides)
     except ValidationError as error:
-        raise UsageError(_validation_message(error)) from None
+        raise UsageError(validation_message(error)) from None
 
 
 def resolve_labels(args: argparse.Namespace) -> str:
@@ -663,10 +705,11 @@ def run_classify(args: argparse.Namespace) -> int:
     label_thresholds = parse_label_thresholds(args.label_thresholds)
     from soundsift.classifier import Classifier
 
+    files = expand_folders(args.files)
     classifier = Classifier(settings)
     prepared = classifier.prepare_labels(resolve_labels(args), multi_label=args.multi_label)
     report_label_warnings(prepared.warnings)
-    results = classifier.classify_batch(args.files, prepared, label_thresholds=label_thresholds, errors="return")
+    results = classifier.classify_batch(files, prepared, label_thresholds=label_thresholds, errors="return")
     if args.json:
         print(json.dumps([result.model_dump() for result in results], ensure_ascii=False, indent=2))
     elif args.csv:
@@ -674,6 +717,22 @@ def run_classify(args: argparse.Namespace) -> int:
     else:
         print(results_to_table(results))
     return EXIT_FAILED if any(isinstance(result, FailedInput) for result in results) else EXIT_OK
+
+
+def expand_folders(files: Sequence[str]) -> list[str]:
+    """Files as given (a missing one becomes an error row); a folder stands for the audio inside it."""
+    from soundsift.batch import discover_inputs
+
+    expanded: list[str] = []
+    for name in files:
+        if Path(name).is_dir():
+            found = discover_inputs([name])
+            if not found:
+                raise UsageError(f"{name} is a folder with no audio files in it")
+            expanded.extend(found)
+        else:
+            expanded.append(name)
+    return expanded
 
 
 def results_to_table(results: Sequence[Classification | FailedInput]) -> str:
@@ -706,10 +765,6 @@ def results_to_csv(results: Sequence[Classification | FailedInput], labels: Sequ
     writer.writerow(csv_header(labels))
     writer.writerows(csv_cells(result_row(result, result.source), labels) for result in results)
     return buffer.getvalue()
-
-
-def _validation_message(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,18 @@ class EmptyAudioError(AudioError):
     code = "empty_audio"
 
 
+class AudioTooShortError(AudioError):
+    """The audio is shorter than the configured minimum (e.g. no samples left after resampling)."""
+
+    code = "audio_too_short"
+
+
+class AudioTooLargeError(AudioError):
+    """Decoding the input would produce more audio data than the configured budget (channels x rate x time)."""
+
+    code = "audio_too_large"
+
+
 class AudioTooLongError(AudioError):
     """The audio is longer than the configured maximum duration."""
 
@@ -52,13 +64,31 @@ class LabelError(SoundsiftError):
     code = "invalid_labels"
 
 
+class InvalidTextError(LabelError):
+    """Text that cannot be used honestly: invalid UTF-8, lone surrogates, NUL or other control characters."""
+
+    code = "invalid_text"
+
+
 class ModelLoadError(SoundsiftError):
     """The model (weights, config or processor) could not be loaded."""
 
     code = "model_unavailable"
 
 
+class ProcessingError(SoundsiftError):
+    """The model failed on one input that passed every check (a bug or a resource problem, logged)."""
+
+    code = "processing_failed"
+
+
 class ConfigurationError(SoundsiftError):
     """A setting has a value that cannot work on this machine (e.g. cuda without a GPU)."""
 
     code = "invalid_configuration"
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional package is needed for what was asked; the message names the extra to install."""
+
+    code = "missing_dependency"

@@ -25,8 +25,9 @@ import numpy as np
 
 import soundsift
 from soundsift.batch import AUDIO_EXTENSIONS
-from soundsift.classifier import Classifier
-from soundsift.errors import SoundsiftError
+from soundsift.classifier import Classifier, ScoredInput
+from soundsift.optional import ONNXRUNTIME, TORCH, TRANSFORMERS
+from soundsift.results import Classification
 
 
 class DatasetError(Exception):
@@ -149,39 +150,23 @@ def evaluate(
     classes = list(classes or sorted({item.label for item in items}))
     prepared = classifier.prepare_labels(list(classes), templates=templates)
     started = time.perf_counter()
-    predictions: list[Prediction] = []
-    size = classifier.settings.batch_size
-    for start in range(0, len(items), size):
-        predictions.extend(_predict_batch(classifier, prepared, items[start : start + size]))
+    predictions = []
+    for scored in classifier.iter_results((item.path for item in items), prepared):
+        predictions.append(_prediction(items[scored.index], scored))
         if progress is not None:
-            progress.update(len(items[start : start + size]))
+            progress.update(1)
     wall = time.perf_counter() - started
     return _report(classifier, dataset, classes, prepared.templates, predictions, wall), predictions
 
 
-def _predict_batch(classifier: Classifier, prepared, batch: Sequence[EvalItem]) -> list[Prediction]:
-    decoded, decode_ms, failures = [], [], {}
-    for item in batch:
-        started = time.perf_counter()
-        try:
-            decoded.append(classifier.load(item.path))
-        except SoundsiftError as error:
-            failures[item.path] = str(error)
-            decoded.append(None)
-        decode_ms.append(1000 * (time.perf_counter() - started))
-    clips = [clip for clip in decoded if clip is not None]
-    started = time.perf_counter()
-    embeddings = iter(classifier.embed_decoded(clips))
-    model_ms = 1000 * (time.perf_counter() - started) / max(1, len(clips))
-    predictions = []
-    for item, clip, decode in zip(batch, decoded, decode_ms):
-        if clip is None:
-            predictions.append(Prediction(item.path, item.fold, item.label, None, [], decode, 0.0, failures[item.path]))
-            continue
-        result = classifier.result_from_embedding(clip, next(embeddings), prepared)
-        top5 = [score.label for score in result.scores[:5]]
-        predictions.append(Prediction(item.path, item.fold, item.label, result.top_label, top5, decode, model_ms))
-    return predictions
+def _prediction(item: EvalItem, scored: ScoredInput) -> Prediction:
+    decode_ms, model_ms = 1000 * scored.decode_s, 1000 * scored.model_s
+    if not isinstance(scored.result, Classification):
+        return Prediction(item.path, item.fold, item.label, None, [], decode_ms, 0.0, scored.result.message)
+    ranked = [score.label for score in scored.result.scores]
+    # In multi-label mode no label may be detected (top_label None): accuracy then counts the best score.
+    predicted = scored.result.top_label or ranked[0]
+    return Prediction(item.path, item.fold, item.label, predicted, ranked[:5], decode_ms, model_ms)
 
 
 def _report(classifier, dataset, classes, templates, predictions, wall) -> EvalReport:
@@ -332,21 +317,15 @@ def _percentile(values: Sequence[float], percent: float) -> float:
 
 
 def _peak_gpu_gb(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    return torch.cuda.max_memory_allocated(device) / 1024**3
+    if not device.startswith("cuda") or not TORCH.available():
+        return None  # the onnx backend's CUDA memory is not tracked by torch
+    return TORCH.require("GPU memory figures").cuda.max_memory_allocated(device) / 1024**3
 
 
 def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    return {
-        "soundsift": soundsift.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-    }
+    versions = {"soundsift": soundsift.__version__, "python": platform.python_version(), "numpy": np.__version__}
+    for dependency in (TORCH, TRANSFORMERS, ONNXRUNTIME):
+        version = dependency.version()
+        if version is not None:
+            versions[dependency.module] = version
+    return versions

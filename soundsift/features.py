@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.errors import EmptyAudioError
+
 _MEL_FLOOR = 1e-10
 # STFT frames are processed in blocks small enough (1 MB of float64 frames) for the temporaries to
 # stay in cache and be reused by the allocator: with whole-clip blocks, page faults on fresh 8 MB
@@ -97,7 +99,10 @@ class MelFeaturizer:
         return features, is_longer
 
     def clip_features(self, waveform: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(C, frames, mels) features of one clip and whether it is longer than the model's window."""
         settings = self.settings
+        if len(waveform) == 0:
+            raise EmptyAudioError("the audio has no samples")
         if len(waveform) > settings.max_samples:
             return self._long_clip(waveform)
         mel = self.log_mel(waveform, length=settings.max_samples)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from soundsift.errors import LabelError
+from soundsift.text import check_text
 
 LabelsInput = str | Sequence[str | Sequence[str]] | Mapping[str, str | Sequence[str]]
 """``"dog, cat"``; ``["dog barking | dog bark", "cat"]``; ``[["dog", "dog bark"], ["cat"]]``;
@@ -46,22 +47,29 @@ def split_exclusions(phrase: str) -> tuple[str, tuple[str, ...]]:
     return _clean(head), tuple(excluded)
 
 
-def parse_labels(
-    labels: LabelsInput, *, max_labels: int, max_label_chars: int, min_labels: int = 2
-) -> list[LabelClass]:
-    """Normalise any accepted label form into classes; raise LabelError on unusable input."""
+@dataclass(frozen=True)
+class LabelLimits:
+    """Bounds on one request's labels, so that no label set can make unbounded work or memory."""
+
+    max_labels: int = sys.maxsize
+    max_label_chars: int = sys.maxsize
+    max_synonyms: int = sys.maxsize
+    max_total_chars: int = sys.maxsize
+
+
+def parse_labels(labels: LabelsInput, *, limits: LabelLimits, min_labels: int = 2) -> list[LabelClass]:
+    """Normalise any accepted label form into classes; raise LabelError on unusable input.
+
+    The total size is checked before any splitting, so a huge input costs one pass over it."""
+    _check_total_size(labels, limits.max_total_chars)
     classes = _to_classes(labels)
-    _validate(classes, max_labels=max_labels, max_label_chars=max_label_chars, min_labels=min_labels)
+    _validate(classes, limits=limits, min_labels=min_labels)
     return classes
 
 
 def label_names(labels: LabelsInput, *, min_labels: int = 0) -> list[str]:
     """Class names exactly as parse_labels shows them, without count or length limits."""
-    unlimited = sys.maxsize
-    return [
-        label.name
-        for label in parse_labels(labels, max_labels=unlimited, max_label_chars=unlimited, min_labels=min_labels)
-    ]
+    return [label.name for label in parse_labels(labels, limits=LabelLimits(), min_labels=min_labels)]
 
 
 def build_prompts(phrase: str, templates: Sequence[str]) -> list[str]:
@@ -87,13 +95,14 @@ def _from_text(text: str) -> LabelClass:
 
 
 def _with_exclusions(name: str, raw_phrases: Sequence[str], original: object) -> LabelClass:
-    phrases, exclusions = [], []
+    phrases: list[str] = []
+    exclusions: dict[str, None] = {}  # a dict keeps order and de-duplicates in linear time
     for raw in raw_phrases:
         phrase, excluded = split_exclusions(raw)
         if not phrase:
             raise LabelError(f"label {str(original).strip()!r} has an empty phrase (around '|' or an exclusion)")
         phrases.append(phrase)
-        exclusions.extend(e for e in excluded if e not in exclusions)
+        exclusions.update(dict.fromkeys(excluded))
     return LabelClass(name=name, phrases=tuple(phrases), exclusions=tuple(exclusions))
 
 
@@ -125,18 +134,48 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def _validate(classes: list[LabelClass], *, max_labels: int, max_label_chars: int, min_labels: int) -> None:
+def _check_total_size(labels: LabelsInput, max_total_chars: int) -> None:
+    if isinstance(labels, str):
+        total = len(labels)
+    elif isinstance(labels, Mapping):
+        total = sum(len(str(name)) + _size(phrases) for name, phrases in labels.items())
+    elif isinstance(labels, Sequence):
+        total = sum(_size(item) for item in labels)
+    else:
+        return  # _to_classes names the unsupported type
+    if total > max_total_chars:
+        raise LabelError(
+            f"the labels hold {total} characters; the limit is {max_total_chars} (SOUNDSIFT_MAX_LABEL_TEXT_CHARS)"
+        )
+
+
+def _size(item: object) -> int:
+    if isinstance(item, str):
+        return len(item)
+    if isinstance(item, Sequence):
+        return sum(len(str(part)) for part in item)
+    return len(str(item))
+
+
+def _validate(classes: list[LabelClass], *, limits: LabelLimits, min_labels: int) -> None:
     if len(classes) < min_labels:
         found = ", ".join(repr(c.name) for c in classes) or "none"
         raise LabelError(f"at least {min_labels} labels are needed (got {found}); separate labels with commas")
-    if len(classes) > max_labels:
-        raise LabelError(f"{len(classes)} labels given; the limit is {max_labels} (SOUNDSIFT_MAX_LABELS)")
+    if len(classes) > limits.max_labels:
+        raise LabelError(f"{len(classes)} labels given; the limit is {limits.max_labels} (SOUNDSIFT_MAX_LABELS)")
     seen: dict[str, str] = {}
     for label in classes:
-        for phrase in label.phrases:
-            if len(phrase) > max_label_chars:
+        variants = len(label.phrases) + len(label.exclusions)
+        if variants > limits.max_synonyms:
+            raise LabelError(
+                f"label {label.name[:40]!r} has {variants} synonyms and exclusions; the limit is "
+                f"{limits.max_synonyms} (SOUNDSIFT_MAX_SYNONYMS)"
+            )
+        for phrase in (*label.phrases, *label.exclusions):
+            check_text(phrase, f"label {phrase[:40]!r}")
+            if len(phrase) > limits.max_label_chars:
                 raise LabelError(
-                    f"label {phrase[:40]!r}... is {len(phrase)} characters; the limit is {max_label_chars}"
+                    f"label {phrase[:40]!r}... is {len(phrase)} characters; the limit is {limits.max_label_chars}"
                 )
         key = unicodedata.normalize("NFKC", label.name).casefold()
         if key in seen:

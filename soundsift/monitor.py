@@ -48,6 +48,7 @@ class MonitorOptions:
     webhook: str | None = None
     webhook_timeout_s: float = 5.0
     webhook_retries: int = 3
+    webhook_drain_s: float = 10.0
     speed: float = 1.0
     source_rate: int = 16_000
     max_seconds: float | None = None
@@ -65,6 +66,7 @@ class MonitorStats:
     reconnects: int = 0
     audio_s: float = 0.0
     busy_s: float = 0.0
+    webhook_undelivered: int = 0
 
     @property
     def real_time_factor(self) -> float:
@@ -76,38 +78,66 @@ class MonitorStats:
             f"{self.audio_s:.1f} s of audio, {self.hops} hops: {self.scored} scored, {self.gated} below the volume "
             f"gate, {self.skipped} skipped to keep up; {self.alerts} alerts; real-time factor "
             f"{self.real_time_factor:.2f}; {self.bad_chunks} bad chunks, {self.reconnects} reconnects"
+            + (
+                f"; {self.webhook_undelivered} webhook alerts undelivered (in the log)"
+                if self.webhook_undelivered
+                else ""
+            )
         )
 
 
 class EventLog:
-    """One row per alert in SQLite."""
+    """One row per alert in SQLite, with the webhook delivery state of each: 'pending' until the
+    webhook answered, then 'sent' or 'failed' (NULL without a webhook). Alerts that never reached
+    the webhook therefore stay findable, and can be sent again."""
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, "
-            "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL)"
-        )
-        self._db.commit()
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, "
+                "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL, "
+                "webhook TEXT)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "webhook" not in columns:  # a log written by an older soundsift
+                self._db.execute("ALTER TABLE events ADD COLUMN webhook TEXT")
+            self._db.commit()
 
-    def add(self, alert: dict) -> None:
-        self._db.execute(
-            "INSERT INTO events (time_utc, stream_time_s, label, score, source) VALUES (?, ?, ?, ?, ?)",
-            (alert["time_utc"], alert["stream_time_s"], alert["label"], alert["score"], alert["source"]),
-        )
-        self._db.commit()
+    def add(self, alert: dict, *, webhook: str | None) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook) VALUES (?, ?, ?, ?, ?, ?)",
+                (alert["time_utc"], alert["stream_time_s"], alert["label"], alert["score"], alert["source"], webhook),
+            )
+            self._db.commit()
+            return int(cursor.lastrowid or 0)
+
+    def set_webhook_state(self, event_id: int, state: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE events SET webhook = ? WHERE id = ?", (state, event_id))
+            self._db.commit()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 class Webhook:
-    """POSTs alerts as JSON from a worker thread, with a timeout and retries with backoff."""
+    """POSTs alerts as JSON from a worker thread, with a timeout and retries with backoff.
 
-    def __init__(self, url: str, *, timeout_s: float, retries: int) -> None:
-        self.url, self.timeout_s, self.retries = url, timeout_s, retries
-        self.delivered = self.failed = 0
+    ``on_done(alert, delivered)`` is called for every alert the worker finished with. `close` gives
+    the backlog ``drain_s`` seconds; what is still unsent then is counted in ``undelivered`` and
+    logged, never dropped silently."""
+
+    def __init__(
+        self, url: str, *, timeout_s: float, retries: int, on_done: Callable[[dict, bool], None] = lambda *_: None
+    ) -> None:
+        self.url, self.timeout_s, self.retries, self.on_done = url, timeout_s, retries, on_done
+        self.delivered = self.failed = self.undelivered = 0
         self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=1000)
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soundsift-webhook", daemon=True)
         self._thread.start()
 
@@ -115,19 +145,34 @@ class Webhook:
         try:
             self._queue.put_nowait(alert)
         except queue.Full:
-            self.failed += 1
-            logger.warning("webhook backlog full; alert for %s not sent", alert["label"])
+            self.undelivered += 1
+            logger.warning("webhook backlog full; alert for %s not sent (it stays in the event log)", alert["label"])
 
-    def close(self, wait_s: float = 10.0) -> None:
+    def close(self, drain_s: float = 10.0) -> None:
+        """Send what is queued for at most ``drain_s`` seconds, then stop and count the rest."""
         self._queue.put(None)
-        self._thread.join(wait_s)
+        self._thread.join(drain_s)
+        self._closing.set()  # ends retries and backoff waits at once
+        self._thread.join(self.timeout_s + 1.0)
+        left = sum(1 for alert in _drain(self._queue) if alert is not None)
+        self.undelivered += left + (1 if self._thread.is_alive() else 0)
+        if self.undelivered:
+            logger.warning(
+                "%d webhook alert(s) were not delivered before exit; they are in the event log with webhook='pending'",
+                self.undelivered,
+            )
 
     def _run(self) -> None:
-        while (alert := self._queue.get()) is not None:
-            if self._post(alert):
+        while not self._closing.is_set() and (alert := self._queue.get()) is not None:
+            delivered = self._post(alert)
+            if delivered:
                 self.delivered += 1
+            elif self._closing.is_set():
+                self.undelivered += 1
+                continue
             else:
                 self.failed += 1
+            self.on_done(alert, delivered)
 
     def _post(self, alert: dict) -> bool:
         body = json.dumps(alert).encode()
@@ -139,8 +184,17 @@ class Webhook:
                         return True
             except Exception as error:  # any network failure is retried, then logged
                 logger.warning("webhook attempt %d failed: %s", attempt + 1, error)
-            time.sleep(min(8.0, 0.5 * 2**attempt))
+            if self._closing.wait(min(8.0, 0.5 * 2**attempt)):
+                return False
         return False
+
+
+def _drain(pending: queue.Queue) -> Iterator[dict | None]:
+    while True:
+        try:
+            yield pending.get_nowait()
+        except queue.Empty:
+            return
 
 
 def open_source(
@@ -232,7 +286,14 @@ class Monitor:
         )
         self.log = EventLog(options.database)
         self.webhook = (
-            Webhook(options.webhook, timeout_s=options.webhook_timeout_s, retries=options.webhook_retries)
+            Webhook(
+                options.webhook,
+                timeout_s=options.webhook_timeout_s,
+                retries=options.webhook_retries,
+                on_done=lambda alert, delivered: self.log.set_webhook_state(
+                    alert["id"], "sent" if delivered else "failed"
+                ),
+            )
             if options.webhook
             else None
         )
@@ -251,9 +312,10 @@ class Monitor:
             self._consume(audio)
         finally:
             self._stop.set()
-            self.log.close()
             if self.webhook:
-                self.webhook.close()
+                self.webhook.close(self.options.webhook_drain_s)
+                self.stats.webhook_undelivered = self.webhook.undelivered
+            self.log.close()
         return self.stats
 
     def _read(self, audio: queue.Queue) -> None:
@@ -335,6 +397,6 @@ class Monitor:
         }
         self.stats.alerts += 1
         self.emit(f"ALERT {alert['time_utc']}  {label}  score {score:.2f}  (stream {stream_time_s:.1f} s)")
-        self.log.add(alert)
+        event_id = self.log.add(alert, webhook="pending" if self.webhook else None)
         if self.webhook:
-            self.webhook.send(alert)
+            self.webhook.send({"id": event_id, **alert})

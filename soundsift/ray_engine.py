@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from soundsift.batch import BatchSummary, RowWriter, result_row
-from soundsift.config import Settings
+from soundsift.config import ModelSettings
+from soundsift.optional import RAY
 
 
 class _ClassifyActor:
@@ -29,7 +30,7 @@ class _ClassifyActor:
     ) -> None:
         from soundsift.classifier import Classifier
 
-        self.classifier = Classifier(Settings.model_validate(settings))
+        self.classifier = Classifier(ModelSettings.build(**settings))
         self.prepared = self.classifier.prepare_labels(labels, templates=templates, multi_label=multi_label)
         self.threshold, self.label_thresholds = threshold, label_thresholds
 
@@ -44,7 +45,7 @@ class _ClassifyActor:
 
 
 def run_on_ray(
-    settings: Settings,
+    settings: ModelSettings,
     paths: Sequence[str],
     writer: RowWriter,
     summary: BatchSummary,
@@ -59,10 +60,7 @@ def run_on_ray(
     cpus_per_actor: float = 1.0,
     progress: Any = None,
 ) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("the ray engine needs Ray: pip install 'soundsift[ray]'") from None
+    ray = RAY.require("the ray engine")
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)

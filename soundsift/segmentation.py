@@ -1,23 +1,30 @@
 """Long recordings: slide a window over a decoded stream, score every window, find the events.
 
 Memory stays bounded: the stream is decoded block by block and only the current window, one batch
-of windows and the (windows x labels) score matrix are held.
+of windows and the (windows x labels) score matrix are held. Work is bounded too: a run refuses
+recordings that would need more than ``max_windows`` windows, from the header before decoding
+and again while streaming.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from soundsift.audio import AudioInput, DecodedAudio, is_silent, stream_audio
-from soundsift.classifier import Classifier, batched
-from soundsift.errors import ConfigurationError, LabelError
+from soundsift.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
+from soundsift.classifier import Classifier, ClipFeatures, batched
+from soundsift.errors import AudioTooLongError, ConfigurationError
 from soundsift.events import EventRules, detect_events
 from soundsift.labels import LabelsInput, label_names
 from soundsift.results import Detection, SoundEvent, WindowScores
+from soundsift.scoring import check_label_thresholds
 
 DEFAULT_WINDOW_S = 5.0
+MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 60.0
+MIN_HOP_S = 0.01
 Progress = Callable[[float, float | None], None]
 """Called with (seconds of audio scored so far, total seconds when known)."""
 
@@ -40,6 +47,160 @@ def sliding_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iter
         yield next_start, buffer[next_start - offset :].copy()
 
 
+@dataclass(frozen=True)
+class Window:
+    """One window of a recording, ready for the model."""
+
+    start_s: float
+    end_s: float
+    clip: DecodedAudio
+    features: ClipFeatures
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How windows are laid out and how their scores become events (see `detect`)."""
+
+    window_s: float = DEFAULT_WINDOW_S
+    hop_s: float | None = None
+    threshold: float = 0.5
+    off_threshold: float | None = None
+    label_thresholds: Mapping[str, float] = field(default_factory=dict)
+    smoothing_windows: int = 1
+    min_duration_s: float = 0.0
+    merge_gap_s: float = 0.0
+    background: Sequence[str] | str | None = None
+    templates: Sequence[str] | None = None
+
+    @property
+    def hop(self) -> float:
+        return self.window_s / 2 if self.hop_s is None else self.hop_s
+
+
+class DetectionRun:
+    """One detection over one recording, driven batch by batch.
+
+    `detect` drives it with the local model; the HTTP service drives the same run through its
+    shared micro-batcher, so both score windows the same way::
+
+        run = DetectionRun(classifier, "long.wav", "dog, siren", DetectOptions())
+        for windows in run.batches():
+            run.add(windows, classifier.embed_features([w.features for w in windows]))
+        detection = run.finish()
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        audio: AudioInput,
+        labels: LabelsInput,
+        options: DetectOptions,
+        *,
+        source: str | None = None,
+        max_duration_s: float | None = None,
+        max_windows: int | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.window_s = options.window_s
+        self.hop_s = options.hop
+        _check_geometry(self.window_s, self.hop_s)
+        self.background = label_names(options.background) if options.background else []
+        self.prepared = classifier.prepare_labels(
+            _with_background(labels, self.background), templates=options.templates
+        )
+        check_label_thresholds(self.prepared, dict(options.label_thresholds))
+        self.rules = EventRules(
+            threshold=options.threshold,
+            off_threshold=options.off_threshold,
+            label_thresholds=dict(options.label_thresholds),
+            smoothing_windows=options.smoothing_windows,
+            min_duration_s=options.min_duration_s,
+            merge_gap_s=options.merge_gap_s,
+            background=frozenset(self.background),
+        )
+        self.max_windows = max_windows
+        limits = AudioLimits(max_duration_s=max_duration_s, max_channels=classifier.settings.max_channels)
+        self.stream = stream_audio(audio, classifier.sample_rate, limits=limits, source=source)
+        if self.stream.declared_duration_s is not None:
+            self._check_window_count(self.expected_windows(self.stream.declared_duration_s))
+        self._decision = classifier.decision()
+        self._starts: list[float] = []
+        self._ends: list[float] = []
+        self._rows: list[list[float]] = []
+
+    @property
+    def declared_duration_s(self) -> float | None:
+        return self.stream.declared_duration_s
+
+    @property
+    def scored_until_s(self) -> float:
+        return self._ends[-1] if self._ends else 0.0
+
+    def expected_windows(self, duration_s: float) -> int:
+        return max(0, math.ceil((duration_s - self.window_s) / self.hop_s)) + 1
+
+    def batches(self, size: int | None = None) -> Iterator[list[Window]]:
+        """Windows in groups of ``size`` (default: the classifier's batch size), decoded lazily."""
+        rate = self.classifier.sample_rate
+        silence_db = self.classifier.settings.silence_db
+        windows = sliding_windows(self.stream.blocks, round(self.window_s * rate), round(self.hop_s * rate))
+        count = 0
+        for group in batched(windows, size or self.classifier.settings.batch_size):
+            count += len(group)
+            self._check_window_count(count)
+            made = []
+            for start, samples in group:
+                clip = DecodedAudio(samples, rate, self.stream.source, is_silent(samples, silence_db))
+                made.append(Window(start / rate, (start + len(samples)) / rate, clip, self.classifier.featurize(clip)))
+            yield made
+
+    def add(self, windows: Sequence[Window], embeddings: Sequence[np.ndarray]) -> None:
+        """Record the scores of a batch of windows from their audio embeddings."""
+        names = self.prepared.names
+        for window, embedding in zip(windows, embeddings, strict=True):
+            result = self.classifier.score_embedding(window.clip, embedding, self.prepared, self._decision)
+            by_label = {score.label: score.score for score in result.scores}
+            self._rows.append([by_label[name] for name in names])
+            self._starts.append(window.start_s)
+            self._ends.append(window.end_s)
+
+    def finish(self) -> Detection:
+        names = self.prepared.names
+        duration = self.scored_until_s
+        scores = np.array(self._rows, dtype=float).reshape(len(self._rows), len(names))
+        centres = [(start + end) / 2 for start, end in zip(self._starts, self._ends)]
+        events = detect_events(centres, scores, names, self.hop_s, self.rules, duration_s=duration)
+        return Detection(
+            source=self.stream.source,
+            duration_s=round(duration, 3),
+            window_s=self.window_s,
+            hop_s=self.hop_s,
+            labels=names,
+            background=self.background,
+            events=[
+                SoundEvent(
+                    label=e.label, start_s=e.start_s, end_s=e.end_s, peak_score=e.peak_score, mean_score=e.mean_score
+                )
+                for e in events
+            ],
+            windows=[
+                WindowScores(start_s=round(s, 3), end_s=round(e, 3), scores=dict(zip(names, map(float, row))))
+                for s, e, row in zip(self._starts, self._ends, scores)
+            ],
+            model=self.classifier.model_id,
+            translations=self.prepared.translations,
+            warnings=self.prepared.warnings,
+        )
+
+    def _check_window_count(self, windows: int) -> None:
+        if self.max_windows is not None and windows > self.max_windows:
+            raise AudioTooLongError(
+                f"the recording needs more than {self.max_windows} windows of {self.window_s:g} s every "
+                f"{self.hop_s:g} s; use a larger hop_s or a shorter recording",
+                source=self.stream.source,
+            )
+
+
 def detect(
     classifier: Classifier,
     audio: AudioInput,
@@ -56,75 +217,49 @@ def detect(
     background: Sequence[str] | str | None = None,
     templates: Sequence[str] | None = None,
     source: str | None = None,
+    max_duration_s: float | None = None,
+    max_windows: int | None = None,
     progress: Progress | None = None,
 ) -> Detection:
-    hop_s = window_s / 2 if hop_s is None else hop_s
-    _check_geometry(window_s, hop_s)
-    background_labels = label_names(background) if background else []
-    label_list = _with_background(labels, background_labels)
-    prepared = classifier.prepare_labels(label_list, templates=templates)
-    names = prepared.names
-    unknown = set(label_thresholds or {}) - set(names)
-    if unknown:
-        raise LabelError(f"thresholds given for unknown labels: {', '.join(sorted(unknown))}")
-    rate = classifier.sample_rate
-    stream = stream_audio(audio, rate, max_duration_s=classifier.settings.max_detect_duration_s, source=source)
-    windows = sliding_windows(stream.blocks, round(window_s * rate), round(hop_s * rate))
-    starts, ends, rows = [], [], []
-    for batch in batched(windows, classifier.settings.batch_size):
-        clips = [
-            DecodedAudio(samples, rate, stream.source, is_silent(samples, classifier.settings.silence_db))
-            for _, samples in batch
-        ]
-        for (start, samples), clip, embedding in zip(batch, clips, classifier.embed_decoded(clips)):
-            result = classifier.result_from_embedding(clip, embedding, prepared)
-            by_label = {score.label: score.score for score in result.scores}
-            rows.append([by_label[name] for name in names])
-            starts.append(start / rate)
-            ends.append((start + len(samples)) / rate)
-        if progress is not None:
-            progress(ends[-1], stream.declared_duration_s)
-    duration = ends[-1] if ends else 0.0
-    scores = np.array(rows, dtype=float).reshape(len(rows), len(names))
-    rules = EventRules(
+    """When each sound happens in a (long) recording: sliding windows, per-window scores, events.
+
+    ``window_s`` (0.1-60 s) long windows start every ``hop_s`` seconds (default half a window). An
+    event starts when a label's score, averaged over ``smoothing_windows`` windows, reaches
+    ``threshold`` (or its entry in ``label_thresholds``) and ends below ``off_threshold`` (default:
+    the same); events of a label closer than ``merge_gap_s`` merge, and shorter than
+    ``min_duration_s`` are dropped. ``background`` labels compete in the scores but make no events.
+    ``max_duration_s`` and ``max_windows`` bound the work (default: unbounded, the recording is
+    streamed); ``progress`` is called with (seconds scored, total seconds or None) after each batch.
+    """
+    options = DetectOptions(
+        window_s=window_s,
+        hop_s=hop_s,
         threshold=threshold,
         off_threshold=off_threshold,
         label_thresholds=dict(label_thresholds or {}),
         smoothing_windows=smoothing_windows,
         min_duration_s=min_duration_s,
         merge_gap_s=merge_gap_s,
-        background=frozenset(background_labels),
+        background=background,
+        templates=templates,
     )
-    centres = [(start + end) / 2 for start, end in zip(starts, ends)]
-    events = detect_events(centres, scores, names, hop_s, rules, duration_s=duration)
-    return Detection(
-        source=stream.source,
-        duration_s=round(duration, 3),
-        window_s=window_s,
-        hop_s=hop_s,
-        labels=names,
-        background=background_labels,
-        events=[
-            SoundEvent(
-                label=e.label, start_s=e.start_s, end_s=e.end_s, peak_score=e.peak_score, mean_score=e.mean_score
-            )
-            for e in events
-        ],
-        windows=[
-            WindowScores(start_s=round(s, 3), end_s=round(e, 3), scores=dict(zip(names, map(float, row))))
-            for s, e, row in zip(starts, ends, scores)
-        ],
-        model=classifier.model_id,
-        translations=prepared.translations,
-        warnings=prepared.warnings,
+    run = DetectionRun(
+        classifier, audio, labels, options, source=source, max_duration_s=max_duration_s, max_windows=max_windows
     )
+    for windows in run.batches():
+        run.add(windows, classifier.embed_features([window.features for window in windows]))
+        if progress is not None:
+            progress(run.scored_until_s, run.declared_duration_s)
+    return run.finish()
 
 
 def _check_geometry(window_s: float, hop_s: float) -> None:
-    if not 0.1 <= window_s <= 60:
-        raise ConfigurationError(f"window_s must be between 0.1 and 60 seconds, got {window_s:g}")
-    if not 0 < hop_s <= window_s:
-        raise ConfigurationError(f"hop_s must be above 0 and at most window_s ({window_s:g}), got {hop_s:g}")
+    if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
+        raise ConfigurationError(
+            f"window_s must be between {MIN_WINDOW_S:g} and {MAX_WINDOW_S:g} seconds, got {window_s:g}"
+        )
+    if not MIN_HOP_S <= hop_s <= window_s:
+        raise ConfigurationError(f"hop_s must be between {MIN_HOP_S:g} s and window_s ({window_s:g} s), got {hop_s:g}")
 
 
 def _with_background(labels: LabelsInput, background: list[str]) -> LabelsInput:

@@ -1,26 +1,44 @@
-"""The serving core shared by the HTTP API and the web page: model replicas, micro-batching,
-metrics. Both front ends call these coroutines; scoring itself stays in soundsift.Classifier."""
+"""The serving core shared by the HTTP API and the web page: model replicas, admission, decoding
+on a bounded pool, micro-batching, shutdown, metrics. Both front ends call these coroutines;
+decoding and scoring themselves stay in soundsift.Classifier.
+
+Work is bounded by design:
+- a request first takes a place among ``max_queue`` admitted requests (503 at once when none is
+  free) and only then is decoded, on ``decode_workers`` threads, so at most that many inputs are
+  ever decoded at once, each within the model settings' audio limits;
+- decoded inputs wait for the model as features (about 1 MB each), never as audio;
+- on shutdown, work that has not reached the model by the grace deadline is answered with 503.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from starlette.concurrency import run_in_threadpool
 
-from soundsift.audio import AudioInput, describe_source
-from soundsift.batching import MicroBatcher
-from soundsift.classifier import Classifier, PreparedLabels, failed_input
-from soundsift.config import Settings
+from soundsift.batching import MicroBatcher, QueueFullError, ServiceStoppingError
+from soundsift.classifier import Classifier, DecodedInput
+from soundsift.config import ModelSettings, ServerSettings
 from soundsift.errors import ConfigurationError, SoundsiftError
+from soundsift.optional import TORCH
 from soundsift.results import Classification, Detection, FailedInput
+from soundsift.scoring import PreparedLabels, check_label_thresholds
+from soundsift.segmentation import DetectionRun, DetectOptions
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+Result = TypeVar("Result")
+
+
+class ClientGoneError(Exception):
+    """The client disconnected; the work for it was stopped."""
 
 
 @dataclass
@@ -44,6 +62,11 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge("soundsift_queue_depth", "Clips waiting for the model.", registry=self.registry)
+        self.admitted = Gauge(
+            "soundsift_admitted_requests",
+            "Requests admitted (decoding or waiting for the model).",
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "soundsift_batch_size", "Clips per model call.", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
         )
@@ -59,42 +82,54 @@ class Metrics:
         self.inference.observe(seconds)
 
 
-def replica_devices(settings: Settings) -> list[str]:
+def replica_devices(model: ModelSettings, server: ServerSettings) -> list[str]:
     """Devices to load a model replica on: from --gpus when given, else --device."""
-    if settings.gpus is None or settings.gpus == "none":
-        return [settings.device if settings.gpus is None else "cpu"]
-    import torch
-
+    if server.gpus is None or server.gpus == "none":
+        return [model.device if server.gpus is None else "cpu"]
+    if server.gpus != "all":
+        return [f"cuda:{int(part)}" for part in server.gpus.split(",")]
+    torch = TORCH.require("--gpus all (counting the GPUs)")
     available = torch.cuda.device_count()
     if available == 0:
-        raise ConfigurationError(f"--gpus {settings.gpus} was asked for but no CUDA GPU is available")
-    indices = range(available) if settings.gpus == "all" else [int(part) for part in settings.gpus.split(",")]
-    missing = [index for index in indices if index >= available]
-    if missing:
-        raise ConfigurationError(f"GPU(s) {missing} do not exist: {available} visible")
-    return [f"cuda:{index}" for index in indices]
+        raise ConfigurationError(f"--gpus {server.gpus} was asked for but no CUDA GPU is available")
+    return [f"cuda:{index}" for index in range(available)]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: a seekable binary file (Starlette spools large uploads to disk, and the
+    decoder reads from there, never holding the whole upload in memory) and the client's name for it."""
+
+    file: BinaryIO
+    name: str
 
 
 class ClassificationService:
     """Model replicas behind one micro-batcher, with async entry points for the front ends."""
 
-    def __init__(self, settings: Settings, replicas: Sequence[Classifier]) -> None:
-        self.settings = settings
+    def __init__(self, model: ModelSettings, server: ServerSettings, replicas: Sequence[Classifier]) -> None:
+        self.model_settings = model
+        self.settings = server
         self.replicas = list(replicas)
         self.metrics = Metrics()
         self.batcher = MicroBatcher(
             self.replicas,
-            max_batch_size=settings.micro_batch_size,
-            max_wait_s=settings.micro_batch_wait_ms / 1000.0,
-            max_queue=settings.max_queue,
+            max_batch_size=server.micro_batch_size,
+            max_wait_s=server.micro_batch_wait_ms / 1000.0,
+            # Admission (below) already bounds the clips in flight; this is a second fence.
+            max_queue=2 * server.max_queue,
             observer=self.metrics.observe_batch,
         )
+        self._decoders = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-decode")
+        self._admitted = 0
         self.ready = False
+        self.draining = False
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        self.metrics.admitted.set_function(lambda: self._admitted)
 
     @classmethod
-    def load(cls, settings: Settings) -> ClassificationService:
-        return cls(settings, [Classifier(settings, device=device) for device in replica_devices(settings)])
+    def load(cls, model: ModelSettings, server: ServerSettings) -> ClassificationService:
+        return cls(model, server, [Classifier(model, device=device) for device in replica_devices(model, server)])
 
     @property
     def classifier(self) -> Classifier:
@@ -108,67 +143,166 @@ class ClassificationService:
 
     async def stop(self) -> None:
         self.ready = False
+        self.draining = True
         await self.batcher.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._decoders.shutdown)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: refuse new work, and after the grace period fail what has not reached the model."""
+        self.draining = True
+        self.ready = False
+        asyncio.get_running_loop().call_later(
+            max(0.0, self.settings.graceful_timeout_s - 1.0),
+            self.batcher.fail_waiting,
+            ServiceStoppingError("the server is shutting down"),
+        )
 
     async def warm_up(self) -> None:
         """One classification per replica so first requests don't pay one-off costs."""
         one_second = (np.zeros(self.classifier.sample_rate, dtype=np.float32), self.classifier.sample_rate)
         for replica in self.replicas:
-            await run_in_threadpool(replica.classify, one_second, "speech, music")
+            await asyncio.get_running_loop().run_in_executor(
+                self._decoders, replica.classify, one_second, "speech, music"
+            )
+
+    @property
+    def full(self) -> bool:
+        """No place is free: new model requests are refused before their body is even read."""
+        return self.draining or self._admitted >= self.settings.max_queue
+
+    @contextlib.asynccontextmanager
+    async def admit(self, places: int = 1) -> AsyncIterator[None]:
+        """``places`` of the ``max_queue`` places (one per clip a request can have waiting for the
+        model at once), or QueueFullError at once (503 with Retry-After). A request larger than the
+        whole queue is admitted alone, when nothing else is in flight."""
+        if self.draining:
+            raise ServiceStoppingError("the server is shutting down")
+        places = min(places, self.settings.max_queue)
+        if self._admitted + places > self.settings.max_queue:
+            raise QueueFullError(f"{self._admitted} of {self.settings.max_queue} places are taken")
+        self._admitted += places
+        try:
+            yield
+        finally:
+            self._admitted -= places
+
+    async def in_decode_pool(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+        """Run blocking decode work on the bounded decode pool."""
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, call)
 
     async def prepare_labels(
         self, labels: str | Sequence[str], templates: Sequence[str] | None, multi_label: bool
     ) -> PreparedLabels:
-        return await run_in_threadpool(
+        return await self.in_decode_pool(
             self.classifier.prepare_labels, labels, templates=templates, multi_label=multi_label
         )
 
     async def classify(
         self,
-        audio: AudioInput,
+        upload: Upload,
         prepared: PreparedLabels,
         *,
-        source: str | None = None,
         threshold: float | None = None,
         label_thresholds: float | Mapping[str, float] | None = None,
     ) -> Classification:
-        """Decode on a worker thread, embed through the micro-batcher, score."""
-        decoded = await run_in_threadpool(self.classifier.load, audio, source=source)
-        embedding = await self.batcher.embed(decoded)
-        return self.classifier.result_from_embedding(
-            decoded, embedding, prepared, threshold=threshold, label_thresholds=label_thresholds
+        """One upload; its error is raised (the API answers it with the matching status)."""
+        (result,) = await self.classify_many(
+            [upload], prepared, threshold=threshold, label_thresholds=label_thresholds, raise_errors=True
         )
+        assert isinstance(result, Classification)
+        return result
 
     async def classify_many(
         self,
-        audios: Sequence[tuple[AudioInput, str]],
+        uploads: Sequence[Upload],
         prepared: PreparedLabels,
         *,
         threshold: float | None = None,
         label_thresholds: float | Mapping[str, float] | None = None,
+        raise_errors: bool = False,
     ) -> list[Classification | FailedInput]:
-        """Classify (audio, name) pairs concurrently; a bad input becomes a FailedInput in place."""
+        """Classify uploads with the classifier's own decode and scoring steps, embedding through the
+        shared micro-batcher; a bad upload becomes a FailedInput in its place."""
+        check_label_thresholds(prepared, label_thresholds)
+        decision = self.classifier.decision(threshold=threshold, label_thresholds=label_thresholds)
+        async with self.admit(len(uploads)):
+            decoded = await self._decode_all(uploads)
+            outcomes = await self._embed_decoded(decoded)
+        results = []
+        for item, outcome in zip(decoded, outcomes, strict=True):
+            scored = self.classifier.scored_input(item, outcome, prepared, decision)
+            if scored.error is not None and raise_errors:
+                raise scored.error
+            results.append(scored.result)
+        return results
 
-        async def one(audio: AudioInput, name: str) -> Classification | FailedInput:
-            try:
-                return await self.classify(
-                    audio, prepared, source=name, threshold=threshold, label_thresholds=label_thresholds
-                )
-            except SoundsiftError as error:
-                return failed_input(name or describe_source(audio), error)
-
-        return list(await asyncio.gather(*(one(audio, name) for audio, name in audios)))
-
-    async def detect(self, audio: AudioInput, labels: str | Sequence[str], **options: Any) -> Detection:
-        """Sound events in a recording; its windows are batched by the classifier itself."""
-        return await run_in_threadpool(self.classifier.detect, audio, labels, **options)
-
-    async def embed_audio(self, audio: AudioInput, source: str) -> np.ndarray:
-        decoded = await run_in_threadpool(self.classifier.load, audio, source=source)
-        return await self.batcher.embed(decoded)
+    async def embed_audio(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
+        """One unit embedding per upload; the first bad upload's error is raised."""
+        async with self.admit(len(uploads)):
+            decoded = await self._decode_all(uploads)
+            for item in decoded:
+                if item.error is not None:
+                    raise item.error
+            outcomes = await self._embed_decoded(decoded)
+        for outcome in outcomes:
+            if isinstance(outcome, SoundsiftError):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, np.ndarray)]
 
     async def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        return await run_in_threadpool(self.classifier.embed_text, list(texts))
+        async with self.admit():
+            return await self.in_decode_pool(self.classifier.embed_text, list(texts))
+
+    async def detect(
+        self,
+        upload: Upload,
+        labels: str | Sequence[str],
+        options: DetectOptions,
+        *,
+        disconnected: Callable[[], Awaitable[bool]],
+    ) -> Detection:
+        """Sound events in a recording. Its windows go through the same admission, decode pool and
+        micro-batcher as classification; the work stops when the client goes away."""
+        async with self.admit(self.settings.micro_batch_size):
+            run = await self.in_decode_pool(
+                DetectionRun,
+                self.classifier,
+                upload.file,
+                labels,
+                options,
+                source=upload.name,
+                max_duration_s=self.settings.max_detect_duration_s,
+                max_windows=self.settings.max_detect_windows,
+            )
+            batches = run.batches(self.settings.micro_batch_size)
+            while (windows := await self.in_decode_pool(next, batches, None)) is not None:
+                outcomes = await self.batcher.embed_many([window.features for window in windows])
+                for outcome in outcomes:
+                    if isinstance(outcome, SoundsiftError):
+                        raise outcome
+                run.add(windows, outcomes)
+                if await disconnected():
+                    raise ClientGoneError("the client disconnected")
+                if self.draining:
+                    raise ServiceStoppingError("the server is shutting down")
+            return run.finish()
+
+    async def _decode_all(self, uploads: Sequence[Upload]) -> list[DecodedInput]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self.in_decode_pool(self.classifier.decode_input, upload.file, index=index, source=upload.name)
+                    for index, upload in enumerate(uploads)
+                )
+            )
+        )
+
+    async def _embed_decoded(self, decoded: Sequence[DecodedInput]) -> list[np.ndarray | SoundsiftError | None]:
+        """Embeddings for the inputs that decoded, None in place of those that did not."""
+        ready = [item.features for item in decoded if item.features is not None]
+        embedded = iter(await self.batcher.embed_many(ready) if ready else [])
+        return [next(embedded) if item.features is not None else None for item in decoded]
 
 
 def elapsed_ms(started: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,13 @@ from fastapi import FastAPI
 
 from soundsift.errors import SoundsiftError
 from soundsift.presets import PRESETS, PRESETS_ZH
-from soundsift.service import ClassificationService, elapsed_ms
+from soundsift.segmentation import DetectOptions
+from soundsift.service import ClassificationService, Upload, elapsed_ms
 
 logger = logging.getLogger("soundsift.webui")
 EXAMPLES = Path(__file__).parent / "examples"
+# Never readable through the page, whatever else is configured.
+BLOCKED_PATHS = ("/proc", "/sys", "/dev", "/etc", "/root", "/var", "/boot", "/run")
 
 TEXT = {
     "en": {
@@ -93,22 +97,22 @@ VERDICT = {
 }
 
 
-def build_ui(service: ClassificationService) -> tuple[gr.Blocks, gr.I18n]:
+def build_ui(service: ClassificationService, upload_root: Path) -> tuple[gr.Blocks, gr.I18n]:
     i18n = gr.I18n(**TEXT)
     with gr.Blocks(title="soundsift") as page:
         gr.Markdown(i18n("title"))
         with gr.Tab(i18n("classify_tab")):
-            _classify_tab(service, i18n)
+            _classify_tab(service, i18n, upload_root)
         with gr.Tab(i18n("long_tab"), elem_id="long-tab"):
-            _long_recording_tab(service, i18n)
+            _long_recording_tab(service, i18n, upload_root)
     return page, i18n
 
 
-def _classify_tab(service: ClassificationService, i18n: gr.I18n) -> None:
-    settings = service.settings
+def _classify_tab(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
+    settings = service.model_settings
 
     async def classify(audio_path, labels, threshold, template, multi_label):
-        return await run_classification(service, audio_path, labels, threshold, template, multi_label)
+        return await run_classification(service, upload_root, audio_path, labels, threshold, template, multi_label)
 
     with gr.Row():
         with gr.Column():
@@ -156,9 +160,9 @@ def _classify_tab(service: ClassificationService, i18n: gr.I18n) -> None:
     )
 
 
-def _long_recording_tab(service: ClassificationService, i18n: gr.I18n) -> None:
+def _long_recording_tab(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
     async def detect(audio_path, labels, window, threshold, background):
-        return await run_detection(service, audio_path, labels, window, threshold, background)
+        return await run_detection(service, upload_root, audio_path, labels, window, threshold, background)
 
     with gr.Row():
         with gr.Column(scale=1):
@@ -181,43 +185,50 @@ def _long_recording_tab(service: ClassificationService, i18n: gr.I18n) -> None:
     )
 
 
-async def run_detection(service, audio_path, labels, window, threshold, background):
+async def run_detection(service, upload_root, audio_path, labels, window, threshold, background):
     from soundsift.timeline import plot_timeline
 
     if not audio_path:
         raise gr.Error("Upload a recording first. / 请先上传录音。")
     if not labels or not labels.strip():
         raise gr.Error("Type at least two labels, separated by commas. / 请至少输入两个标签，用逗号分隔。")
-    with friendly_errors("detection"):
-        detection = await service.detect(
-            Path(audio_path),
-            labels,
-            window_s=float(window),
-            threshold=float(threshold),
-            background=background or None,
-            source=Path(audio_path).name,
-        )
+    options = DetectOptions(window_s=float(window), threshold=float(threshold), background=background or None)
+    with friendly_errors("detection"), open_upload(upload_root, audio_path) as upload:
+        detection = await service.detect(upload, labels, options, disconnected=_never)
     rows = pd.DataFrame(
         [e.model_dump() for e in detection.events], columns=["label", "start_s", "end_s", "peak_score", "mean_score"]
     )
     return plot_timeline(detection), rows.round(3)
 
 
-async def run_classification(service, audio_path, labels, threshold, template, multi_label):
+async def run_classification(service, upload_root, audio_path, labels, threshold, template, multi_label):
     """One click: friendly gr.Error messages for anything the user can fix."""
     started = time.perf_counter()
     if not audio_path:
         raise gr.Error("Upload or record some audio first. / 请先上传或录制音频。")
     if not labels or not labels.strip():
         raise gr.Error("Type at least two labels, separated by commas. / 请至少输入两个标签，用逗号分隔。")
-    with friendly_errors("classification"):
+    with friendly_errors("classification"), open_upload(upload_root, audio_path) as upload:
         prepared = await service.prepare_labels(
             labels, [template] if template and template.strip() else None, bool(multi_label)
         )
-        result = await service.classify(
-            Path(audio_path), prepared, source=Path(audio_path).name, threshold=float(threshold)
-        )
+        result = await service.classify(upload, prepared, threshold=float(threshold))
     return _verdict(result, elapsed_ms(started)), _table(result), _chart(result)
+
+
+async def _never() -> bool:
+    return False
+
+
+@contextlib.contextmanager
+def open_upload(upload_root: Path, audio_path: str) -> Iterator[Upload]:
+    """The page's uploaded file, opened for decoding. Gradio hands over a path; it must be a regular
+    file inside the upload folder (the HTTP guard already checked the request; this is the second lock)."""
+    real = Path(os.path.realpath(audio_path))
+    if not real.is_relative_to(upload_root) or not real.is_file():
+        raise gr.Error("Upload the file again. / 请重新上传文件。")
+    with open(real, "rb") as handle:
+        yield Upload(handle, real.name)
 
 
 @contextlib.contextmanager
@@ -262,8 +273,10 @@ def _chart(result) -> pd.DataFrame:
     return pd.DataFrame({"label": [s.label for s in result.scores], "score": [s.score for s in result.scores]})
 
 
-def mount_ui(app: FastAPI, service: ClassificationService) -> None:
-    page, i18n = build_ui(service)
+def mount_ui(app: FastAPI, service: ClassificationService, upload_root: Path) -> None:
+    page, i18n = build_ui(service, upload_root)
+    # Gradio's queue is unbounded by default; the service admits at most max_queue requests anyway.
+    page.queue(default_concurrency_limit=service.settings.max_queue, max_size=service.settings.max_queue)
     gr.mount_gradio_app(
         app,
         page,
@@ -272,4 +285,9 @@ def mount_ui(app: FastAPI, service: ClassificationService) -> None:
         max_file_size=f"{service.settings.max_upload_mb:g}mb",
         show_error=True,
         footer_links=["api"],
+        blocked_paths=[path for path in BLOCKED_PATHS if Path(path).exists()],
     )
+    # gr.mount_gradio_app never marks the page as launched, and Gradio skips its own check that a
+    # file value names an uploaded file until it is (processing_utils._check_allowed): without this,
+    # any server path was accepted. The HTTP guard checks the same rule before Gradio sees a request.
+    page.has_launched = True

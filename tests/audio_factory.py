@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from fractions import Fraction
 from pathlib import Path
 
@@ -78,3 +79,30 @@ def _pack(chunk: np.ndarray, sample_format: str) -> np.ndarray:
     if base == "s32":
         return np.ascontiguousarray((np.clip(data, -1, 1) * 2147483647).astype(np.int32))
     return np.ascontiguousarray(data.astype(np.float32))
+
+
+def wav_bytes(seconds: float, rate: int = 16_000, frequency: float = 440.0, channels: int = 1) -> bytes:
+    """A tone as WAV file bytes."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone(seconds, rate, frequency=frequency, channels=channels), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def silent_flac(seconds: int, rate: int, channels: int) -> bytes:
+    """FLAC of digital silence: it compresses to almost nothing (600 s x 8 ch x 96 kHz is ~0.5 MB)."""
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", rate, channels, format="FLAC") as handle:
+        second = np.zeros((rate, channels), dtype=np.float32)
+        for _ in range(seconds):
+            handle.write(second)
+    return buffer.getvalue()
+
+
+def with_flac_total_samples(data: bytes, total: int) -> bytes:
+    """The same FLAC with its STREAMINFO total-sample count rewritten (a header that lies)."""
+    patched = bytearray(data)
+    if patched[:4] != b"fLaC":
+        raise ValueError("not a FLAC file")
+    word = int.from_bytes(patched[18:26], "big")
+    patched[18:26] = ((word & ~((1 << 36) - 1)) | total).to_bytes(8, "big")
+    return bytes(patched)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift.audio import load_audio
+from soundsift.audio import AudioLimits, load_audio
 from soundsift.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError, NonFiniteAudioError
 from tests.audio_factory import tone, write_pyav, write_soundfile, write_video_only
 
@@ -159,10 +159,10 @@ def test_nan_and_inf_samples(tmp_path: Path):
 def test_too_long_is_rejected_before_decoding(tmp_path: Path):
     path = write_soundfile(tmp_path / "long.flac", tone(12.0, 8_000), 8_000)
     with pytest.raises(AudioTooLongError, match="12.0 s, more than the limit of 10 s"):
-        load_audio(path, RATE, max_duration_s=10)
+        load_audio(path, RATE, limits=AudioLimits(max_duration_s=10))
     compressed = write_pyav(tmp_path / "long.mp3", tone(12.0, 16_000), 16_000, "libmp3lame")
     with pytest.raises(AudioTooLongError, match="long.mp3"):
-        load_audio(compressed, RATE, max_duration_s=10)
+        load_audio(compressed, RATE, limits=AudioLimits(max_duration_s=10))
 
 
 def test_bad_array_inputs():

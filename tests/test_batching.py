@@ -3,10 +3,11 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
 from soundsift.audio import load_audio
 from soundsift.batching import MicroBatcher, QueueFullError
+from soundsift.classifier import ClipFeatures
+from soundsift.errors import SoundsiftError
 
 
 def test_waiting_clips_share_one_model_call_and_each_gets_its_own_embedding(classifier, esc50_clips):
@@ -19,7 +20,7 @@ def test_waiting_clips_share_one_model_call_and_each_gets_its_own_embedding(clas
         )
         await batcher.start()
         try:
-            return await asyncio.gather(*(batcher.embed(clip) for clip in clips))
+            return await asyncio.gather(*(batcher.embed(classifier.featurize(clip)) for clip in clips))
         finally:
             await batcher.stop()
 
@@ -29,14 +30,14 @@ def test_waiting_clips_share_one_model_call_and_each_gets_its_own_embedding(clas
 
 
 def test_full_queue_refuses_at_once(classifier, esc50_clips):
-    clip = load_audio(esc50_clips[0], 48_000)
+    features = classifier.featurize(load_audio(esc50_clips[0], 48_000))
 
     async def scenario():
         batcher = MicroBatcher([classifier], max_batch_size=1, max_wait_s=0.0, max_queue=2)
         await batcher.start()
         try:
             # All three submissions run before the worker wakes, so the third finds two waiting.
-            return await asyncio.gather(*(batcher.embed(clip) for _ in range(3)), return_exceptions=True)
+            return await asyncio.gather(*(batcher.embed(features) for _ in range(3)), return_exceptions=True)
         finally:
             await batcher.stop()
 
@@ -45,18 +46,24 @@ def test_full_queue_refuses_at_once(classifier, esc50_clips):
     assert all(isinstance(outcome, np.ndarray) for outcome in outcomes[:2])
 
 
-def test_model_errors_reach_the_callers_and_the_worker_survives(classifier, esc50_clips):
-    good = load_audio(esc50_clips[0], 48_000)
-    broken = type(good)(np.zeros(0, dtype=np.float32), 48_000, "broken", False)
+def test_a_clip_the_model_fails_on_fails_alone_and_its_batch_neighbours_succeed(classifier, esc50_clips):
+    good = [classifier.featurize(load_audio(path, 48_000)) for path in esc50_clips[:3]]
+    # Features of the wrong shape make the model itself raise, as an unexpected failure would.
+    broken = ClipFeatures(np.zeros((4, 1001, 7), dtype=np.float32), False)
 
     async def scenario():
-        batcher = MicroBatcher([classifier], max_batch_size=1, max_wait_s=0.0, max_queue=10)
+        batcher = MicroBatcher([classifier], max_batch_size=8, max_wait_s=0.05, max_queue=10)
         await batcher.start()
         try:
-            with pytest.raises(Exception):  # noqa: B017 - any model error must propagate
-                await batcher.embed(broken)
-            return await batcher.embed(good)
+            outcomes = await batcher.embed_many([good[0], broken, good[1], good[2]])
+            after = await batcher.embed(good[0])  # the worker lives on
+            return outcomes, after
         finally:
             await batcher.stop()
 
-    assert asyncio.run(scenario()).shape == (16,)
+    outcomes, after = asyncio.run(scenario())
+    assert isinstance(outcomes[1], SoundsiftError) and outcomes[1].code == "processing_failed"
+    expected = classifier.embed_features(good)
+    for outcome, embedding in zip([outcomes[0], *outcomes[2:]], expected, strict=True):
+        np.testing.assert_allclose(outcome, embedding, atol=1e-5)
+    np.testing.assert_allclose(after, expected[0], atol=1e-5)

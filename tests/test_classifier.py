@@ -214,18 +214,18 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
 def test_batch_accepts_a_generator_and_works_through_it_batch_by_batch(classifier, esc50_clips, monkeypatch):
     events = []
-    real_load, real_embed = classifier.load, classifier.embed_decoded
+    real_load, real_embed = classifier.load, classifier.embed_features
 
     def load(audio, **kwargs):
         events.append("decode")
         return real_load(audio, **kwargs)
 
-    def embed(clips):
-        events.append(f"embed {len(clips)}")
-        return real_embed(clips)
+    def embed(items):
+        events.append(f"embed {len(items)}")
+        return real_embed(items)
 
     monkeypatch.setattr(classifier, "load", load)
-    monkeypatch.setattr(classifier, "embed_decoded", embed)
+    monkeypatch.setattr(classifier, "embed_features", embed)
     lazy = classifier.classify_batch((path for path in esc50_clips[:6]), "dog, rain")
     assert classifier.settings.batch_size == 4
     assert events == ["decode"] * 4 + ["embed 4"] + ["decode"] * 2 + ["embed 2"]
@@ -249,13 +249,14 @@ def test_gpu_settings_on_a_machine_without_one_are_clear_errors(tiny_model_dir, 
 
 
 def test_server_gpu_replicas_need_gpus():
-    from soundsift.config import Settings
+    from soundsift.config import ModelSettings, ServerSettings
     from soundsift.errors import ConfigurationError
     from soundsift.service import replica_devices
 
-    assert replica_devices(Settings(gpus="none")) == ["cpu"]
-    assert replica_devices(Settings(device="cpu")) == ["cpu"]
+    assert replica_devices(ModelSettings(), ServerSettings(gpus="none")) == ["cpu"]
+    assert replica_devices(ModelSettings(device="cpu"), ServerSettings()) == ["cpu"]
+    assert replica_devices(ModelSettings(), ServerSettings(gpus="0,1")) == ["cuda:0", "cuda:1"]
     with pytest.raises(ConfigurationError, match="no CUDA GPU"):
-        replica_devices(Settings(gpus="all"))
-    with pytest.raises(ValueError, match="gpus"):
-        Settings(gpus="some")
+        replica_devices(ModelSettings(), ServerSettings(gpus="all"))
+    with pytest.raises(ConfigurationError, match="gpus"):
+        ServerSettings.build(gpus="some")

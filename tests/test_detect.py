@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from soundsift import detect
 from soundsift.audio import load_audio
 from soundsift.cli import main
 from soundsift.errors import ConfigurationError
@@ -40,7 +41,7 @@ def test_sliding_windows_cover_everything_in_order():
 
 
 def test_window_count_times_and_scores_equal_classify_on_each_window(classifier, recording):
-    detection = classifier.detect((recording, RATE), LABELS, window_s=5.0, hop_s=2.5)
+    detection = detect(classifier, (recording, RATE), LABELS, window_s=5.0, hop_s=2.5)
     assert detection.duration_s == pytest.approx(20.0)
     assert [w.start_s for w in detection.windows] == [2.5 * i for i in range(7)]
     assert detection.windows[-1].end_s == pytest.approx(20.0)
@@ -52,10 +53,10 @@ def test_window_count_times_and_scores_equal_classify_on_each_window(classifier,
 
 
 def test_resampled_input_gives_nearly_the_same_track(classifier, recording):
-    at_48k = classifier.detect((recording, RATE), LABELS)
+    at_48k = detect(classifier, (recording, RATE), LABELS)
     import soxr
 
-    at_16k = classifier.detect((soxr.resample(recording, RATE, 16_000), 16_000), LABELS)
+    at_16k = detect(classifier, (soxr.resample(recording, RATE, 16_000), 16_000), LABELS)
     assert len(at_16k.windows) == len(at_48k.windows)
     for ours, theirs in zip(at_16k.windows, at_48k.windows):
         assert ours.start_s == theirs.start_s
@@ -64,28 +65,28 @@ def test_resampled_input_gives_nearly_the_same_track(classifier, recording):
 
 
 def test_events_follow_the_thresholds_and_skip_background(classifier, recording):
-    everything = classifier.detect((recording, RATE), LABELS, threshold=0.0, background="rain")
+    everything = detect(classifier, (recording, RATE), LABELS, threshold=0.0, background="rain")
     assert {e.label for e in everything.events} == {"dog", "siren"}
     assert all(e.start_s == 0.0 and e.end_s == pytest.approx(20.0) for e in everything.events)
     assert "rain" in everything.labels and everything.background == ["rain"]
-    nothing = classifier.detect((recording, RATE), LABELS, threshold=1.01)
+    nothing = detect(classifier, (recording, RATE), LABELS, threshold=1.01)
     assert nothing.events == []
-    extra = classifier.detect((recording, RATE), "dog, siren", background=["silence"], threshold=0.0)
+    extra = detect(classifier, (recording, RATE), "dog, siren", background=["silence"], threshold=0.0)
     assert extra.labels == ["dog", "siren", "silence"] and {e.label for e in extra.events} == {"dog", "siren"}
 
 
 def test_progress_is_reported(classifier, recording):
     seen = []
-    classifier.detect((recording, RATE), LABELS, progress=lambda done, total: seen.append((done, total)))
+    detect(classifier, (recording, RATE), LABELS, progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == pytest.approx(20.0) and seen[-1][1] == pytest.approx(20.0)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
 def test_bad_geometry(classifier, recording):
     with pytest.raises(ConfigurationError, match="hop_s"):
-        classifier.detect((recording, RATE), LABELS, window_s=2.0, hop_s=3.0)
+        detect(classifier, (recording, RATE), LABELS, window_s=2.0, hop_s=3.0)
     with pytest.raises(ConfigurationError, match="window_s"):
-        classifier.detect((recording, RATE), LABELS, window_s=0.01)
+        detect(classifier, (recording, RATE), LABELS, window_s=0.01)
 
 
 def test_cli_writes_events_labels_track_and_plot(tiny_model_dir, tmp_path, recording, monkeypatch, capsys):
@@ -126,7 +127,7 @@ def test_an_hour_long_file_in_bounded_memory(tiny_model_dir, tmp_path):
 import resource, soundsift
 c = soundsift.Classifier(model={str(tiny_model_dir)!r}, device="cpu", batch_size=8)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-d = c.detect({str(path)!r}, "rain, wind", window_s=10, hop_s=10)
+d = soundsift.detect(c, {str(path)!r}, "rain, wind", window_s=10, hop_s=10)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(len(d.windows), d.duration_s, (after - before) / 1024)
 """

@@ -3,11 +3,13 @@ from __future__ import annotations
 import pytest
 
 from soundsift.errors import LabelError
-from soundsift.labels import LabelClass, parse_labels
+from soundsift.labels import LabelClass, LabelLimits, parse_labels
 
 
-def parse(labels, **limits):
-    return parse_labels(labels, **{"max_labels": 100, "max_label_chars": 200, **limits})
+def parse(labels, min_labels=2, **limits):
+    return parse_labels(
+        labels, limits=LabelLimits(**{"max_labels": 100, "max_label_chars": 200, **limits}), min_labels=min_labels
+    )
 
 
 def test_comma_separated_string_with_all_separators_and_whitespace():

@@ -32,7 +32,7 @@ def keyed_server(tiny_model_dir, tmp_path_factory):
     process = ServerProcess(
         tiny_model_dir,
         tmp_path_factory.mktemp("keyed") / "server.log",
-        api_key="s3cret",
+        api_key="s3cret-key",
         cors_origins='["https://example.org"]',
     )
     process.wait_ready()
@@ -206,7 +206,7 @@ def test_api_key_and_cors(keyed_server, esc50_clips):
         401,
         "unauthorized",
     )
-    ok = requests.post(url, files=sample, data={"labels": "a, b"}, headers={"Authorization": "Bearer s3cret"})
+    ok = requests.post(url, files=sample, data={"labels": "a, b"}, headers={"Authorization": "Bearer s3cret-key"})
     assert ok.status_code == 200
     assert requests.get(f"{keyed_server.url}/healthz").status_code == 200
     assert requests.get(f"{keyed_server.url}/readyz").status_code == 200
@@ -274,7 +274,7 @@ def test_detect_endpoint(server, esc50_clips):
 
 
 def test_presets_translation_and_original_labels_over_http(keyed_server, esc50_clips):
-    url, auth = f"{keyed_server.url}/api/classify", {"Authorization": "Bearer s3cret"}
+    url, auth = f"{keyed_server.url}/api/classify", {"Authorization": "Bearer s3cret-key"}
     sample = {"audio": (esc50_clips[0].name, esc50_clips[0].read_bytes())}
     response = requests.post(url, files=sample, data={"preset": "nature_zh"}, headers=auth)
     assert response.status_code == 200, response.text

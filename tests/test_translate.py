@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from soundsift import Classifier
+from soundsift import Classifier, detect
 from soundsift.cli import main
 from soundsift.labels import split_exclusions
 from soundsift.presets import PRESETS_ZH, preset_labels, preset_names
@@ -185,7 +185,7 @@ def test_cli_preset_warnings_and_original_text(tiny_model_dir, monkeypatch, caps
 
 
 def test_detect_keeps_the_users_labels(classifier, esc50_clips):
-    detection = classifier.detect(str(esc50_clips[0]), "狗叫声, 雨声", threshold=0.0)
+    detection = detect(classifier, str(esc50_clips[0]), "狗叫声, 雨声", threshold=0.0)
     assert detection.labels == ["狗叫声", "雨声"]
     assert "dog barking" in detection.translations["狗叫声"]
     assert {event.label for event in detection.events} == {"狗叫声", "雨声"}

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from soundsift.config import Settings
+from soundsift.config import ModelSettings
 from soundsift.errors import ModelLoadError
 from soundsift.features import MelSettings
 
@@ -28,7 +28,7 @@ class Backend(Protocol):
         ...
 
 
-def load_backend(settings: Settings) -> Backend:
+def load_backend(settings: ModelSettings) -> Backend:
     """The backend named by settings.backend; each imports its runtime only when chosen."""
     if settings.backend == "onnx":
         from soundsift.backends.onnx_backend import OnnxBackend

@@ -1,0 +1,154 @@
+"""Scoring: from one clip's audio embedding and a prepared label set to a Classification.
+
+Scores are the softmax of the model's logit scale times the cosine similarities. A label with
+exclusions is vetoed when any excluded sound is more similar to the audio than the label itself: its
+score is still reported, but it cannot be the top label, which falls to the best label that is not
+vetoed (or to none, and ``uncertain``). In multi-label mode every label is judged on its own against
+a cosine-similarity threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from soundsift.errors import LabelError, SoundsiftError
+from soundsift.labels import LabelClass
+from soundsift.results import Classification, FailedInput, LabelScore
+
+LabelThresholds = float | Mapping[str, float] | None
+"""Multi-label thresholds: one similarity for every label, or per-label overrides."""
+
+
+@dataclass(frozen=True)
+class PreparedLabels:
+    """Parsed classes with their (C, D) unit class embeddings, reusable across many clips.
+
+    ``exclusion_embeddings`` (E, D) are the hidden competitors; ``exclusion_owner[e]`` is the class
+    index exclusion e belongs to."""
+
+    classes: list[LabelClass]
+    embeddings: np.ndarray
+    templates: tuple[str, ...]
+    multi_label: bool
+    prompts: list[list[str]]
+    translated_as: list[list[str] | None]
+    warnings: list[str]
+    exclusion_embeddings: np.ndarray
+    exclusion_owner: np.ndarray
+
+    @property
+    def names(self) -> list[str]:
+        return [label.name for label in self.classes]
+
+    @property
+    def translations(self) -> dict[str, list[str]]:
+        return {name: english for name, english in zip(self.names, self.translated_as) if english}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a score set becomes a verdict: the thresholds in force for one request."""
+
+    logit_scale: float
+    threshold: float
+    min_margin: float
+    label_threshold: float
+    label_thresholds: Mapping[str, float]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        logit_scale: float,
+        threshold: float,
+        min_margin: float,
+        label_threshold: float,
+        label_thresholds: LabelThresholds = None,
+    ) -> Decision:
+        if isinstance(label_thresholds, (int, float)):
+            return cls(logit_scale, threshold, min_margin, float(label_thresholds), {})
+        return cls(logit_scale, threshold, min_margin, label_threshold, dict(label_thresholds or {}))
+
+
+def score_embedding(
+    embedding: np.ndarray,
+    prepared: PreparedLabels,
+    decision: Decision,
+    *,
+    source: str,
+    duration_s: float,
+    silent: bool,
+    model: str,
+) -> Classification:
+    """Classify one clip from its (D,) unit audio embedding."""
+    similarities = prepared.embeddings @ embedding
+    scores = softmax(decision.logit_scale * similarities)
+    order = np.argsort(-scores, kind="stable")
+    vetoed = vetoed_labels(prepared, similarities, embedding)
+    detected = detections(prepared, similarities, decision) if prepared.multi_label else None
+    eligible = [i for i in order if not vetoed[i] and (detected is None or detected[i])]
+    top = eligible[0] if eligible else None
+    confidence = float(scores[top]) if top is not None else 0.0
+    runner_up = float(scores[eligible[1]]) if len(eligible) > 1 else 0.0
+    margin = confidence - runner_up
+    uncertain = top is None or silent or confidence < decision.threshold or margin < decision.min_margin
+    has_exclusions = set(prepared.exclusion_owner.tolist())
+    return Classification(
+        source=source,
+        top_label=prepared.names[top] if top is not None else None,
+        confidence=confidence,
+        margin=margin,
+        uncertain=uncertain,
+        scores=[
+            LabelScore(
+                label=prepared.names[i],
+                score=float(scores[i]),
+                similarity=float(similarities[i]),
+                detected=None if detected is None else bool(detected[i]),
+                prompt_text=" | ".join(prepared.prompts[i]),
+                translated_as=prepared.translated_as[i],
+                vetoed=bool(vetoed[i]) if i in has_exclusions else None,
+            )
+            for i in order
+        ],
+        detected_labels=None if detected is None else [prepared.names[i] for i in order if detected[i]],
+        duration_s=round(duration_s, 3),
+        silent=silent,
+        model=model,
+        warnings=prepared.warnings,
+    )
+
+
+def check_label_thresholds(prepared: PreparedLabels, label_thresholds: LabelThresholds) -> None:
+    """Per-label thresholds must name labels of the set (a typo would silently do nothing)."""
+    if isinstance(label_thresholds, Mapping):
+        unknown = set(label_thresholds) - set(prepared.names)
+        if unknown:
+            raise LabelError(f"thresholds given for unknown labels: {', '.join(sorted(unknown))}")
+
+
+def detections(prepared: PreparedLabels, similarities: np.ndarray, decision: Decision) -> np.ndarray:
+    limits = np.array([decision.label_thresholds.get(name, decision.label_threshold) for name in prepared.names])
+    return similarities >= limits
+
+
+def vetoed_labels(prepared: PreparedLabels, similarities: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+    """True for each class that one of its excluded sounds beats on similarity to the audio."""
+    vetoed = np.zeros(len(similarities), dtype=bool)
+    if len(prepared.exclusion_owner):
+        excluded = prepared.exclusion_embeddings @ embedding
+        for owner, similarity in zip(prepared.exclusion_owner, excluded):
+            vetoed[owner] |= similarity > similarities[owner]
+    return vetoed
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()
+
+
+def failed_input(source: str, error: SoundsiftError) -> FailedInput:
+    return FailedInput(source=error.source or source, error=error.code, message=str(error))

@@ -1,0 +1,40 @@
+"""Servers for the security suite: real `soundsift serve` processes on loopback, with an API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.server_process import ServerProcess
+
+API_KEY = "correct-horse-battery"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# Small limits, so tests can cross them cheaply.
+LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_detect_windows": "40", "max_detect_duration_s": "120"}
+
+
+@pytest.fixture(scope="package")
+def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    process = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("keyed") / "server.log", api_key=API_KEY, **LIMITS)
+    process.wait_ready()
+    yield process
+    process.terminate()
+
+
+def assert_error(response: requests.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text[:500]
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"], body
+    return body
+
+
+def process_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak since start) of a process, in kB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
