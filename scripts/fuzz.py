@@ -9,7 +9,7 @@ rewritten to boundary values, Ogg checksums repaired), plus pure random bytes. E
 decoded in an isolated worker process (tests/security/fuzzing.py): a hang, a crash, an exception
 that is not a SoundsiftError, non-finite or non-mono output, two decodes that differ, or memory
 past the budget is a failure. Each failing input is written once per kind of failure to --out
-(default fuzz-findings/) as <sha256>.bin with a .txt beside it that says what went wrong and how
+(default $TMPDIR/soundsift-fuzz-findings/) as <sha256>.bin with a .txt beside it that says what went wrong and how
 the input was made. Prints the number of cases run; exits 1 when anything failed.
 
 ``--engine atheris`` runs the same property in-process under atheris (coverage-guided over the
@@ -24,10 +24,12 @@ import hashlib
 import random
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = Path(tempfile.gettempdir()) / "soundsift-fuzz-findings"
 sys.path.insert(0, str(ROOT))
 
 from tests.security import fuzzing  # noqa: E402
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=20_000, help="most inputs to try (default 20000)")
     parser.add_argument("--seconds", type=float, default=1800.0, help="stop after this long (default 1800)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: time-based, printed)")
-    parser.add_argument("--out", type=Path, default=ROOT / "fuzz-findings", help="folder for failing inputs")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"folder for failing inputs (default {DEFAULT_OUT})"
+    )
     parser.add_argument("--clips", type=int, default=3, help="ESC-50 clips in the seed corpus")
     parser.add_argument("--clip-seconds", type=float, default=1.0, help="length of each seed clip")
     parser.add_argument("--engine", choices=["mutate", "atheris"], default="mutate")
