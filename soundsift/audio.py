@@ -44,6 +44,8 @@ _TRUNCATION_TOLERANCE = 0.9
 # count or rate, so a many-channel, high-rate file never needs a large temporary.
 _BLOCK_BYTES = 4 << 20
 _FLOAT32_BYTES = 4
+# Room beyond a header's declared length before `_collect` falls back to concatenating.
+_COLLECT_SLACK = 48_000
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,8 @@ def load_audio(
     AudioTooLargeError or NonFiniteAudioError, each naming the input.
     """
     stream = stream_audio(audio, sample_rate, limits=limits, source=source, check_truncation=True)
-    blocks = list(stream.blocks)
-    samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    expected = round(stream.declared_duration_s * sample_rate) if stream.declared_duration_s else None
+    samples = _collect(stream.blocks, expected)
     duration = len(samples) / sample_rate
     if duration < limits.min_duration_s or len(samples) == 0:
         raise AudioTooShortError(
@@ -116,6 +118,23 @@ def load_audio(
             source=stream.source,
         )
     return DecodedAudio(samples, sample_rate, stream.source, is_silent(samples, silence_db))
+
+
+def _collect(blocks: Iterator[np.ndarray], expected: int | None) -> np.ndarray:
+    """The blocks as one array. When the length is known it is filled in place: a list of blocks
+    plus their concatenation would hold the whole output twice at the peak."""
+    if not expected:
+        collected = list(blocks)
+        return np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
+    out = np.empty(expected + _COLLECT_SLACK, dtype=np.float32)
+    filled, extra = 0, []
+    for block in blocks:
+        if not extra and filled + len(block) <= len(out):
+            out[filled : filled + len(block)] = block
+            filled += len(block)
+        else:
+            extra.append(block)
+    return np.concatenate([out[:filled], *extra]) if extra else out[:filled]
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -253,10 +272,13 @@ def _open_blocks(readable: Path | BinaryIO, name: str, block_s: float) -> _Opene
     try:
         _check_wav_data_size(readable, name)
         handle = soundfile.SoundFile(readable)
-    except soundfile.LibsndfileError:
+    except (soundfile.LibsndfileError, RuntimeError):
         if not isinstance(readable, Path):
             readable.seek(0)
         return _pyav_blocks(readable, name)
+    if handle.samplerate <= 0 or handle.channels <= 0:
+        handle.close()
+        raise AudioDecodeError("the file declares no sample rate or no channels", source=name)
     declared = handle.frames / handle.samplerate if handle.samplerate and handle.frames > 0 else None
     frames_per_block = max(1, min(int(block_s * handle.samplerate), _BLOCK_BYTES // (4 * max(1, handle.channels))))
     return _Opened(
@@ -292,8 +314,12 @@ def _pyav_blocks(readable: Path | BinaryIO, name: str) -> _Opened:
         # FFmpeg opens some non-media files (e.g. plain text, as ANSI art) as video.
         raise AudioDecodeError("the file has no audio track (is it an audio or video file?)", source=name)
     stream = container.streams.audio[0]
-    rate = stream.codec_context.sample_rate or stream.rate or 0
-    channels = stream.codec_context.channels or 1
+    codec = stream.codec_context
+    if codec is None:
+        container.close()
+        raise AudioDecodeError("the audio track's codec is unknown or unsupported", source=name)
+    rate = codec.sample_rate or stream.rate or 0
+    channels = codec.channels or 1
     if rate <= 0:
         container.close()
         raise AudioDecodeError("the audio track declares no sample rate", source=name)
@@ -307,12 +333,14 @@ def _pyav_blocks(readable: Path | BinaryIO, name: str) -> _Opened:
 
 def _decode_stream(container: av.container.InputContainer, stream: av.AudioStream, name: str) -> Iterator[np.ndarray]:
     """Yield (frames, channels) float32 blocks as FFmpeg decodes them."""
-    to_float = av.AudioResampler(format="fltp")
+    # Interleaved float: one plane whatever the channel count (PyAV's planar to_ndarray crashed the
+    # process on 8-channel audio).
+    to_float = av.AudioResampler(format="flt")
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
                 for converted in to_float.resample(frame):
-                    yield converted.to_ndarray().T
+                    yield converted.to_ndarray().reshape(-1, len(converted.layout.channels))
     except av.error.FFmpegError as error:
         raise AudioDecodeError(f"the audio is corrupt ({_reason(error)})", source=name) from None
 
@@ -354,6 +382,7 @@ def _resampled_blocks(opened: _Opened, sample_rate: int, name: str, limits: Audi
         if opened.rate != sample_rate
         else None
     )
+    produced = 0
     for block in opened.blocks:
         if block.ndim == 2 and block.shape[1] != opened.channels:
             opened.channels = block.shape[1]
@@ -361,18 +390,29 @@ def _resampled_blocks(opened: _Opened, sample_rate: int, name: str, limits: Audi
         opened.decoded_frames += len(block)
         _check_duration(opened.decoded_frames / opened.rate, limits.max_duration_s, name)
         _check_decoded_size(opened.decoded_frames * opened.channels, limits.max_decoded_mb, name)
-        mono = _to_mono_float32(block)
-        if not np.all(np.isfinite(mono)):
-            raise NonFiniteAudioError("the audio contains NaN or infinite samples", source=name)
-        out = resampler.resample_chunk(mono) if resampler else mono
+        out = _finite(_to_mono_float32(block), name)
+        out = _finite(resampler.resample_chunk(out), name) if resampler else out
+        produced += len(out)
         if len(out):
             yield out
     if opened.decoded_frames == 0:
         raise EmptyAudioError("the audio has no samples", source=name)
     if resampler:
-        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        tail = _finite(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True), name)
+        produced += len(tail)
         if len(tail):
             yield tail
+    if produced == 0:
+        raise AudioTooShortError(
+            f"{opened.decoded_frames} sample(s) at {opened.rate} Hz leave nothing at {sample_rate} Hz", source=name
+        )
+
+
+def _finite(samples: np.ndarray, name: str) -> np.ndarray:
+    # Checked again after resampling: finite samples near float32's limit can overflow there.
+    if not np.all(np.isfinite(samples)):
+        raise NonFiniteAudioError("the audio contains NaN or infinite samples (or samples too large)", source=name)
+    return samples
 
 
 def _checked_for_truncation(blocks: Iterator[np.ndarray], opened: _Opened, name: str) -> Iterator[np.ndarray]:
@@ -425,10 +465,10 @@ def _to_mono_float32(samples: np.ndarray) -> np.ndarray:
         half_range = (float(info.max) - float(info.min) + 1.0) / 2.0
         offset = float(info.min) + half_range
         samples = ((samples.astype(np.float64) - offset) / half_range).astype(np.float32)
-    samples = samples.astype(np.float32, copy=False)
     if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(samples)
+        # Summed in float64: channels near float32's limit would overflow a float32 sum.
+        samples = samples.mean(axis=1, dtype=np.float64)
+    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 def _check_duration(duration_s: float, max_duration_s: float | None, name: str) -> None:

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.errors import ConfigurationError
+from soundsift.errors import ConfigurationError, ModelLoadError
 from soundsift.features import MelSettings
+from soundsift.optional import TORCH, TRANSFORMERS
 
 MANIFEST = "manifest.json"
 AUDIO_GRAPH = "audio.onnx"
@@ -115,6 +116,12 @@ def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...
         return local
     folder = cache_folder(model, quantize, quantize_encoders, fp16)
     if not (folder / MANIFEST).is_file():
+        if not (TORCH.available() and TRANSFORMERS.available()):
+            raise ModelLoadError(
+                f"{model!r} is not an exported ONNX folder (it has no {MANIFEST}), and exporting it needs torch "
+                "and transformers: pip install 'soundsift[torch]', or run `soundsift export --model "
+                f"{model} --out DIR` where they are installed and set SOUNDSIFT_MODEL=DIR"
+            )
         print(f"soundsift: exporting {model} to ONNX in {folder} (once; later runs reuse it)", file=sys.stderr)
         staging = folder.with_name(folder.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)

@@ -303,7 +303,7 @@ class GradioFileGuard:
 
     def path_problem(self, value: object) -> str | None:
         """Why a file value may not be used, or None when it names an uploaded file."""
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not value or "\x00" in value:
             return "a file value needs a path"
         if "://" in value or value.startswith(("http:", "https:", "file:", "data:")):
             return "files must be uploaded; URLs are not fetched"

@@ -132,6 +132,7 @@ STATUS_BY_ERROR: dict[type[SoundsiftError], int] = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
+        400: "Malformed request body: broken multipart or JSON (invalid_request)",
         401: "Missing or wrong API key (unauthorized)",
         413: "Request body over the upload limit (upload_too_large)",
         415: "Unsupported or corrupt media (audio_decode_error)",
@@ -460,7 +461,7 @@ def check_file_count(count: int, limit: int) -> None:
 
 
 def upload_of(upload: UploadFile, index: int = 0) -> Upload:
-    return Upload(upload.file, safe_filename(upload.filename, f"file-{index}"))
+    return Upload.of(upload.file, safe_filename(upload.filename, f"file-{index}"))
 
 
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from soundsift.scoring import PreparedLabels, check_label_thresholds
 from soundsift.segmentation import DetectionRun, DetectOptions
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Unfinished requests are answered this long before uvicorn's graceful timeout ends, so the 503 is sent.
+SHUTDOWN_ANSWER_MARGIN_S = 0.5
 Result = TypeVar("Result")
 
 
@@ -103,6 +106,44 @@ class Upload:
     file: BinaryIO
     name: str
 
+    @classmethod
+    def of(cls, file: BinaryIO, name: str) -> Upload:
+        return cls(_AbandonableFile(file), name)  # type: ignore[arg-type]
+
+
+class _AbandonableFile(io.RawIOBase):
+    """A request's upload as a decode thread reads it. When the request is answered first (a 503 at
+    the shutdown deadline), the web framework closes the file under the thread; reads then end the
+    file quietly instead of raising inside libsndfile's callbacks, and the thread's work is dropped."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._raw.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+        except ValueError:  # closed underneath
+            return 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        try:
+            return self._raw.seek(offset, whence)
+        except ValueError:
+            return 0
+
+    def tell(self) -> int:
+        try:
+            return self._raw.tell()
+        except ValueError:
+            return 0
+
 
 class ClassificationService:
     """Model replicas behind one micro-batcher, with async entry points for the front ends."""
@@ -122,6 +163,7 @@ class ClassificationService:
         )
         self._decoders = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-decode")
         self._admitted = 0
+        self._deadline = asyncio.Event()
         self.ready = False
         self.draining = False
         self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
@@ -148,14 +190,26 @@ class ClassificationService:
         await asyncio.get_running_loop().run_in_executor(None, self._decoders.shutdown)
 
     def begin_shutdown(self) -> None:
-        """SIGTERM: refuse new work, and after the grace period fail what has not reached the model."""
+        """SIGTERM: refuse new work at once; at the grace deadline (shortly before uvicorn stops
+        waiting) answer every request still in progress with 503 instead of a dropped connection."""
         self.draining = True
         self.ready = False
         asyncio.get_running_loop().call_later(
-            max(0.0, self.settings.graceful_timeout_s - 1.0),
-            self.batcher.fail_waiting,
-            ServiceStoppingError("the server is shutting down"),
+            max(0.0, self.settings.graceful_timeout_s - SHUTDOWN_ANSWER_MARGIN_S), self._deadline.set
         )
+
+    async def _before_deadline(self, work: Awaitable[Result]) -> Result:
+        """The work's result, or ServiceStoppingError if the shutdown deadline comes first."""
+        task = asyncio.ensure_future(work)
+        deadline = asyncio.ensure_future(self._deadline.wait())
+        try:
+            await asyncio.wait({task, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deadline.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        raise ServiceStoppingError("the server is shutting down; retry on another replica")
 
     async def warm_up(self) -> None:
         """One classification per replica so first requests don't pay one-off costs."""
@@ -227,8 +281,7 @@ class ClassificationService:
         check_label_thresholds(prepared, label_thresholds)
         decision = self.classifier.decision(threshold=threshold, label_thresholds=label_thresholds)
         async with self.admit(len(uploads)):
-            decoded = await self._decode_all(uploads)
-            outcomes = await self._embed_decoded(decoded)
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed(uploads))
         results = []
         for item, outcome in zip(decoded, outcomes, strict=True):
             scored = self.classifier.scored_input(item, outcome, prepared, decision)
@@ -240,11 +293,10 @@ class ClassificationService:
     async def embed_audio(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
         """One unit embedding per upload; the first bad upload's error is raised."""
         async with self.admit(len(uploads)):
-            decoded = await self._decode_all(uploads)
-            for item in decoded:
-                if item.error is not None:
-                    raise item.error
-            outcomes = await self._embed_decoded(decoded)
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed(uploads))
+        for item in decoded:
+            if item.error is not None:
+                raise item.error
         for outcome in outcomes:
             if isinstance(outcome, SoundsiftError):
                 raise outcome
@@ -252,7 +304,7 @@ class ClassificationService:
 
     async def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         async with self.admit():
-            return await self.in_decode_pool(self.classifier.embed_text, list(texts))
+            return await self._before_deadline(self.in_decode_pool(self.classifier.embed_text, list(texts)))
 
     async def detect(
         self,
@@ -265,28 +317,41 @@ class ClassificationService:
         """Sound events in a recording. Its windows go through the same admission, decode pool and
         micro-batcher as classification; the work stops when the client goes away."""
         async with self.admit(self.settings.micro_batch_size):
-            run = await self.in_decode_pool(
-                DetectionRun,
-                self.classifier,
-                upload.file,
-                labels,
-                options,
-                source=upload.name,
-                max_duration_s=self.settings.max_detect_duration_s,
-                max_windows=self.settings.max_detect_windows,
-            )
-            batches = run.batches(self.settings.micro_batch_size)
-            while (windows := await self.in_decode_pool(next, batches, None)) is not None:
-                outcomes = await self.batcher.embed_many([window.features for window in windows])
-                for outcome in outcomes:
-                    if isinstance(outcome, SoundsiftError):
-                        raise outcome
-                run.add(windows, outcomes)
-                if await disconnected():
-                    raise ClientGoneError("the client disconnected")
-                if self.draining:
-                    raise ServiceStoppingError("the server is shutting down")
-            return run.finish()
+            return await self._before_deadline(self._detect(upload, labels, options, disconnected))
+
+    async def _detect(
+        self,
+        upload: Upload,
+        labels: str | Sequence[str],
+        options: DetectOptions,
+        disconnected: Callable[[], Awaitable[bool]],
+    ) -> Detection:
+        run = await self.in_decode_pool(
+            DetectionRun,
+            self.classifier,
+            upload.file,
+            labels,
+            options,
+            source=upload.name,
+            max_duration_s=self.settings.max_detect_duration_s,
+            max_windows=self.settings.max_detect_windows,
+        )
+        batches = run.batches(self.settings.micro_batch_size)
+        while (windows := await self.in_decode_pool(next, batches, None)) is not None:
+            outcomes = await self.batcher.embed_many([window.features for window in windows])
+            for outcome in outcomes:
+                if isinstance(outcome, SoundsiftError):
+                    raise outcome
+            run.add(windows, outcomes)
+            if await disconnected():
+                raise ClientGoneError("the client disconnected")
+        return run.finish()
+
+    async def _decode_and_embed(
+        self, uploads: Sequence[Upload]
+    ) -> tuple[list[DecodedInput], list[np.ndarray | SoundsiftError | None]]:
+        decoded = await self._decode_all(uploads)
+        return decoded, await self._embed_decoded(decoded)
 
     async def _decode_all(self, uploads: Sequence[Upload]) -> list[DecodedInput]:
         return list(

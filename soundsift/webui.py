@@ -228,7 +228,7 @@ def open_upload(upload_root: Path, audio_path: str) -> Iterator[Upload]:
     if not real.is_relative_to(upload_root) or not real.is_file():
         raise gr.Error("Upload the file again. / 请重新上传文件。")
     with open(real, "rb") as handle:
-        yield Upload(handle, real.name)
+        yield Upload.of(handle, real.name)
 
 
 @contextlib.contextmanager

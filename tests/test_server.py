@@ -230,13 +230,24 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_model_dir, tmp_path, esc50_
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         pending = [pool.submit(slow_request) for _ in range(4)]
-        time.sleep(0.3)
+        wait_for_metric(process, "soundsift_admitted_requests", 4)
         code = process.terminate()
         statuses = [future.result().status_code for future in pending]
     assert statuses == [200] * 4
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status says SIGTERM.
     assert code in (0, -signal.SIGTERM)
     assert "Finished server process" in process.log()
+
+
+def wait_for_metric(process: ServerProcess, name: str, value: float, timeout_s: float = 30) -> None:
+    """Until the server's gauge ``name`` reads ``value`` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(rf"^{name} ([\d.e+]+)$", requests.get(f"{process.url}/metrics", timeout=5).text, re.MULTILINE)
+        if found and float(found.group(1)) >= value:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} never reached {value}")
 
 
 def test_detect_endpoint(server, esc50_clips):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +38,13 @@ class TorchBackend:
             processor.feature_extractor.to_dict(), fusion=bool(self._model.config.audio_config.enable_fusion)
         )
         self.logit_scale = float(self._model.logit_scale_a.exp().item())
-        # Subnormal floats slow CPU arithmetic; flushing them (process-wide, values below 1e-38)
-        # changes no score.
-        torch.set_flush_denormal(True)
         self._lock = threading.Lock()
 
     @torch.inference_mode()
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         inputs = torch.from_numpy(features).to(self.device, self._dtype)
         longer = torch.from_numpy(is_longer).to(self.device)
-        with self._lock:
+        with self._lock, _subnormals_flushed():
             output = self._model.get_audio_features(input_features=inputs, is_longer=longer)
         return _unit_rows(_pooled(output))
 
@@ -54,11 +53,23 @@ class TorchBackend:
         tokens = self._tokenizer(
             texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
         ).to(self.device)
-        with self._lock:
+        with self._lock, _subnormals_flushed():
             output = self._model.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
             )
         return _unit_rows(_pooled(output))
+
+
+@contextlib.contextmanager
+def _subnormals_flushed() -> Iterator[None]:
+    """Subnormal floats slow CPU arithmetic many-fold; flushing them to zero (values below 1e-38)
+    changes no score. The CPU flag is per thread (torch's worker threads inherit it when created), so
+    it is set only around model calls and the caller's thread is left as it was found."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def resolve_device(device: str) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.security import fuzzing
 from tests.server_process import ServerProcess
 
 API_KEY = "correct-horse-battery"
@@ -38,3 +39,11 @@ def process_memory_kb(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
     return fields
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many fuzz cases ran, per test (the issue asks for the count)."""
+    if fuzzing.CASE_COUNTS:
+        terminalreporter.section("fuzz cases run")
+        for line in fuzzing.summary_lines():
+            terminalreporter.write_line(line)

@@ -39,7 +39,11 @@ def join(base_url: str, fn_index: int, data: list, headers: dict[str, str]) -> t
 def result(base_url: str, session: str, headers: dict[str, str], timeout_s: float = 60) -> dict:
     """The process_completed message of the session's event."""
     with requests.get(
-        f"{base_url}/gradio_api/queue/data", params={"session_hash": session}, headers=headers, stream=True, timeout=timeout_s
+        f"{base_url}/gradio_api/queue/data",
+        params={"session_hash": session},
+        headers=headers,
+        stream=True,
+        timeout=timeout_s,
     ) as stream:
         for line in stream.iter_lines():
             if line.startswith(b"data:"):
