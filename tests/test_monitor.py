@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
+import logging
 import socket
 import sqlite3
 import threading
@@ -207,3 +208,43 @@ def test_a_dropped_source_is_reopened_with_backoff_until_stopped(classifier, rec
     assert not runner.is_alive(), "stop() did not end monitoring"
     assert 2 <= monitor.stats.reconnects <= 5, monitor.stats.reconnects
     assert time.monotonic() - started < 10
+
+
+# ---- item 10 of "Safe to put in front of users": nothing lost silently at exit ------------------------
+
+
+def webhook_states(database) -> list[str | None]:
+    with sqlite3.connect(database) as db:
+        return [row[0] for row in db.execute("SELECT webhook FROM events ORDER BY id")]
+
+
+def test_alerts_still_queued_at_exit_are_drained_within_the_timeout(classifier, recording, tmp_path, receiver):
+    handler, url = receiver
+    handler.delay_s = 0.3  # slower than alerts come at this replay speed, so a backlog forms
+    monitor = Monitor(
+        classifier,
+        options(recording, tmp_path, webhook=url, speed=40.0, cooldown_s=0.0, webhook_drain_s=30.0),
+        emit=lambda _: None,
+    )
+    stats = monitor.run()
+    states = webhook_states(tmp_path / "events.db")
+    assert stats.alerts > 2 and len(handler.received) == stats.alerts
+    assert states == ["sent"] * stats.alerts and stats.webhook_undelivered == 0
+
+
+def test_what_cannot_be_sent_in_time_is_counted_logged_and_kept(classifier, recording, tmp_path, receiver, caplog):
+    handler, url = receiver
+    handler.delay_s = 2.0
+    monitor = Monitor(
+        classifier,
+        options(recording, tmp_path, webhook=url, speed=40.0, cooldown_s=0.0, webhook_drain_s=0.5, webhook_timeout_s=5),
+        emit=lambda _: None,
+    )
+    with caplog.at_level(logging.WARNING, logger="soundsift.monitor"):
+        stats = monitor.run()
+    states = webhook_states(tmp_path / "events.db")
+    assert stats.alerts > 2 and stats.webhook_undelivered > 0
+    assert states.count("pending") == stats.webhook_undelivered
+    assert set(states) <= {"sent", "pending"} and states.count("sent") <= len(handler.received)
+    assert f"{stats.webhook_undelivered} webhook alert(s) were not delivered" in caplog.text
+    assert "webhook alerts undelivered (in the log)" in stats.render()
