@@ -23,9 +23,15 @@ def bake(model: str, context_copy: Path, out: Path) -> str:
         return f"folder {model} from the build context"
     from huggingface_hub import list_repo_files, snapshot_download
 
-    files = list_repo_files(model)
-    weights = ["*.safetensors"] if any(name.endswith(".safetensors") for name in files) else ["*.bin"]
-    snapshot_download(model, local_dir=out, allow_patterns=CONFIG_PATTERNS + weights)
+    try:
+        files = list_repo_files(model)
+        weights = ["*.safetensors"] if any(name.endswith(".safetensors") for name in files) else ["*.bin"]
+        snapshot_download(model, local_dir=out, allow_patterns=CONFIG_PATTERNS + weights)
+    except Exception as error:  # no network, no such repository, no access
+        raise SystemExit(
+            f"MODEL={model!r} is not a folder of the build context, and downloading it from the Hugging Face "
+            f"hub failed: {type(error).__name__}: {error}"
+        ) from None
     return f"hub model {model}"
 
 

@@ -233,3 +233,16 @@ def test_bake_model_downloads_one_copy_of_the_weights(
     assert weights in kwargs["allow_patterns"]
     assert other not in kwargs["allow_patterns"]
     assert "*.json" in kwargs["allow_patterns"]  # config, processor and tokenizer files
+
+
+def test_bake_model_names_the_problem_when_the_hub_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    def offline(model: str) -> list[str]:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", offline)
+    empty = tmp_path / "context-model"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="not a folder of the build context.*Name or service not known"):
+        docker_helper("bake_model").bake("models/typo", empty, tmp_path / "model")
