@@ -154,7 +154,7 @@ WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 7860
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=3 \
+HEALTHCHECK --interval=5s --timeout=4s --start-period=300s --retries=3 \
     CMD ["python", "/opt/soundsift/healthcheck.py"]
 # tini is PID 1: it forwards SIGTERM to soundsift (uvicorn then finishes in-flight requests) and reaps.
 ENTRYPOINT ["/usr/bin/tini", "--", "soundsift"]

@@ -15,7 +15,7 @@ if ":" in host:
     host = f"[{host}]"
 url = f"http://{host}:{os.environ.get('SOUNDSIFT_PORT', '7860')}/readyz"
 try:
-    with urllib.request.urlopen(url, timeout=4) as response:
+    with urllib.request.urlopen(url, timeout=3) as response:
         sys.exit(0 if response.status == 200 else 1)
 except Exception as error:  # connection refused, 503 while loading, timeout
     print(f"{url}: {error}", file=sys.stderr)
