@@ -170,7 +170,8 @@ ARG BAKED=${MODEL:+/opt/soundsift/model}
 ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
     SOUNDSIFT_BACKEND=torch \
     SOUNDSIFT_GPUS=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    CUDA_CACHE_PATH=/data/cache/cuda
 USER 10001:10001
 
 # ---- onnx: ONNX Runtime only -------------------------------------------------------------------
