@@ -142,9 +142,13 @@ LABEL org.opencontainers.image.title="soundsift" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY deploy/docker/healthcheck.py /opt/soundsift/healthcheck.py
-# Settings are SOUNDSIFT_* variables (docs/container.md). Inside a container the server listens on
-# every interface; set SOUNDSIFT_API_KEY when the port is reachable by others.
-ENV HF_HOME=/data/huggingface \
+ARG MODEL
+ARG BAKED=${MODEL:+/opt/soundsift/model}
+# Settings are SOUNDSIFT_* variables (docs/container.md); a baked-in model is the default model.
+# Inside a container the server listens on every interface; set SOUNDSIFT_API_KEY when the port
+# is reachable by others.
+ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
+    HF_HOME=/data/huggingface \
     SOUNDSIFT_CACHE=/data/cache \
     SOUNDSIFT_HOST=0.0.0.0 \
     SOUNDSIFT_PORT=7860 \
@@ -165,10 +169,7 @@ FROM image AS gpu
 COPY --from=deps-gpu /opt/venv /opt/venv
 COPY --from=model-final /opt/soundsift/model /opt/soundsift/model
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist pip install --no-deps /dist/*.whl
-ARG MODEL
-ARG BAKED=${MODEL:+/opt/soundsift/model}
-ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
-    SOUNDSIFT_BACKEND=torch \
+ENV SOUNDSIFT_BACKEND=torch \
     SOUNDSIFT_GPUS=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     CUDA_CACHE_PATH=/data/cache/cuda
@@ -179,10 +180,7 @@ FROM image AS onnx
 COPY --from=deps-onnx /opt/venv /opt/venv
 COPY --from=onnx-model-final /opt/soundsift/model /opt/soundsift/model
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist pip install --no-deps /dist/*.whl
-ARG MODEL
-ARG BAKED=${MODEL:+/opt/soundsift/model}
-ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
-    SOUNDSIFT_BACKEND=onnx
+ENV SOUNDSIFT_BACKEND=onnx
 USER 10001:10001
 
 # ---- cpu (default): CPU PyTorch ----------------------------------------------------------------
@@ -190,8 +188,5 @@ FROM image AS cpu
 COPY --from=deps-cpu /opt/venv /opt/venv
 COPY --from=model-final /opt/soundsift/model /opt/soundsift/model
 RUN --mount=type=bind,from=wheel,source=/dist,target=/dist pip install --no-deps /dist/*.whl
-ARG MODEL
-ARG BAKED=${MODEL:+/opt/soundsift/model}
-ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
-    SOUNDSIFT_BACKEND=torch
+ENV SOUNDSIFT_BACKEND=torch
 USER 10001:10001
