@@ -44,9 +44,8 @@ def docker_problem() -> str | None:
     return None
 
 
-def build_image(target: str, tag: str, log_path: Path, timeout_s: float = 1500) -> float:
-    """Build one target with deploy/docker/build.sh (this machine's arguments); seconds taken."""
-    started = time.monotonic()
+def build_image(target: str, tag: str, log_path: Path, timeout_s: float = 1500) -> None:
+    """Build one target with deploy/docker/build.sh (this machine's arguments)."""
     with open(log_path, "w") as log:
         result = subprocess.run(
             [str(BUILD_SCRIPT), target, tag, "--progress", "plain"],
@@ -58,7 +57,6 @@ def build_image(target: str, tag: str, log_path: Path, timeout_s: float = 1500) 
     if result.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-40:])
         raise RuntimeError(f"building target {target} failed (exit {result.returncode}); log {log_path}:\n{tail}")
-    return time.monotonic() - started
 
 
 def remove_image(tag: str) -> None:
@@ -89,26 +87,24 @@ class Container:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *command: str) -> Container:
+    def start(self) -> None:
         env = {"SOUNDSIFT_HOST": "127.0.0.1", "SOUNDSIFT_PORT": str(self.port), **self.env}
         args = ["run", "--detach", "--name", self.name, "--network", self.network, "--health-interval", "1s"]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
-        docker(*args, *self.run_args, self.image, *command)
-        return self
+        docker(*args, *self.run_args, self.image)
 
     def state(self) -> dict:
         return json.loads(docker("inspect", "--format", "{{json .State}}", self.name).stdout)
 
-    def wait_healthy(self, timeout_s: float = 180) -> float:
-        """Seconds from now until Docker reports the container healthy."""
+    def wait_healthy(self, timeout_s: float = 180) -> None:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             state = self.state()
             if state["Status"] == "exited":
                 raise RuntimeError(f"{self.name} exited with {state['ExitCode']} before it was healthy:\n{self.logs()}")
             if state.get("Health", {}).get("Status") == "healthy":
-                return time.monotonic() - started
+                return
             time.sleep(0.25)
         raise TimeoutError(f"{self.name} not healthy in {timeout_s} s:\n{self.logs()}")
 
