@@ -45,3 +45,40 @@ lint: install-dev
 test: install-dev browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# ---- container images (docs/container.md) ---------------------------------------------------------
+# `make image` builds soundsift:latest (cpu) and soundsift:onnx (IMAGE_TARGETS="cpu onnx gpu" adds
+# soundsift:gpu, a 3 GB CUDA download) with the arguments this machine needs: deploy/docker/build.sh
+# picks BuildKit, host networking, the local base image and a local CPU torch wheel when they exist.
+# `make docker-ready` starts Docker and builds that local base image (../shared/tools/docker-base.sh,
+# as root); elsewhere it does nothing and says so. `make test-docker` runs only the docker tier.
+DOCKER_BASE_SCRIPT ?= ../shared/tools/docker-base.sh
+IMAGE ?= soundsift
+IMAGE_TARGETS ?= cpu onnx
+# require: the docker tier fails instead of skipping when Docker is missing (where docker-ready can set it up)
+DOCKER_TESTS ?= $(if $(and $(wildcard $(DOCKER_BASE_SCRIPT)),$(filter 0,$(shell id -u))),require,auto)
+
+.PHONY: docker-ready image image-cpu image-onnx image-gpu test-docker
+
+docker-ready:
+	@if [ ! -f "$(DOCKER_BASE_SCRIPT)" ]; then \
+		echo "docker-ready: $(DOCKER_BASE_SCRIPT) not found: Docker left as it is (docker tests skip without a daemon)"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "docker-ready: not root: Docker left as it is (docker tests skip without a daemon)"; \
+	else \
+		bash $(DOCKER_BASE_SCRIPT) >/dev/null; \
+	fi
+
+image: $(addprefix image-,$(IMAGE_TARGETS))
+
+image-cpu: docker-ready
+	deploy/docker/build.sh cpu $(IMAGE):latest
+
+image-onnx: docker-ready
+	deploy/docker/build.sh onnx $(IMAGE):onnx
+
+image-gpu: docker-ready
+	deploy/docker/build.sh gpu $(IMAGE):gpu
+
+test-docker: install-dev docker-ready
+	SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest tests/docker
