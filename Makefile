@@ -42,9 +42,9 @@ browser:
 lint: install-dev
 	$(BIN)/ruff check .
 
-test: install-dev browser
+test: install-dev browser docker-ready
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest
 
 # ---- container images (docs/container.md) ---------------------------------------------------------
 # `make image` builds soundsift:latest (cpu) and soundsift:onnx (IMAGE_TARGETS="cpu onnx gpu" adds

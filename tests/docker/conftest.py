@@ -19,12 +19,6 @@ import pytest
 from tests.docker.containers import build_image, docker_problem, readable_copy, remove_image, unique
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "docker: builds the container images and runs containers (needs a Docker daemon and ../shared)"
-    )
-
-
 @pytest.fixture(scope="session")
 def docker_ready() -> None:
     problem = docker_problem()

@@ -60,9 +60,12 @@ def test_serves_the_page_and_classifies_a_real_clip(server: Container, esc50_cli
     assert body["top_label"] in LABELS
     assert sorted(score["label"] for score in body["scores"]) == sorted(LABELS)
     assert abs(sum(score["score"] for score in body["scores"]) - 1) < 1e-3
-    page = requests.get(f"{server.url}/", timeout=30)
+    page = requests.get(f"{server.url}/", headers=AUTH, timeout=30)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
+    # With a key set, a browser without it is sent to the login page.
+    login = requests.get(f"{server.url}/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
+    assert login.status_code == 303 and login.headers["Location"] == "/login"
 
 
 def test_api_key_is_enforced(server: Container, esc50_clips: list[Path]) -> None:
