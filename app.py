@@ -2,7 +2,7 @@
 
 import sys
 
-from soundsift.cli import main
+from soundsift.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from random_model import full_size_random_model
 
 from soundsift import Classifier
-from soundsift.audio import load_audio
+from soundsift.core.audio import load_audio
 
 ESC50 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50-16k-fold1"
 TEMPLATE = "This is a sound of {}."

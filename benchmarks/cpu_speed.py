@@ -52,7 +52,7 @@ def pipeline_profile(classify, paths: list[str], labels: list[str], calls: int) 
     (``get_audio_features``, as the pipeline runs it) and encoding the label prompts."""
     import torch
 
-    from soundsift.audio import load_audio
+    from soundsift.core.audio import load_audio
 
     prompts = [TEMPLATE.format(label) for label in labels]
     features, encoder = [], []
@@ -79,7 +79,7 @@ def pipeline_profile(classify, paths: list[str], labels: list[str], calls: int) 
 def run_pipeline(model: str, paths: list[str], labels: list[str], args) -> dict:
     from transformers import pipeline
 
-    from soundsift.audio import load_audio
+    from soundsift.core.audio import load_audio
 
     classify = pipeline("zero-shot-audio-classification", model=model, device="cpu")
     first = load_audio(paths[0], 48_000).samples
@@ -165,8 +165,8 @@ def operator_profile(folder: str, paths: list[str], calls: int = 8) -> dict[str,
     import onnxruntime
 
     from soundsift import Classifier
-    from soundsift.backends.onnx_backend import session_options
-    from soundsift.features import bicubic_resize_rows
+    from soundsift.backends.onnx.runtime import session_options
+    from soundsift.core.features import bicubic_resize_rows
 
     classifier = Classifier(model=folder, backend="onnx", device="cpu")
     options = session_options()
@@ -205,7 +205,7 @@ def parent(args) -> None:
     sys.path.insert(0, str(BENCHMARKS))
     from random_model import full_size_random_model
 
-    from soundsift.export import export
+    from soundsift.backends.onnx.export import export
 
     model = args.model or str(full_size_random_model(Path("/tmp/soundsift-clap-random")))
     for folder, quantize in ((args.onnx_fp32, "none"), (args.onnx_int8, "int8")):

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from soundsift.translate import SEMANTIC_FLOOR, SEMANTIC_MARGIN, Concept, Glossary, SemanticIndex, _embed
+from soundsift.i18n.glossary import SEMANTIC_FLOOR, SEMANTIC_MARGIN, Concept, Glossary, SemanticIndex, _embed
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def require_loopback(url: str) -> None:
 def start_server(model: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "SOUNDSIFT_MODEL": model, "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "soundsift.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "soundsift", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

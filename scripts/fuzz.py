@@ -126,7 +126,7 @@ def run_atheris(args: argparse.Namespace) -> int:
         print("atheris is not installed: pip install atheris", file=sys.stderr)
         return 2
     with atheris.instrument_imports():
-        import soundsift.audio  # noqa: F401
+        import soundsift.core.audio  # noqa: F401
     cases = 0
     budget = int(args.budget_mb * 2**20)
 

@@ -1,7 +1,10 @@
 """soundsift: zero-shot audio classification with CLAP."""
 
-from soundsift.classifier import Classifier
-from soundsift.config import ModelSettings, ServerSettings
+from soundsift.core.classifier import Classifier
+from soundsift.core.results import Classification, Detection, FailedInput, LabelScore, SoundEvent
+from soundsift.core.scoring import PreparedLabels
+from soundsift.core.settings import ModelSettings, ServerSettings
+from soundsift.detection.windows import detect
 from soundsift.errors import (
     AudioDecodeError,
     AudioError,
@@ -18,9 +21,6 @@ from soundsift.errors import (
     ProcessingError,
     SoundsiftError,
 )
-from soundsift.results import Classification, Detection, FailedInput, LabelScore, SoundEvent
-from soundsift.scoring import PreparedLabels
-from soundsift.segmentation import detect
 
 __version__ = "0.1.0"
 

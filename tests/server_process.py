@@ -33,7 +33,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "soundsift.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "soundsift", "serve", "--port", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

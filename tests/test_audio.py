@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift.audio import AudioLimits, load_audio
+from soundsift.core.audio import AudioLimits, load_audio
 from soundsift.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError, NonFiniteAudioError
 from tests.audio_factory import tone, write_pyav, write_soundfile, write_video_only
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from soundsift.batch import discover_inputs
-from soundsift.cli import main
+from soundsift.cli.main import main
+from soundsift.jobs.batch import discover_inputs
 
 LABELS = "dog, rain, siren, crying baby"
 
@@ -126,7 +126,7 @@ def test_killed_run_resumes_with_every_file_exactly_once(collection, env, tmp_pa
     command = [
         sys.executable,
         "-m",
-        "soundsift.cli",
+        "soundsift",
         "batch",
         str(collection),
         "--labels",
@@ -167,7 +167,7 @@ def test_ray_engine_gives_the_same_rows_as_the_local_engine(collection, env, tmp
         [
             sys.executable,
             "-m",
-            "soundsift.cli",
+            "soundsift",
             "batch",
             *inputs,
             "--labels",

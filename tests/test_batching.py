@@ -4,10 +4,10 @@ import asyncio
 
 import numpy as np
 
-from soundsift.audio import load_audio
-from soundsift.batching import MicroBatcher, QueueFullError
-from soundsift.classifier import ClipFeatures
+from soundsift.core.audio import load_audio
+from soundsift.core.classifier import ClipFeatures
 from soundsift.errors import SoundsiftError
+from soundsift.serving.batcher import MicroBatcher, QueueFullError
 
 
 def test_waiting_clips_share_one_model_call_and_each_gets_its_own_embedding(classifier, esc50_clips):

@@ -8,7 +8,7 @@ import torch
 from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
 
 from soundsift import Classifier, FailedInput, LabelError
-from soundsift.audio import load_audio
+from soundsift.core.audio import load_audio
 from soundsift.errors import AudioTooLongError, ModelLoadError
 
 
@@ -249,9 +249,9 @@ def test_gpu_settings_on_a_machine_without_one_are_clear_errors(tiny_model_dir, 
 
 
 def test_server_gpu_replicas_need_gpus():
-    from soundsift.config import ModelSettings, ServerSettings
+    from soundsift.core.settings import ModelSettings, ServerSettings
     from soundsift.errors import ConfigurationError
-    from soundsift.service import replica_devices
+    from soundsift.serving.service import replica_devices
 
     assert replica_devices(ModelSettings(), ServerSettings(gpus="none")) == ["cpu"]
     assert replica_devices(ModelSettings(device="cpu"), ServerSettings()) == ["cpu"]

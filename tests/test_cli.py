@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from soundsift.cli import main
+from soundsift.cli.main import main
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_unreachable_hub_model_is_explained(tmp_path, esc50_clips):
         [
             sys.executable,
             "-m",
-            "soundsift.cli",
+            "soundsift",
             "classify",
             str(esc50_clips[0]),
             "--labels",

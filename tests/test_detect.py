@@ -12,10 +12,10 @@ import pytest
 import soundfile
 
 from soundsift import detect
-from soundsift.audio import load_audio
-from soundsift.cli import main
+from soundsift.cli.main import main
+from soundsift.core.audio import load_audio
+from soundsift.detection.windows import sliding_windows
 from soundsift.errors import ConfigurationError
-from soundsift.segmentation import sliding_windows
 
 RATE = 48_000
 LABELS = "dog, rain, siren"

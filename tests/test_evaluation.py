@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from soundsift.cli import main
+from soundsift.cli.main import main
 from tests.conftest import ESC50
 
 

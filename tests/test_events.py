@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundsift.events import AlertGate, EventRules, active_runs, detect_events, smooth
+from soundsift.detection.events import AlertGate, EventRules, active_runs, detect_events, smooth
 
 
 def track(values, labels=("glass breaking",)):

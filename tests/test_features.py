@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import ClapFeatureExtractor
 
-from soundsift.features import MelFeaturizer, MelSettings, bilinear_resize_rows
+from soundsift.core.features import MelFeaturizer, MelSettings, bilinear_resize_rows
 from tests.tiny_clap import SHARED
 
 REAL_CONFIG = json.loads((SHARED / "models" / "clap-htsat-fused-config" / "preprocessor_config.json").read_text())

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from soundsift.core.labels import LabelClass, LabelLimits, parse_labels
 from soundsift.errors import LabelError
-from soundsift.labels import LabelClass, LabelLimits, parse_labels
 
 
 def parse(labels, min_labels=2, **limits):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift.audio import load_audio
-from soundsift.cli import main
-from soundsift.monitor import Monitor, MonitorOptions
+from soundsift.cli.main import main
+from soundsift.core.audio import load_audio
+from soundsift.monitor.runner import Monitor, MonitorOptions
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -223,7 +223,9 @@ def test_alerts_still_queued_at_exit_are_drained_within_the_timeout(classifier, 
     handler.delay_s = 0.3  # slower than alerts come at this replay speed, so a backlog forms
     monitor = Monitor(
         classifier,
-        options(recording, tmp_path, webhook=url, speed=40.0, cooldown_s=0.0, webhook_drain_s=30.0),
+        options(
+            recording, tmp_path, webhook=url, speed=10.0, cooldown_s=0.0, confirm_n=1, confirm_m=1, webhook_drain_s=30
+        ),
         emit=lambda _: None,
     )
     stats = monitor.run()
@@ -237,10 +239,20 @@ def test_what_cannot_be_sent_in_time_is_counted_logged_and_kept(classifier, reco
     handler.delay_s = 2.0
     monitor = Monitor(
         classifier,
-        options(recording, tmp_path, webhook=url, speed=40.0, cooldown_s=0.0, webhook_drain_s=0.5, webhook_timeout_s=5),
+        options(
+            recording,
+            tmp_path,
+            webhook=url,
+            speed=10.0,
+            cooldown_s=0.0,
+            confirm_n=1,
+            confirm_m=1,
+            webhook_drain_s=0.5,
+            webhook_timeout_s=5,
+        ),
         emit=lambda _: None,
     )
-    with caplog.at_level(logging.WARNING, logger="soundsift.monitor"):
+    with caplog.at_level(logging.WARNING, logger="soundsift.monitor.runner"):
         stats = monitor.run()
     states = webhook_states(tmp_path / "events.db")
     assert stats.alerts > 2 and stats.webhook_undelivered > 0

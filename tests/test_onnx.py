@@ -13,10 +13,10 @@ import pytest
 from transformers import ClapProcessor
 
 from soundsift import Classifier
-from soundsift import export as export_module
-from soundsift.audio import load_audio
-from soundsift.cli import main
-from soundsift.export import export
+from soundsift.backends.onnx import export as export_module
+from soundsift.backends.onnx.export import export
+from soundsift.cli.main import main
+from soundsift.core.audio import load_audio
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +66,12 @@ def test_fp32_audio_parity_short_long_and_mixed_batches(onnx_classifier, classif
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_export_graph_computes_what_transformers_computes(fused, tiny_model_dir, tiny_unfused_model_dir):
-    """soundsift.htsat_graph (window-order tokens, merged QKV, constant bias + shift mask) against
+    """soundsift.backends.onnx.htsat_graph (window-order tokens, merged QKV, constant bias + shift mask) against
     transformers' own encoder, with shifted windows, patch merging and both is_longer branches."""
     import torch
     from transformers import ClapModel
 
-    from soundsift.htsat_graph import AudioGraph
+    from soundsift.backends.onnx.htsat_graph import AudioGraph
 
     clap = ClapModel.from_pretrained(tiny_model_dir if fused else tiny_unfused_model_dir).eval()
     assert any(layer.shift_size for stage in clap.audio_model.audio_encoder.layers for layer in stage.blocks)

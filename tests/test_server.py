@@ -251,7 +251,7 @@ def wait_for_metric(process: ServerProcess, name: str, value: float, timeout_s: 
 
 
 def test_detect_endpoint(server, esc50_clips):
-    from soundsift.audio import load_audio
+    from soundsift.core.audio import load_audio
 
     clips = [load_audio(path, 16_000).samples for path in esc50_clips[:2]]
     gap = np.zeros(16_000 * 2, dtype=np.float32)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from soundsift import Classifier, detect
-from soundsift.cli import main
-from soundsift.labels import split_exclusions
-from soundsift.presets import PRESETS_ZH, preset_labels, preset_names
-from soundsift.translate import Glossary, detect_script, key, prompt_phrases
+from soundsift.cli.main import main
+from soundsift.core.labels import split_exclusions
+from soundsift.i18n.glossary import Glossary, detect_script, key, prompt_phrases
+from soundsift.i18n.presets import PRESETS_ZH, preset_labels, preset_names
 from tests.tiny_clap import LABEL_SETS
 
 

@@ -81,7 +81,7 @@ def test_long_recording_tab_shows_timeline_and_events(browser, server, esc50_cli
     import numpy as np
     import soundfile
 
-    from soundsift.audio import load_audio
+    from soundsift.core.audio import load_audio
 
     samples = np.concatenate([load_audio(path, 16_000).samples for path in esc50_clips[:3]])
     recording = tmp_path / "long.wav"

@@ -6,9 +6,9 @@ from typing import Protocol
 
 import numpy as np
 
-from soundsift.config import ModelSettings
+from soundsift.core.features import MelSettings
+from soundsift.core.settings import ModelSettings
 from soundsift.errors import ModelLoadError
-from soundsift.features import MelSettings
 
 
 class Backend(Protocol):
@@ -31,7 +31,7 @@ class Backend(Protocol):
 def load_backend(settings: ModelSettings) -> Backend:
     """The backend named by settings.backend; each imports its runtime only when chosen."""
     if settings.backend == "onnx":
-        from soundsift.backends.onnx_backend import OnnxBackend
+        from soundsift.backends.onnx.runtime import OnnxBackend
 
         return OnnxBackend(
             settings.model,
@@ -42,7 +42,7 @@ def load_backend(settings: ModelSettings) -> Backend:
             fp16=settings.fp16,
         )
     try:
-        from soundsift.backends.torch_backend import TorchBackend
+        from soundsift.backends.torch import TorchBackend
     except ImportError as error:
         raise ModelLoadError(
             f"the torch backend needs PyTorch and transformers ({error}): pip install 'soundsift[torch]', "

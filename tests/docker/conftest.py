@@ -64,7 +64,7 @@ def mounted_onnx_dir(mounted_model_dir: Path, tmp_path_factory: pytest.TempPathF
     """The tiny checkpoint exported on the host with `soundsift export`, as a user would."""
     out = tmp_path_factory.mktemp("docker-onnx") / "export"
     subprocess.run(
-        [sys.executable, "-m", "soundsift.cli", "export", "--model", str(mounted_model_dir), "--out", str(out)],
+        [sys.executable, "-m", "soundsift", "export", "--model", str(mounted_model_dir), "--out", str(out)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import soundsift
-from soundsift.cli import build_parser
-from soundsift.config import DEFAULT_MODEL, ModelSettings, ServerSettings
+from soundsift.cli.main import build_parser
+from soundsift.core.settings import DEFAULT_MODEL, ModelSettings, ServerSettings
 from tests.docker.containers import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import soundsift
-from soundsift.config import DEFAULT_MODEL
+from soundsift.core.settings import DEFAULT_MODEL
 from tests.docker.containers import IMAGE_UID, Container, docker, post_clip, unique
 
 pytestmark = pytest.mark.docker
@@ -151,7 +151,7 @@ def host_cli_error(tmp_path: Path) -> str:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SOUNDSIFT_")}
     env.update(HF_HOME=str(tmp_path / "empty-hf-home"), HF_HUB_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, "-m", "soundsift.cli", "serve"],
+        [sys.executable, "-m", "soundsift", "serve"],
         capture_output=True,
         text=True,
         env=env,

@@ -647,9 +647,9 @@ def _outcome(call: Callable[[], np.ndarray | object]) -> dict:
 
 
 def limits():
-    """The limits a server applies by default (soundsift.config.ModelSettings)."""
-    from soundsift.audio import AudioLimits
-    from soundsift.config import ModelSettings
+    """The limits a server applies by default (soundsift.core.settings.ModelSettings)."""
+    from soundsift.core.audio import AudioLimits
+    from soundsift.core.settings import ModelSettings
 
     defaults = ModelSettings(model="unused")
     return AudioLimits(
@@ -661,7 +661,7 @@ def limits():
 
 
 def _drain_stream(data: bytes) -> tuple[np.ndarray, int]:
-    from soundsift.audio import stream_audio
+    from soundsift.core.audio import stream_audio
 
     opened = stream_audio(data, MODEL_RATE, limits=limits())
     blocks = list(opened.blocks)
@@ -679,7 +679,7 @@ def _scribble_heap() -> None:
 
 def decode_report(data: bytes, *, stream: bool = True, repeat: bool = True) -> dict:
     """Everything `Report` holds for one input; runs inside the worker (or in-process)."""
-    from soundsift.audio import load_audio
+    from soundsift.core.audio import load_audio
 
     def load() -> object:
         return load_audio(data, MODEL_RATE, limits=limits())
@@ -705,7 +705,7 @@ def decode_report(data: bytes, *, stream: bool = True, repeat: bool = True) -> d
 
 
 def _worker_main() -> None:
-    import soundsift.audio  # noqa: F401 - import before measuring the baseline
+    import soundsift.core.audio  # noqa: F401 - import before measuring the baseline
 
     limit = _status_kib("VmSize") * 1024 + WORKER_HEADROOM_BYTES
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -14,8 +14,8 @@ import pytest
 import requests
 import soundfile
 
-from soundsift.audio import AudioLimits, load_audio
-from soundsift.cli import main
+from soundsift.cli.main import main
+from soundsift.core.audio import AudioLimits, load_audio
 from soundsift.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError, AudioTooShortError
 from tests.audio_factory import silent_flac, tone, wav_bytes, with_flac_total_samples, write_pyav
 from tests.security.conftest import AUTH, assert_error, process_memory_kb

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from soundsift import Classifier, ModelSettings, ServerSettings
-from soundsift.cli import main
+from soundsift.cli.main import main
 from soundsift.errors import AudioDecodeError, ConfigurationError
 
 
@@ -50,7 +50,7 @@ def test_a_bare_array_or_a_pair_of_paths_get_a_message_that_says_what_to_pass(cl
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "soundsift.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "soundsift", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_batch_out_in_a_missing_folder_is_created(tiny_model_dir, esc50_clips, tmp_path):

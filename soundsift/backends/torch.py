@@ -13,8 +13,8 @@ import torch
 from transformers import ClapModel, ClapProcessor
 from transformers.utils import logging as transformers_logging
 
+from soundsift.core.features import MelSettings
 from soundsift.errors import ConfigurationError, ModelLoadError
-from soundsift.features import MelSettings
 
 logger = logging.getLogger(__name__)
 

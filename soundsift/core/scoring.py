@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundsift.core.labels import LabelClass
+from soundsift.core.results import Classification, FailedInput, LabelScore
 from soundsift.errors import LabelError, SoundsiftError
-from soundsift.labels import LabelClass
-from soundsift.results import Classification, FailedInput, LabelScore
 
 LabelThresholds = float | Mapping[str, float] | None
 """Multi-label thresholds: one similarity for every label, or per-label overrides."""

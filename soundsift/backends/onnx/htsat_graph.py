@@ -16,7 +16,7 @@ index, which tracing freezes to whatever branch the example batch took; the patc
 computes the fusion branch for every row and selects by ``is_longer``, so one graph serves short and
 long clips alike.
 
-Imported only by ``soundsift.export``: it needs torch, which the onnx serving path does not.
+Imported only by ``soundsift.backends.onnx.export``: it needs torch, which the onnx serving path does not.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: audio and text encoders from a soundsift export, no torch at serving time.
 
-Mel features come from soundsift.features (numpy) and tokens from the `tokenizers` library, so the
+Mel features come from soundsift.core.features (numpy) and tokens from the `tokenizers` library, so the
 serving path needs onnxruntime, tokenizers and numpy only.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.core.features import MelSettings, bicubic_resize_rows
 from soundsift.errors import ConfigurationError, ModelLoadError
-from soundsift.features import MelSettings, bicubic_resize_rows
 
 
 class OnnxBackend:
@@ -34,7 +34,7 @@ class OnnxBackend:
             from tokenizers import Tokenizer
         except ImportError:
             raise ModelLoadError("the onnx backend needs onnxruntime: pip install 'soundsift[onnx]'") from None
-        from soundsift.export import MANIFEST, ensure_exported
+        from soundsift.backends.onnx.export import MANIFEST, ensure_exported
 
         providers, self.device = _providers(onnxruntime, device)
         if fp16 and self.device == "cpu":

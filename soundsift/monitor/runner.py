@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.audio import DecodedAudio, is_silent, resample, stream_audio
-from soundsift.classifier import Classifier
+from soundsift.core.audio import DecodedAudio, is_silent, resample, stream_audio
+from soundsift.core.classifier import Classifier
+from soundsift.detection.events import AlertGate
 from soundsift.errors import ConfigurationError, SoundsiftError
-from soundsift.events import AlertGate
 
-logger = logging.getLogger("soundsift.monitor")
+logger = logging.getLogger("soundsift.monitor.runner")
 
 
 @dataclass

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 import soundsift
-from soundsift.batch import AUDIO_EXTENSIONS
-from soundsift.classifier import Classifier, ScoredInput
+from soundsift.core.classifier import Classifier, ScoredInput
+from soundsift.core.results import Classification
+from soundsift.jobs.batch import AUDIO_EXTENSIONS
 from soundsift.optional import ONNXRUNTIME, TORCH, TRANSFORMERS
-from soundsift.results import Classification
 
 
 class DatasetError(Exception):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soundsift.classifier import Classifier, ClipFeatures
+from soundsift.core.classifier import Classifier, ClipFeatures
 from soundsift.errors import SoundsiftError
 
 

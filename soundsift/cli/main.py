@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from soundsift.config import (
+from soundsift.core.results import Classification, FailedInput
+from soundsift.core.settings import (
     DEFAULT_MODEL,
     DEFAULT_TEMPLATE,
     ModelSettings,
@@ -26,8 +27,7 @@ from soundsift.config import (
     validation_message,
 )
 from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
-from soundsift.presets import preset_names
-from soundsift.results import Classification, FailedInput
+from soundsift.i18n.presets import preset_names
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -207,14 +207,14 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from soundsift.batch import BatchSummary, OutputError, discover_inputs, make_progress, open_output
+    from soundsift.jobs.batch import BatchSummary, OutputError, discover_inputs, make_progress, open_output
 
     settings = settings_from_args(args)
     label_thresholds = parse_label_thresholds(args.label_thresholds)
     paths = discover_inputs(args.inputs)
     if not paths:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
-    from soundsift.classifier import Classifier
+    from soundsift.core.classifier import Classifier
 
     classifier = Classifier(settings)
     prepared = classifier.prepare_labels(resolve_labels(args), multi_label=args.multi_label)
@@ -230,7 +230,7 @@ def run_batch(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         if args.engine == "ray":
-            from soundsift.ray_engine import run_on_ray
+            from soundsift.jobs.ray_engine import run_on_ray
 
             run_on_ray(
                 settings,
@@ -247,7 +247,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         else:
-            from soundsift.batch import LocalBatchRunner
+            from soundsift.jobs.batch import LocalBatchRunner
 
             runner = LocalBatchRunner(
                 classifier, prepared, workers=args.workers, threshold=args.threshold, label_thresholds=label_thresholds
@@ -296,8 +296,8 @@ def add_eval_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from soundsift import evaluation
-    from soundsift.batch import make_progress
+    from soundsift.jobs import evaluation
+    from soundsift.jobs.batch import make_progress
 
     settings = settings_from_args(args)
     try:
@@ -311,7 +311,7 @@ def run_eval(args: argparse.Namespace) -> int:
             items, classes, name = evaluation.csv_items(args.table), None, f"csv {args.table}"
     except evaluation.DatasetError as error:
         raise UsageError(str(error)) from None
-    from soundsift.classifier import Classifier
+    from soundsift.core.classifier import Classifier
 
     classifier = Classifier(settings)
     progress = make_progress(len(items), args.progress)
@@ -372,10 +372,10 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from soundsift import timeline
-    from soundsift.batch import make_progress
-    from soundsift.classifier import Classifier
+    from soundsift.core.classifier import Classifier
+    from soundsift.detection import outputs as timeline
     from soundsift.errors import SoundsiftError
+    from soundsift.jobs.batch import make_progress
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
         raise UsageError("--out must end in .csv or .json")
@@ -384,7 +384,7 @@ def run_detect(args: argparse.Namespace) -> int:
         raise UsageError("--label-threshold takes LABEL=SCORE here; use --threshold for all labels")
     classifier = Classifier(settings_from_args(args))
     bar = make_progress(0, args.progress)
-    from soundsift.segmentation import detect
+    from soundsift.detection.windows import detect
 
     def progress(done: float, total: float | None) -> None:
         if bar is not None:
@@ -490,9 +490,9 @@ def add_monitor_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_monitor(args: argparse.Namespace) -> int:
-    from soundsift.classifier import Classifier
-    from soundsift.labels import label_names
-    from soundsift.monitor import Monitor, MonitorOptions
+    from soundsift.core.classifier import Classifier
+    from soundsift.core.labels import label_names
+    from soundsift.monitor.runner import Monitor, MonitorOptions
 
     try:
         needed, window = (int(part) for part in args.confirm.split("/"))
@@ -600,7 +600,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     model, server = settings_from_args(args), server_settings_from_args(args)
-    from soundsift.server import serve
+    from soundsift.serving.app import serve
 
     return serve(model, server)
 
@@ -631,7 +631,7 @@ def run_export(args: argparse.Namespace) -> int:
     encoders = tuple(part.strip() for part in args.quantize_encoders.split(",") if part.strip())
     if not set(encoders) <= {"audio", "text"}:
         raise UsageError("--quantize-encoders takes audio, text or audio,text")
-    from soundsift.export import export
+    from soundsift.backends.onnx.export import export
 
     started = time.perf_counter()
     folder = export(args.model, args.out, quantize=args.quantize, quantize_encoders=encoders, fp16=args.fp16)
@@ -661,7 +661,7 @@ def _settings(kind: type[ModelSettings] | type[ServerSettings], args: argparse.N
 
 def resolve_labels(args: argparse.Namespace) -> str:
     """--labels as given, or the named --preset (e.g. smart_home, smart_home_zh)."""
-    from soundsift.presets import preset_labels
+    from soundsift.i18n.presets import preset_labels
 
     if args.preset and args.labels:
         raise UsageError("give --labels or --preset, not both")
@@ -703,7 +703,7 @@ def parse_label_thresholds(values: list[str] | None) -> float | dict[str, float]
 def run_classify(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     label_thresholds = parse_label_thresholds(args.label_thresholds)
-    from soundsift.classifier import Classifier
+    from soundsift.core.classifier import Classifier
 
     files = expand_folders(args.files)
     classifier = Classifier(settings)
@@ -721,7 +721,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def expand_folders(files: Sequence[str]) -> list[str]:
     """Files as given (a missing one becomes an error row); a folder stands for the audio inside it."""
-    from soundsift.batch import discover_inputs
+    from soundsift.jobs.batch import discover_inputs
 
     expanded: list[str] = []
     for name in files:
@@ -758,7 +758,7 @@ def _table_block(result: Classification | FailedInput) -> str:
 
 def results_to_csv(results: Sequence[Classification | FailedInput], labels: Sequence[str]) -> str:
     """The same CSV schema as ``soundsift batch --out results.csv``."""
-    from soundsift.batch import csv_cells, csv_header, result_row
+    from soundsift.jobs.batch import csv_cells, csv_header, result_row
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -1,7 +1,7 @@
 """Export a CLAP checkpoint to ONNX: audio encoder and text encoder, each with its projection.
 
 Needs torch and transformers (the onnx backend that serves the result does not). The audio encoder
-is exported through soundsift.htsat_graph, which re-expresses HTSAT for ONNX Runtime (and gets the
+is exported through soundsift.backends.onnx.htsat_graph, which re-expresses HTSAT for ONNX Runtime (and gets the
 fused checkpoints' ``is_longer`` branch right).
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.core.features import MelSettings
 from soundsift.errors import ConfigurationError, ModelLoadError
-from soundsift.features import MelSettings
 from soundsift.optional import TORCH, TRANSFORMERS
 
 MANIFEST = "manifest.json"
@@ -52,7 +52,7 @@ def export(
     float32), for GPUs; on a CPU, int8 is the fast choice."""
     import torch
 
-    from soundsift.backends.torch_backend import TorchBackend
+    from soundsift.backends.torch import TorchBackend
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}")
@@ -136,7 +136,7 @@ def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
 
     import torch
 
-    from soundsift.htsat_graph import AudioGraph, supports
+    from soundsift.backends.onnx.htsat_graph import AudioGraph, supports
 
     if not supports(clap):
         raise ConfigurationError(
@@ -146,7 +146,7 @@ def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
     encoder = AudioGraph(copy.deepcopy(clap)).eval()
     channels = 4 if mel.fusion else 1
     # Traced at the model's own frame count, so the graph has no Resize: the backend stretches the
-    # mel frames in numpy (soundsift.features.bicubic_resize_rows), exactly as the model would.
+    # mel frames in numpy (soundsift.core.features.bicubic_resize_rows), exactly as the model would.
     features = torch.randn(2, channels, model_frames(clap), mel.n_mels)
     is_longer = torch.tensor([[True], [False]])
     torch.onnx.export(

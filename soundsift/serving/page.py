@@ -13,13 +13,13 @@ import gradio as gr
 import pandas as pd
 from fastapi import FastAPI
 
+from soundsift.detection.windows import DetectOptions
 from soundsift.errors import SoundsiftError
-from soundsift.presets import PRESETS, PRESETS_ZH
-from soundsift.segmentation import DetectOptions
-from soundsift.service import ClassificationService, Upload, elapsed_ms
+from soundsift.i18n.presets import PRESETS, PRESETS_ZH
+from soundsift.serving.service import ClassificationService, Upload, elapsed_ms
 
-logger = logging.getLogger("soundsift.webui")
-EXAMPLES = Path(__file__).parent / "examples"
+logger = logging.getLogger("soundsift.serving.page")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # Never readable through the page, whatever else is configured.
 BLOCKED_PATHS = ("/proc", "/sys", "/dev", "/etc", "/root", "/var", "/boot", "/run")
 
@@ -186,7 +186,7 @@ def _long_recording_tab(service: ClassificationService, i18n: gr.I18n, upload_ro
 
 
 async def run_detection(service, upload_root, audio_path, labels, window, threshold, background):
-    from soundsift.timeline import plot_timeline
+    from soundsift.detection.outputs import plot_timeline
 
     if not audio_path:
         raise gr.Error("Upload a recording first. / 请先上传录音。")

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI) with the web page mounted at /. A thin layer over ClassificationService.
 
-Every request passes the guards of soundsift.http_guards first (upload limit, API key, admission,
+Every request passes the guards of soundsift.serving.guards first (upload limit, API key, admission,
 strict form decoding, Gradio file checks), whichever route it is for.
 """
 
@@ -29,8 +29,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import soundsift
-from soundsift.batching import QueueFullError, ServiceStoppingError
-from soundsift.config import ModelSettings, ServerSettings
+from soundsift.core.results import Classification, Detection, FailedInput
+from soundsift.core.settings import ModelSettings, ServerSettings
+from soundsift.core.text import check_text
+from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
 from soundsift.errors import (
     AudioDecodeError,
     AudioError,
@@ -40,7 +42,9 @@ from soundsift.errors import (
     ProcessingError,
     SoundsiftError,
 )
-from soundsift.http_guards import (
+from soundsift.i18n.presets import preset_labels, preset_names
+from soundsift.serving.batcher import QueueFullError, ServiceStoppingError
+from soundsift.serving.guards import (
     SESSION_COOKIE,
     AccessGuard,
     AdmissionGate,
@@ -50,13 +54,9 @@ from soundsift.http_guards import (
     StrictFormCharset,
     session_token,
 )
-from soundsift.presets import preset_labels, preset_names
-from soundsift.results import Classification, Detection, FailedInput
-from soundsift.segmentation import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
-from soundsift.service import ClassificationService, ClientGoneError, Upload, elapsed_ms
-from soundsift.text import check_text
+from soundsift.serving.service import ClassificationService, ClientGoneError, Upload, elapsed_ms
 
-logger = logging.getLogger("soundsift.server")
+logger = logging.getLogger("soundsift.serving.app")
 
 RETRY_AFTER_S = "1"
 LABELS_HELP = (
@@ -173,7 +173,7 @@ def create_app(service: ClassificationService) -> FastAPI:
         app.include_router(login_router(settings.api_key))
     app.include_router(api_fallback_router())
     if settings.ui:
-        from soundsift.webui import mount_ui
+        from soundsift.serving.page import mount_ui
 
         mount_ui(app, service, upload_root())
     _install_guards(app, service)

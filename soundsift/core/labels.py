@@ -8,8 +8,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from soundsift.core.text import check_text
 from soundsift.errors import LabelError
-from soundsift.text import check_text
 
 LabelsInput = str | Sequence[str | Sequence[str]] | Mapping[str, str | Sequence[str]]
 """``"dog, cat"``; ``["dog barking | dog bark", "cat"]``; ``[["dog", "dog bark"], ["cat"]]``;

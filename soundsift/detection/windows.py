@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from soundsift.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
-from soundsift.classifier import Classifier, ClipFeatures, batched
+from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
+from soundsift.core.classifier import Classifier, ClipFeatures, batched
+from soundsift.core.labels import LabelsInput, label_names
+from soundsift.core.results import Detection, SoundEvent, WindowScores
+from soundsift.core.scoring import check_label_thresholds
+from soundsift.detection.events import EventRules, detect_events
 from soundsift.errors import AudioTooLongError, ConfigurationError
-from soundsift.events import EventRules, detect_events
-from soundsift.labels import LabelsInput, label_names
-from soundsift.results import Detection, SoundEvent, WindowScores
-from soundsift.scoring import check_label_thresholds
 
 DEFAULT_WINDOW_S = 5.0
 MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 60.0

@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from soundsift.core.text import check_text
 from soundsift.errors import ConfigurationError, LabelError
-from soundsift.text import check_text
 
 DEFAULT_MODEL = "laion/clap-htsat-fused"
 DEFAULT_TEMPLATE = "This is a sound of {}."

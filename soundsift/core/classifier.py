@@ -16,14 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from soundsift.audio import AudioInput, AudioLimits, DecodedAudio, describe_source, is_array_input, load_audio
 from soundsift.backends import Backend, load_backend
-from soundsift.config import ModelSettings, validate_templates
-from soundsift.errors import LabelError, ProcessingError, SoundsiftError
-from soundsift.features import MelFeaturizer
-from soundsift.labels import LabelLimits, LabelsInput, build_prompts, parse_labels
-from soundsift.results import Classification, FailedInput
-from soundsift.scoring import (
+from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, describe_source, is_array_input, load_audio
+from soundsift.core.features import MelFeaturizer
+from soundsift.core.labels import LabelLimits, LabelsInput, build_prompts, parse_labels
+from soundsift.core.results import Classification, FailedInput
+from soundsift.core.scoring import (
     Decision,
     LabelThresholds,
     PreparedLabels,
@@ -31,7 +29,9 @@ from soundsift.scoring import (
     failed_input,
     score_embedding,
 )
-from soundsift.translate import Glossary
+from soundsift.core.settings import ModelSettings, validate_templates
+from soundsift.errors import LabelError, ProcessingError, SoundsiftError
+from soundsift.i18n.glossary import Glossary
 
 logger = logging.getLogger("soundsift")
 
@@ -79,7 +79,7 @@ class DecodedInput:
 class Classifier:
     """Zero-shot audio classifier on a CLAP checkpoint.
 
-    Every keyword is a field of `soundsift.config.ModelSettings`; anything not given comes from
+    Every keyword is a field of `soundsift.core.settings.ModelSettings`; anything not given comes from
     ``SOUNDSIFT_*`` environment variables, then the defaults. Unknown names and bad values raise
     ConfigurationError::
 
@@ -306,7 +306,7 @@ class Classifier:
     def score_embedding(
         self, decoded: DecodedAudio, embedding: np.ndarray, prepared: PreparedLabels, decision: Decision
     ) -> Classification:
-        """Score one clip's audio embedding (see soundsift.scoring)."""
+        """Score one clip's audio embedding (see soundsift.core.scoring)."""
         return score_embedding(
             embedding,
             prepared,
@@ -397,7 +397,7 @@ class Classifier:
     def glossary(self) -> Glossary:
         translator = None
         if self.settings.translator:
-            from soundsift.machine_translation import MachineTranslator
+            from soundsift.i18n.machine import MachineTranslator
 
             translator = MachineTranslator(self.settings.translator)
         return Glossary.load([Path(path) for path in self.settings.glossary], translator=translator)

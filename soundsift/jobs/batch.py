@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from soundsift.classifier import Classifier
-from soundsift.results import Classification, FailedInput
-from soundsift.scoring import PreparedLabels
+from soundsift.core.classifier import Classifier
+from soundsift.core.results import Classification, FailedInput
+from soundsift.core.scoring import PreparedLabels
 
 AUDIO_EXTENSIONS = frozenset(
     {

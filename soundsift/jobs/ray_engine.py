@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from soundsift.batch import BatchSummary, RowWriter, result_row
-from soundsift.config import ModelSettings
+from soundsift.core.settings import ModelSettings
+from soundsift.jobs.batch import BatchSummary, RowWriter, result_row
 from soundsift.optional import RAY
 
 
@@ -28,7 +28,7 @@ class _ClassifyActor:
         threshold: float | None,
         label_thresholds: float | Mapping[str, float] | None,
     ) -> None:
-        from soundsift.classifier import Classifier
+        from soundsift.core.classifier import Classifier
 
         self.classifier = Classifier(ModelSettings.build(**settings))
         self.prepared = self.classifier.prepare_labels(labels, templates=templates, multi_label=multi_label)

@@ -1,0 +1,1 @@
+"""The `soundsift` command: one module per subcommand, wired together by main."""

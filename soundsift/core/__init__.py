@@ -1,0 +1,1 @@
+"""The classification path: decoding, features, labels and prompts, scoring, and Classifier."""

@@ -1,0 +1,1 @@
+"""Labels in other languages: glossary, semantic and machine translation, label presets."""
