@@ -1,9 +1,10 @@
 """soundsift: zero-shot audio classification with CLAP."""
 
 from soundsift.core.classifier import Classifier
-from soundsift.core.results import Classification, Detection, FailedInput, LabelScore, SoundEvent
+from soundsift.core.results import Classification, FailedInput, LabelScore
 from soundsift.core.scoring import PreparedLabels
-from soundsift.core.settings import ModelSettings, ServerSettings
+from soundsift.core.settings import ModelSettings
+from soundsift.detection.results import Detection, SoundEvent
 from soundsift.detection.windows import detect
 from soundsift.errors import (
     AudioDecodeError,
@@ -21,6 +22,7 @@ from soundsift.errors import (
     ProcessingError,
     SoundsiftError,
 )
+from soundsift.serving.settings import ServerSettings
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from soundsift.cli.main import main
-from soundsift.jobs.batch import discover_inputs
+from soundsift.core.files import discover_inputs
 
 LABELS = "dog, rain, siren, crying baby"
 

@@ -249,9 +249,10 @@ def test_gpu_settings_on_a_machine_without_one_are_clear_errors(tiny_model_dir, 
 
 
 def test_server_gpu_replicas_need_gpus():
-    from soundsift.core.settings import ModelSettings, ServerSettings
+    from soundsift.core.settings import ModelSettings
     from soundsift.errors import ConfigurationError
     from soundsift.serving.service import replica_devices
+    from soundsift.serving.settings import ServerSettings
 
     assert replica_devices(ModelSettings(), ServerSettings(gpus="none")) == ["cpu"]
     assert replica_devices(ModelSettings(device="cpu"), ServerSettings()) == ["cpu"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soundsift.detection.events import AlertGate, EventRules, active_runs, detect_events, smooth
+from soundsift.detection.events import EventRules, active_runs, detect_events, smooth
+from soundsift.monitor.gate import AlertGate
 
 
 def track(values, labels=("glass breaking",)):

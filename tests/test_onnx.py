@@ -13,7 +13,7 @@ import pytest
 from transformers import ClapProcessor
 
 from soundsift import Classifier
-from soundsift.backends.onnx import export as export_module
+from soundsift.backends.onnx import format as onnx_format
 from soundsift.backends.onnx.export import export
 from soundsift.cli.main import main
 from soundsift.core.audio import load_audio
@@ -141,9 +141,9 @@ def test_checkpoint_is_exported_on_first_use_and_reused(tiny_model_dir, tmp_path
         Classifier(model=str(tiny_model_dir), backend="onnx", device="cpu", quantize="int8")
         assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 2
         assert first.classify(esc50_clips[0], "a, b") == second.classify(esc50_clips[0], "a, b")
-        assert export_module.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) == folder
-        monkeypatch.setattr(export_module, "FORMAT", "soundsift-onnx/older")
-        assert export_module.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) != folder
+        assert onnx_format.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) == folder
+        monkeypatch.setattr(onnx_format, "FORMAT", "soundsift-onnx/older")
+        assert onnx_format.cache_folder(str(tiny_model_dir), "none", ("audio", "text")) != folder
     finally:
         del os.environ["SOUNDSIFT_CACHE"]
 

@@ -7,8 +7,8 @@ from typing import Protocol
 import numpy as np
 
 from soundsift.core.features import MelSettings
-from soundsift.core.settings import ModelSettings
-from soundsift.errors import ModelLoadError
+from soundsift.errors import ConfigurationError
+from soundsift.optional import TORCH, TRANSFORMERS
 
 
 class Backend(Protocol):
@@ -28,24 +28,41 @@ class Backend(Protocol):
         ...
 
 
-def load_backend(settings: ModelSettings) -> Backend:
-    """The backend named by settings.backend; each imports its runtime only when chosen."""
-    if settings.backend == "onnx":
-        from soundsift.backends.onnx.runtime import OnnxBackend
+def load_backend(
+    kind: str,
+    model: str,
+    *,
+    device: str = "auto",
+    fp16: bool = False,
+    quantize: str = "none",
+    quantize_encoders: tuple[str, ...] = ("audio", "text"),
+    threads: int | None = None,
+) -> Backend:
+    """The backend ``kind`` ("torch" or "onnx") for ``model``; each imports its runtime only when chosen.
 
-        return OnnxBackend(
-            settings.model,
-            device=settings.device,
-            quantize=settings.quantize,
-            quantize_encoders=tuple(settings.quantize_encoders),
-            threads=settings.threads,
-            fp16=settings.fp16,
-        )
-    try:
-        from soundsift.backends.torch import TorchBackend
-    except ImportError as error:
-        raise ModelLoadError(
-            f"the torch backend needs PyTorch and transformers ({error}): pip install 'soundsift[torch]', "
-            "or use --backend onnx"
-        ) from None
-    return TorchBackend(settings.model, device=settings.device, fp16=settings.fp16)
+    For onnx, ``model`` is an exported folder, or a checkpoint exported once on first use (with
+    ``quantize``/``fp16``) into the cache; that export needs torch, serving it does not."""
+    if kind == "onnx":
+        return _onnx_backend(model, device, fp16, quantize, quantize_encoders, threads)
+    if kind != "torch":
+        raise ConfigurationError(f"unknown backend {kind!r}: use torch or onnx")
+    TORCH.require("the torch backend (or use --backend onnx)")
+    TRANSFORMERS.require("the torch backend (or use --backend onnx)")
+    from soundsift.backends.torch import TorchBackend
+
+    return TorchBackend(model, device=device, fp16=fp16)
+
+
+def _onnx_backend(
+    model: str, device: str, fp16: bool, quantize: str, quantize_encoders: tuple[str, ...], threads: int | None
+) -> Backend:
+    from soundsift.backends.onnx.format import exported_folder
+    from soundsift.backends.onnx.runtime import OnnxBackend, execution_providers
+
+    execution_providers(device, fp16)  # a device that cannot work is refused before any export
+    folder = exported_folder(model, quantize, quantize_encoders, fp16)
+    if folder is None:
+        from soundsift.backends.onnx.export import export_to_cache
+
+        folder = export_to_cache(model, quantize, quantize_encoders, fp16)
+    return OnnxBackend(folder, model_id=model, device=device, threads=threads, fp16=fp16)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,24 @@ logger = logging.getLogger(__name__)
 MAX_TEXT_TOKENS = 77
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A CLAP checkpoint as from_pretrained loads it: the model, its processor, and what they imply."""
+
+    model: ClapModel
+    processor: ClapProcessor
+
+    @property
+    def mel_settings(self) -> MelSettings:
+        return MelSettings.from_extractor_config(
+            self.processor.feature_extractor.to_dict(), fusion=bool(self.model.config.audio_config.enable_fusion)
+        )
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale_a.exp().item())
+
+
 class TorchBackend:
     """CLAP on PyTorch. Thread-safe: model calls are serialised by a lock."""
 
@@ -30,14 +49,12 @@ class TorchBackend:
         if fp16 and not self.device.startswith("cuda"):
             raise ConfigurationError("fp16 needs a CUDA device; drop --fp16 or use --device cuda")
         self.model_id = model
-        self._model, processor = _load(model)
+        checkpoint = load_checkpoint(model)
+        self.mel_settings = checkpoint.mel_settings
+        self.logit_scale = checkpoint.logit_scale
         self._dtype = torch.float16 if fp16 else torch.float32
-        self._model.to(device=self.device, dtype=self._dtype).eval()
-        self._tokenizer = processor.tokenizer
-        self.mel_settings = MelSettings.from_extractor_config(
-            processor.feature_extractor.to_dict(), fusion=bool(self._model.config.audio_config.enable_fusion)
-        )
-        self.logit_scale = float(self._model.logit_scale_a.exp().item())
+        self._model = checkpoint.model.to(device=self.device, dtype=self._dtype).eval()
+        self._tokenizer = checkpoint.processor.tokenizer
         self._lock = threading.Lock()
 
     @torch.inference_mode()
@@ -87,7 +104,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _load(model: str) -> tuple[ClapModel, ClapProcessor]:
+def load_checkpoint(model: str) -> Checkpoint:
+    """``model`` (hub id or folder) through from_pretrained, with a ModelLoadError that says what to do."""
     local = Path(model).expanduser()
     if local.exists() and not local.is_dir():
         raise ModelLoadError(f"model path {model!r} is a file; give the folder that holds config.json")
@@ -100,7 +118,7 @@ def _load(model: str) -> tuple[ClapModel, ClapProcessor]:
         processor = ClapProcessor.from_pretrained(reference)
     except (OSError, ValueError) as error:
         raise ModelLoadError(_unreachable_message(model, local.is_dir(), error)) from error
-    return clap, processor
+    return Checkpoint(clap, processor)
 
 
 def _unreachable_message(model: str, is_folder: bool, error: Exception) -> str:

@@ -19,15 +19,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from soundsift.core.results import Classification, FailedInput
-from soundsift.core.settings import (
-    DEFAULT_MODEL,
-    DEFAULT_TEMPLATE,
-    ModelSettings,
-    ServerSettings,
-    validation_message,
-)
+from soundsift.core.settings import DEFAULT_MODEL, DEFAULT_TEMPLATE, ModelSettings, validation_message
 from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
 from soundsift.i18n.presets import preset_names
+from soundsift.serving.settings import ServerSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -207,7 +202,9 @@ def add_batch_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from soundsift.jobs.batch import BatchSummary, OutputError, discover_inputs, make_progress, open_output
+    from soundsift.core.files import discover_inputs
+    from soundsift.jobs.batch import BatchSummary, make_progress
+    from soundsift.jobs.outputs import OutputError, open_output
 
     settings = settings_from_args(args)
     label_thresholds = parse_label_thresholds(args.label_thresholds)
@@ -721,7 +718,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def expand_folders(files: Sequence[str]) -> list[str]:
     """Files as given (a missing one becomes an error row); a folder stands for the audio inside it."""
-    from soundsift.jobs.batch import discover_inputs
+    from soundsift.core.files import discover_inputs
 
     expanded: list[str] = []
     for name in files:
@@ -758,7 +755,7 @@ def _table_block(result: Classification | FailedInput) -> str:
 
 def results_to_csv(results: Sequence[Classification | FailedInput], labels: Sequence[str]) -> str:
     """The same CSV schema as ``soundsift batch --out results.csv``."""
-    from soundsift.jobs.batch import csv_cells, csv_header, result_row
+    from soundsift.jobs.outputs import csv_cells, csv_header, result_row
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -92,7 +92,15 @@ class Classifier:
         self.settings: ModelSettings = (
             settings.with_overrides(**overrides) if settings is not None else ModelSettings.build(**overrides)
         )
-        self.backend: Backend = load_backend(self.settings)
+        self.backend: Backend = load_backend(
+            self.settings.backend,
+            self.settings.model,
+            device=self.settings.device,
+            fp16=self.settings.fp16,
+            quantize=self.settings.quantize,
+            quantize_encoders=tuple(self.settings.quantize_encoders),
+            threads=self.settings.threads,
+        )
         self.featurizer = MelFeaturizer(self.backend.mel_settings)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()

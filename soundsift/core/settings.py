@@ -1,16 +1,15 @@
-"""Settings, validated at construction. Two objects, composed rather than merged:
+"""Settings of a Classifier, validated at construction.
 
-- `ModelSettings`: what a `Classifier` needs (checkpoint, runtime, scoring defaults, input limits);
-- `ServerSettings`: what the HTTP service adds (address, auth, upload and queue limits).
-
-Every field is a keyword, a CLI flag and a ``SOUNDSIFT_<FIELD>`` environment variable (e.g.
-``SOUNDSIFT_MODEL=/models/clap``). Unknown names are refused, and so is any value out of range, also
-when settings are overridden later (`ModelSettings.with_overrides`).
+`ModelSettings` holds what a `Classifier` needs (checkpoint, runtime, scoring defaults, input
+limits); the HTTP service adds its own `soundsift.serving.settings.ServerSettings` beside it
+(composition, not one object for everything). Every field is a keyword, a CLI flag and a
+``SOUNDSIFT_<FIELD>`` environment variable (e.g. ``SOUNDSIFT_MODEL=/models/clap``). Unknown names
+are refused, and so is any value out of range, also when settings are overridden later
+(`ModelSettings.with_overrides`).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -36,7 +35,9 @@ def validate_templates(templates: list[str], *, max_chars: int) -> list[str]:
     return templates
 
 
-class _SoundsiftSettings(BaseSettings):
+class SoundsiftSettings(BaseSettings):
+    """Base of every settings object: SOUNDSIFT_* variables, unknown names refused, defaults validated."""
+
     model_config = SettingsConfigDict(env_prefix="SOUNDSIFT_", extra="forbid", validate_default=True)
 
     def with_overrides(self, **overrides: Any) -> Any:
@@ -52,7 +53,7 @@ class _SoundsiftSettings(BaseSettings):
             raise ConfigurationError(validation_message(error)) from None
 
 
-class ModelSettings(_SoundsiftSettings):
+class ModelSettings(SoundsiftSettings):
     """What a Classifier needs: the checkpoint and runtime, scoring defaults and limits on inputs."""
 
     model: str = Field(DEFAULT_MODEL, description="Hugging Face hub id or local folder of a CLAP checkpoint.")
@@ -124,57 +125,6 @@ class ModelSettings(_SoundsiftSettings):
         if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
             return device
         raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
-
-
-class ServerSettings(_SoundsiftSettings):
-    """What the HTTP service adds to a model: address, auth, and limits on requests and queues."""
-
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 exposes it to the network).")
-    port: int = Field(7860, ge=0, le=65535, description="TCP port.")
-    gpus: str | None = Field(
-        None, description="'all', 'none' or a list like '0,1'; one model replica per GPU. Overrides device."
-    )
-    api_key: str | None = Field(
-        None,
-        min_length=8,
-        description="When set, every route that can run the model (the API and the web page) needs it: "
-        "'Authorization: Bearer <key>', or the page's login.",
-    )
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS ('*' for any).")
-    max_upload_mb: float = Field(50.0, gt=0, description="Largest request body, in MB (enforced while reading).")
-    max_batch_files: int = Field(32, ge=1, le=1024, description="Most files in one /api/classify/batch request.")
-    micro_batch_size: int = Field(16, ge=1, le=1024, description="Most clips grouped into one model call.")
-    micro_batch_wait_ms: float = Field(10.0, ge=0, le=10_000, description="Longest wait for more clips to batch.")
-    max_queue: int = Field(64, ge=1, description="Requests admitted at once (decoding or waiting for the model).")
-    decode_workers: int = Field(
-        2, ge=1, le=64, description="Uploads decoded at once; each holds at most one input's decoded audio."
-    )
-    max_detect_duration_s: float = Field(3600.0, gt=0, description="Longest recording /api/detect accepts, seconds.")
-    max_detect_windows: int = Field(2000, ge=1, description="Most windows one /api/detect request may score.")
-    graceful_timeout_s: float = Field(
-        30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish before queued ones get 503."
-    )
-    ui: bool = Field(True, description="Serve the web page at / (the API is served either way).")
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpus_are_known(cls, gpus: str | None) -> str | None:
-        if gpus is None:
-            return None
-        gpus = gpus.strip().lower()
-        if gpus in ("all", "none") or all(part.strip().isdigit() for part in gpus.split(",")):
-            return gpus
-        raise ValueError(f"gpus {gpus!r} is not 'all', 'none' or a comma-separated list of GPU indices")
-
-    @property
-    def loopback_only(self) -> bool:
-        """True when only this machine can connect (127.0.0.0/8, ::1 or localhost)."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
 
 
 def validation_message(error: ValidationError) -> str:

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from soundsift.core.results import Detection
+from soundsift.detection.results import Detection
 
 EVENT_COLUMNS = ["label", "start_s", "end_s", "peak_score", "mean_score"]
 

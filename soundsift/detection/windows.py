@@ -17,9 +17,9 @@ import numpy as np
 from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
 from soundsift.core.classifier import Classifier, ClipFeatures, batched
 from soundsift.core.labels import LabelsInput, label_names
-from soundsift.core.results import Detection, SoundEvent, WindowScores
 from soundsift.core.scoring import check_label_thresholds
 from soundsift.detection.events import EventRules, detect_events
+from soundsift.detection.results import Detection, SoundEvent, WindowScores
 from soundsift.errors import AudioTooLongError, ConfigurationError
 
 DEFAULT_WINDOW_S = 5.0

@@ -25,8 +25,8 @@ import numpy as np
 
 import soundsift
 from soundsift.core.classifier import Classifier, ScoredInput
+from soundsift.core.files import AUDIO_EXTENSIONS
 from soundsift.core.results import Classification
-from soundsift.jobs.batch import AUDIO_EXTENSIONS
 from soundsift.optional import ONNXRUNTIME, TORCH, TRANSFORMERS
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from soundsift.core.settings import ModelSettings
-from soundsift.jobs.batch import BatchSummary, RowWriter, result_row
+from soundsift.jobs.batch import BatchSummary
+from soundsift.jobs.outputs import RowWriter, result_row
 from soundsift.optional import RAY
 
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from soundsift.core.audio import DecodedAudio, is_silent, resample, stream_audio
 from soundsift.core.classifier import Classifier
-from soundsift.detection.events import AlertGate
 from soundsift.errors import ConfigurationError, SoundsiftError
+from soundsift.monitor.gate import AlertGate
 
 logger = logging.getLogger("soundsift.monitor.runner")
 

@@ -29,9 +29,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import soundsift
-from soundsift.core.results import Classification, Detection, FailedInput
-from soundsift.core.settings import ModelSettings, ServerSettings
+from soundsift.core.results import Classification, FailedInput
+from soundsift.core.settings import ModelSettings
 from soundsift.core.text import check_text
+from soundsift.detection.results import Detection
 from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
 from soundsift.errors import (
     AudioDecodeError,
@@ -55,6 +56,7 @@ from soundsift.serving.guards import (
     session_token,
 )
 from soundsift.serving.service import ClassificationService, ClientGoneError, Upload, elapsed_ms
+from soundsift.serving.settings import ServerSettings
 
 logger = logging.getLogger("soundsift.serving.app")
 

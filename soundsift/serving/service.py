@@ -26,13 +26,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsift.core.classifier import Classifier, DecodedInput
-from soundsift.core.results import Classification, Detection, FailedInput
+from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import PreparedLabels, check_label_thresholds
-from soundsift.core.settings import ModelSettings, ServerSettings
+from soundsift.core.settings import ModelSettings
+from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
 from soundsift.errors import ConfigurationError, SoundsiftError
 from soundsift.optional import TORCH
 from soundsift.serving.batcher import MicroBatcher, QueueFullError, ServiceStoppingError
+from soundsift.serving.settings import ServerSettings
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Unfinished requests are answered this long before uvicorn's graceful timeout ends, so the 503 is sent.

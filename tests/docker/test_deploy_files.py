@@ -19,7 +19,8 @@ import yaml
 
 import soundsift
 from soundsift.cli.main import build_parser
-from soundsift.core.settings import DEFAULT_MODEL, ModelSettings, ServerSettings
+from soundsift.core.settings import DEFAULT_MODEL, ModelSettings
+from soundsift.serving.settings import ServerSettings
 from tests.docker.containers import ROOT
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -23,17 +22,19 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.backends.onnx.format import (
+    AUDIO_GRAPH,
+    FORMAT,
+    MANIFEST,
+    OPSET,
+    TEXT_GRAPH,
+    cache_folder,
+    is_exported,
+)
 from soundsift.core.features import MelSettings
 from soundsift.errors import ConfigurationError, ModelLoadError
 from soundsift.optional import TORCH, TRANSFORMERS
 
-MANIFEST = "manifest.json"
-AUDIO_GRAPH = "audio.onnx"
-TEXT_GRAPH = "text.onnx"
-OPSET = 17
-# Bumped when the exported graphs change, so that first-use exports cached by an older soundsift are
-# made again rather than reused.
-FORMAT = "soundsift-onnx/2"
 QUANTIZATIONS = ("none", "int8")
 
 
@@ -52,19 +53,20 @@ def export(
     float32), for GPUs; on a CPU, int8 is the fast choice."""
     import torch
 
-    from soundsift.backends.torch import TorchBackend
+    from soundsift.backends.torch import load_checkpoint
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}")
-    backend = TorchBackend(model, device="cpu")
-    clap = backend._model.float().eval()
+    checkpoint = load_checkpoint(model)
+    clap = checkpoint.model.float().eval()
+    tokenizer = checkpoint.processor.tokenizer
     out.mkdir(parents=True, exist_ok=True)
     # The tracer warns about every Python branch on shapes; all of them are fixed by the model's
     # constant input size (10 s of 64-bin mels), which the parity tests check.
     with tempfile.TemporaryDirectory() as scratch, torch.no_grad(), warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         raw_audio, raw_text = Path(scratch) / AUDIO_GRAPH, Path(scratch) / TEXT_GRAPH
-        _export_audio(clap, backend.mel_settings, raw_audio, opset)
+        _export_audio(clap, checkpoint.mel_settings, raw_audio, opset)
         _export_text(clap, raw_text, opset)
         for raw, encoder in ((raw_audio, "audio"), (raw_text, "text")):
             if quantize == "int8" and encoder in quantize_encoders:
@@ -73,7 +75,7 @@ def export(
                 _to_float16(raw, out / raw.name)
             else:
                 shutil.copy(raw, out / raw.name)
-    backend._tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     manifest = {
         "format": FORMAT,
         "source_model": model,
@@ -86,11 +88,11 @@ def export(
         "float16": {
             encoder: fp16 and not (quantize == "int8" and encoder in quantize_encoders) for encoder in ("audio", "text")
         },
-        "mel_settings": asdict(backend.mel_settings),
-        "logit_scale": backend.logit_scale,
+        "mel_settings": asdict(checkpoint.mel_settings),
+        "logit_scale": checkpoint.logit_scale,
         "model_frames": model_frames(clap),
         "projection_dim": int(clap.config.projection_dim),
-        "tokenizer": {"max_length": 77, "pad_id": backend._tokenizer.pad_token_id},
+        "tokenizer": {"max_length": 77, "pad_id": tokenizer.pad_token_id},
         "versions": _versions(),
         "files": {name: _sha256(out / name) for name in (AUDIO_GRAPH, TEXT_GRAPH, "tokenizer.json")},
     }
@@ -98,24 +100,10 @@ def export(
     return out
 
 
-def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
-    """Where the on-first-use export of ``model`` with these options lives (keyed by revision and format)."""
-    root = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / "onnx"
-    local = Path(model).expanduser()
-    identity = str(local.resolve()) if local.is_dir() else model
-    revision = _local_fingerprint(local) if local.is_dir() else _hub_revision(model)
-    key = json.dumps([FORMAT, identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16])
-    slug = "".join(c if c.isalnum() else "-" for c in identity)[-48:]
-    return root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-
-
-def ensure_exported(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
-    """An exported folder as given, or the cached export of a checkpoint (made now if missing)."""
-    local = Path(model).expanduser()
-    if (local / MANIFEST).is_file():
-        return local
+def export_to_cache(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
+    """Export a checkpoint once into the first-use cache (soundsift.backends.onnx.format.cache_folder)."""
     folder = cache_folder(model, quantize, quantize_encoders, fp16)
-    if not (folder / MANIFEST).is_file():
+    if not is_exported(folder):
         if not (TORCH.available() and TRANSFORMERS.available()):
             raise ModelLoadError(
                 f"{model!r} is not an exported ONNX folder (it has no {MANIFEST}), and exporting it needs torch "
@@ -227,21 +215,6 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 def _revision(clap: Any) -> str | None:
     return getattr(clap.config, "_commit_hash", None)
-
-
-def _hub_revision(model: str) -> str:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model, "config.json")
-        return Path(cached).parent.name if isinstance(cached, str) else "unknown"
-    except ImportError:
-        return "unknown"
-
-
-def _local_fingerprint(folder: Path) -> str:
-    stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file())
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def _sha256(path: Path) -> str:

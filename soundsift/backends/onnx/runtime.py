@@ -6,7 +6,6 @@ serving path needs onnxruntime, tokenizers and numpy only.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -14,45 +13,44 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.backends.onnx.format import AUDIO_GRAPH, TEXT_GRAPH, read_manifest
 from soundsift.core.features import MelSettings, bicubic_resize_rows
-from soundsift.errors import ConfigurationError, ModelLoadError
+from soundsift.errors import ConfigurationError
+from soundsift.optional import ONNXRUNTIME
 
 
 class OnnxBackend:
+    """CLAP's two encoders on ONNX Runtime, from an exported folder (soundsift.backends.onnx.format).
+
+    ``model_id`` is the name reported in results (the checkpoint the folder was exported from, or
+    the folder itself)."""
+
     def __init__(
         self,
-        model: str,
+        folder: Path,
         *,
+        model_id: str,
         device: str = "auto",
-        quantize: str = "none",
-        quantize_encoders: tuple[str, ...] = ("audio", "text"),
         threads: int | None = None,
         fp16: bool = False,
     ) -> None:
-        try:
-            import onnxruntime
-            from tokenizers import Tokenizer
-        except ImportError:
-            raise ModelLoadError("the onnx backend needs onnxruntime: pip install 'soundsift[onnx]'") from None
-        from soundsift.backends.onnx.export import MANIFEST, ensure_exported
+        onnxruntime = ONNXRUNTIME.require("the onnx backend")
+        from tokenizers import Tokenizer
 
-        providers, self.device = _providers(onnxruntime, device)
-        if fp16 and self.device == "cpu":
-            raise ConfigurationError("fp16 ONNX needs the CUDA execution provider; on a CPU use --quantize int8")
-        folder = ensure_exported(model, quantize, quantize_encoders, fp16)
-        manifest = json.loads((folder / MANIFEST).read_text())
-        self.model_id = model
+        providers, self.device = execution_providers(device, fp16)
+        manifest = read_manifest(folder)
+        self.model_id = model_id
         self.manifest = manifest
         self.mel_settings = MelSettings(**manifest["mel_settings"])
         self.logit_scale = float(manifest["logit_scale"])
         self.model_frames = int(manifest["model_frames"])
         self._audio = onnxruntime.InferenceSession(
-            str(folder / "audio.onnx"), session_options(threads), providers=providers
+            str(folder / AUDIO_GRAPH), session_options(threads), providers=providers
         )
         # Each session owns a thread pool whose idle threads spin; the text encoder runs rarely (labels
         # are cached), so its threads must not spin and steal the cores the audio encoder needs.
         self._text = onnxruntime.InferenceSession(
-            str(folder / "text.onnx"), session_options(threads, spin=False), providers=providers
+            str(folder / TEXT_GRAPH), session_options(threads, spin=False), providers=providers
         )
         tokenizer_settings = manifest["tokenizer"]
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -79,7 +77,7 @@ class OnnxBackend:
 def session_options(threads: int | None = None, *, spin: bool = True) -> Any:
     """ONNX Runtime session options as soundsift serves with: intra-op threads = physical cores
     unless given, subnormals flushed, all graph optimisations."""
-    import onnxruntime
+    onnxruntime = ONNXRUNTIME.require("the onnx backend")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or physical_cores()
@@ -111,7 +109,16 @@ def physical_cores() -> int:
     return max(1, min(available, len(cores) or available))
 
 
-def _providers(onnxruntime, device: str) -> tuple[list, str]:
+def execution_providers(device: str, fp16: bool = False) -> tuple[list[Any], str]:
+    """ONNX Runtime providers for ``device`` and the device name; ConfigurationError when they cannot work."""
+    onnxruntime = ONNXRUNTIME.require("the onnx backend")
+    providers, resolved = _providers(onnxruntime, device)
+    if fp16 and resolved == "cpu":
+        raise ConfigurationError("fp16 ONNX needs the CUDA execution provider; on a CPU use --quantize int8")
+    return providers, resolved
+
+
+def _providers(onnxruntime: Any, device: str) -> tuple[list[Any], str]:
     available = onnxruntime.get_available_providers()
     if device == "cpu" or (device == "auto" and "CUDAExecutionProvider" not in available):
         return ["CPUExecutionProvider"], "cpu"

@@ -1,0 +1,60 @@
+"""Settings of the HTTP service, beside the model's own `ModelSettings` (see soundsift.core.settings)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, field_validator
+
+from soundsift.core.settings import SoundsiftSettings
+
+
+class ServerSettings(SoundsiftSettings):
+    """What the HTTP service adds to a model: address, auth, and limits on requests and queues."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 exposes it to the network).")
+    port: int = Field(7860, ge=0, le=65535, description="TCP port.")
+    gpus: str | None = Field(
+        None, description="'all', 'none' or a list like '0,1'; one model replica per GPU. Overrides device."
+    )
+    api_key: str | None = Field(
+        None,
+        min_length=8,
+        description="When set, every route that can run the model (the API and the web page) needs it: "
+        "'Authorization: Bearer <key>', or the page's login.",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS ('*' for any).")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest request body, in MB (enforced while reading).")
+    max_batch_files: int = Field(32, ge=1, le=1024, description="Most files in one /api/classify/batch request.")
+    micro_batch_size: int = Field(16, ge=1, le=1024, description="Most clips grouped into one model call.")
+    micro_batch_wait_ms: float = Field(10.0, ge=0, le=10_000, description="Longest wait for more clips to batch.")
+    max_queue: int = Field(64, ge=1, description="Requests admitted at once (decoding or waiting for the model).")
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="Uploads decoded at once; each holds at most one input's decoded audio."
+    )
+    max_detect_duration_s: float = Field(3600.0, gt=0, description="Longest recording /api/detect accepts, seconds.")
+    max_detect_windows: int = Field(2000, ge=1, description="Most windows one /api/detect request may score.")
+    graceful_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish before queued ones get 503."
+    )
+    ui: bool = Field(True, description="Serve the web page at / (the API is served either way).")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_are_known(cls, gpus: str | None) -> str | None:
+        if gpus is None:
+            return None
+        gpus = gpus.strip().lower()
+        if gpus in ("all", "none") or all(part.strip().isdigit() for part in gpus.split(",")):
+            return gpus
+        raise ValueError(f"gpus {gpus!r} is not 'all', 'none' or a comma-separated list of GPU indices")
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when only this machine can connect (127.0.0.0/8, ::1 or localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
