@@ -19,11 +19,10 @@ import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from soundsift.core.classifier import Classifier, DecodedInput
 from soundsift.core.results import Classification, FailedInput
@@ -34,9 +33,9 @@ from soundsift.detection.windows import DetectionRun, DetectOptions
 from soundsift.errors import ConfigurationError, SoundsiftError
 from soundsift.optional import TORCH
 from soundsift.serving.batcher import MicroBatcher, QueueFullError, ServiceStoppingError
+from soundsift.serving.metrics import Metrics
 from soundsift.serving.settings import ServerSettings
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Unfinished requests are answered this long before uvicorn's graceful timeout ends, so the 503 is sent.
 SHUTDOWN_ANSWER_MARGIN_S = 0.5
 Result = TypeVar("Result")
@@ -44,47 +43,6 @@ Result = TypeVar("Result")
 
 class ClientGoneError(Exception):
     """The client disconnected; the work for it was stopped."""
-
-
-@dataclass
-class Metrics:
-    """Prometheus metrics in a registry of their own (one per app)."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.requests = Counter(
-            "soundsift_requests",
-            "HTTP requests by endpoint and status.",
-            ["endpoint", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "soundsift_request_seconds",
-            "HTTP request latency by endpoint and status.",
-            ["endpoint", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.queue_depth = Gauge("soundsift_queue_depth", "Clips waiting for the model.", registry=self.registry)
-        self.admitted = Gauge(
-            "soundsift_admitted_requests",
-            "Requests admitted (decoding or waiting for the model).",
-            registry=self.registry,
-        )
-        self.batch_size = Histogram(
-            "soundsift_batch_size", "Clips per model call.", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
-        )
-        self.inference = Histogram(
-            "soundsift_inference_seconds",
-            "Audio model time per batch.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.inference.observe(seconds)
 
 
 def replica_devices(model: ModelSettings, server: ServerSettings) -> list[str]:
@@ -174,6 +132,10 @@ class ClassificationService:
     @classmethod
     def load(cls, model: ModelSettings, server: ServerSettings) -> ClassificationService:
         return cls(model, server, [Classifier(model, device=device) for device in replica_devices(model, server)])
+
+    @property
+    def devices(self) -> list[str]:
+        return [replica.backend.device for replica in self.replicas]
 
     @property
     def classifier(self) -> Classifier:

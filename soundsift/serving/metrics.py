@@ -1,0 +1,50 @@
+"""Prometheus metrics of one service, in a registry of their own (one per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class Metrics:
+    """Prometheus metrics in a registry of their own (one per app)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "soundsift_requests",
+            "HTTP requests by endpoint and status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "soundsift_request_seconds",
+            "HTTP request latency by endpoint and status.",
+            ["endpoint", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("soundsift_queue_depth", "Clips waiting for the model.", registry=self.registry)
+        self.admitted = Gauge(
+            "soundsift_admitted_requests",
+            "Requests admitted (decoding or waiting for the model).",
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "soundsift_batch_size", "Clips per model call.", buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry
+        )
+        self.inference = Histogram(
+            "soundsift_inference_seconds",
+            "Audio model time per batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)

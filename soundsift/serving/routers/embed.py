@@ -1,0 +1,42 @@
+"""POST /api/embed/audio and /api/embed/text: CLAP's unit embeddings."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, UploadFile
+
+from soundsift.core.text import check_text
+from soundsift.serving.dependencies import Service, check_file_count, upload_of
+from soundsift.serving.errors import ApiError
+from soundsift.serving.schemas import EmbeddingResponse, TextEmbedRequest
+from soundsift.serving.service import ClassificationService
+
+router = APIRouter(prefix="/api", tags=["embed"])
+
+
+@router.post("/embed/audio", response_model=EmbeddingResponse, summary="L2-normalised CLAP audio embeddings")
+async def embed_audio(
+    service: Service, audio: Annotated[list[UploadFile], File(description="One or more files.")]
+) -> EmbeddingResponse:
+    check_file_count(len(audio), service.settings.max_batch_files)
+    vectors = await service.embed_audio([upload_of(upload, index) for index, upload in enumerate(audio)])
+    return embedding_response(service, vectors)
+
+
+@router.post("/embed/text", response_model=EmbeddingResponse, summary="L2-normalised CLAP text embeddings")
+async def embed_text(service: Service, request: TextEmbedRequest) -> EmbeddingResponse:
+    limit = service.model_settings.max_label_chars
+    for index, text in enumerate(request.texts):
+        if len(text) > limit:
+            raise ApiError(422, "text_too_long", f"text {index} is {len(text)} characters; the limit is {limit}")
+        check_text(text, f"text {index}")
+    return embedding_response(service, list(await service.embed_text(request.texts)))
+
+
+def embedding_response(service: ClassificationService, vectors: list[Any]) -> EmbeddingResponse:
+    return EmbeddingResponse(
+        model=service.classifier.model_id,
+        dim=len(vectors[0]) if vectors else 0,
+        embeddings=[[float(x) for x in vector] for vector in vectors],
+    )

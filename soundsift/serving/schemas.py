@@ -1,0 +1,43 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from soundsift.core.results import Classification, FailedInput
+from soundsift.detection.results import Detection
+
+
+class ClassifyResponse(Classification):
+    elapsed_ms: float = Field(description="Server time for this request, in milliseconds.")
+
+
+class BatchResponse(BaseModel):
+    results: list[Classification | FailedInput] = Field(description="One entry per uploaded file, in order.")
+    elapsed_ms: float
+
+
+class DetectResponse(Detection):
+    elapsed_ms: float
+
+
+class EmbeddingResponse(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]] = Field(description="L2-normalised vectors, one per input.")
+
+
+class TextEmbedRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, max_length=1000, description="Texts, embedded exactly as given.")
+
+
+class InfoResponse(BaseModel):
+    version: str
+    model: str
+    devices: list[str]
+    backend: str
+    sample_rate: int
+    ready: bool
+    auth_required: bool
+    limits: dict[str, float | int | None]
+    defaults: dict[str, float | str | list[str]]
