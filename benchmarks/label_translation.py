@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from soundsift.i18n.glossary import SEMANTIC_FLOOR, SEMANTIC_MARGIN, Concept, Glossary, SemanticIndex, _embed
+from soundsift.i18n.concepts import Concept
+from soundsift.i18n.glossary import SEMANTIC_FLOOR, SEMANTIC_MARGIN, Glossary
+from soundsift.i18n.semantic import SemanticIndex, embed_texts
 
 
 def main() -> None:
@@ -30,7 +32,7 @@ def main() -> None:
     started = time.perf_counter()
     index = SemanticIndex(kept)
     built = time.perf_counter() - started
-    queries = _embed([text for _, text in held_back])
+    queries = embed_texts([text for _, text in held_back])
     ranked = [index.rank(embedding) for embedding in queries]
     correct = np.array([kept.index(concept) == truth for (truth, _), (concept, _, _) in zip(held_back, ranked)])
     scores = np.array([score for _, score, _ in ranked])

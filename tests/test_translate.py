@@ -9,8 +9,10 @@ import pytest
 
 from soundsift import Classifier, detect
 from soundsift.cli.main import main
+from soundsift.errors import ConfigurationError
 from soundsift.core.labels import split_exclusions
-from soundsift.i18n.glossary import Glossary, detect_script, key, prompt_phrases
+from soundsift.i18n.concepts import prompt_phrases
+from soundsift.i18n.glossary import Glossary, detect_script, key
 from soundsift.i18n.presets import PRESETS_ZH, preset_labels, preset_names
 from tests.tiny_clap import LABEL_SETS
 
@@ -93,8 +95,10 @@ def test_user_glossary_extends_and_overrides(tmp_path):
     assert mine.translate("狗叫声").phrases == ("kettle whistling",)
     broken = tmp_path / "broken.tsv"
     broken.write_text("only one column\n")
-    with pytest.raises(ValueError, match="broken.tsv:1"):
+    with pytest.raises(ConfigurationError, match="broken.tsv:1: expected"):
         Glossary.load([broken])
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        Glossary.load([tmp_path / "missing.tsv"])
 
 
 def test_mixed_language_label_sets_keep_the_users_text(classifier, esc50_clips):

