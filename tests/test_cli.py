@@ -159,3 +159,16 @@ def test_unreachable_hub_model_is_explained(tmp_path, esc50_clips):
     assert completed.returncode == 1
     assert "laion/clap-htsat-fused" in completed.stderr and "SOUNDSIFT_MODEL" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_the_text_table_lines_up_labels_in_any_script(tiny_model_dir, esc50_clips, capsys):
+    from soundsift.cli.classify import display_width
+
+    labels = "狗叫声, rain, 玻璃破碎声, café au lait"
+    assert main(["classify", str(esc50_clips[0]), "--labels", labels, "--model", str(tiny_model_dir)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if " sim " in line]
+    assert len(rows) == 4
+    # The score column starts at the same terminal column on every row, CJK labels included.
+    columns = {display_width(row[: row.index(" sim ")]) for row in rows}
+    assert len(columns) == 1, rows
+    assert display_width("狗叫声") == 6 and display_width("e\u0301") == 1

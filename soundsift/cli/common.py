@@ -1,0 +1,165 @@
+"""What the subcommands share: exit codes, option groups, settings from flags, labels from flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from soundsift.core.settings import DEFAULT_MODEL, DEFAULT_TEMPLATE, ModelSettings, validation_message
+from soundsift.i18n.presets import preset_labels, preset_names
+from soundsift.serving.settings import ServerSettings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad flags or labels: exit code 2."""
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model", help=f"hub id or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
+    )
+    group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N (SOUNDSIFT_DEVICE)")
+    group.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        help="inference backend (default torch); onnx takes an exported folder or exports --model on first use",
+    )
+    group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
+    group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
+    group.add_argument(
+        "--quantize", choices=["none", "int8"], help="onnx backend: int8 dynamic quantization on first-use export"
+    )
+    group.add_argument("--threads", type=int, help="onnx backend: intra-op threads (default: physical cores)")
+
+
+def add_label_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("labels and scoring")
+    group.add_argument(
+        "--labels",
+        help='comma-separated labels; "|" separates synonyms of one label, "(not X)" or " -X" excludes a sound, '
+        'e.g. "dog barking | dog bark, siren, cat meowing (not hissing)"; Chinese labels are translated',
+    )
+    group.add_argument("--preset", help=f"a named label set instead of --labels: {', '.join(preset_names())}")
+    add_translation_options(group)
+    group.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        metavar="TEMPLATE",
+        help=f'prompt template with {{}} for the label (default "{DEFAULT_TEMPLATE}"); repeat to average several',
+    )
+    group.add_argument("--threshold", type=float, help="confidence below this is reported as uncertain (default 0.35)")
+    group.add_argument(
+        "--min-margin", type=float, help="top-1 minus top-2 score below this is uncertain (default 0.05)"
+    )
+    group.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="judge every label on its own (several sounds may be present, or none)",
+    )
+    group.add_argument(
+        "--label-threshold",
+        dest="label_thresholds",
+        action="append",
+        metavar="[LABEL=]SIMILARITY",
+        help="multi-label cosine-similarity threshold: a number for all labels (default 0.3), "
+        "or LABEL=NUMBER for one label; repeatable",
+    )
+    group.add_argument(
+        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+    )
+
+
+def add_progress_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: only on a terminal)",
+    )
+
+
+def add_translation_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--no-translate",
+        dest="translate",
+        action="store_false",
+        default=None,
+        help="send labels to the model as written (for multilingual checkpoints)",
+    )
+    group.add_argument(
+        "--translator",
+        metavar="MODEL",
+        help="machine-translation model for labels the glossary lacks, e.g. Helsinki-NLP/opus-mt-zh-en",
+    )
+    group.add_argument(
+        "--glossary",
+        action="append",
+        metavar="FILE",
+        help="extra glossary TSV (english phrasings TAB chinese variants, '|'-separated); repeatable",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> ModelSettings:
+    """Flags override SOUNDSIFT_* environment variables, which override defaults.
+
+    Every flag that sets a settings field has that field's name as its argparse dest."""
+    return _settings(ModelSettings, args)
+
+
+def server_settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    return _settings(ServerSettings, args)
+
+
+def _settings(kind: type[ModelSettings] | type[ServerSettings], args: argparse.Namespace) -> Any:
+    overrides = {name: getattr(args, name) for name in kind.model_fields if getattr(args, name, None) is not None}
+    try:
+        return kind(**overrides)
+    except ValidationError as error:
+        raise UsageError(validation_message(error)) from None
+
+
+def resolve_labels(args: argparse.Namespace) -> str:
+    """--labels as given, or the named --preset (e.g. smart_home, smart_home_zh)."""
+    if args.preset and args.labels:
+        raise UsageError("give --labels or --preset, not both")
+    if args.preset:
+        try:
+            return preset_labels(args.preset)
+        except KeyError as error:
+            raise UsageError(str(error.args[0])) from None
+    if not args.labels:
+        raise UsageError("--labels (or --preset) is required")
+    return args.labels
+
+
+def report_label_warnings(warnings: Sequence[str]) -> None:
+    for warning in warnings:
+        print(f"soundsift: warning: {warning}", file=sys.stderr)
+
+
+def parse_label_thresholds(values: list[str] | None) -> float | dict[str, float] | None:
+    if not values:
+        return None
+    overall: float | None = None
+    per_label: dict[str, float] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            parsed = float(number)
+        except ValueError:
+            raise UsageError(f"--label-threshold {value!r}: expected a number or LABEL=NUMBER") from None
+        if name.strip():
+            per_label[name.strip()] = parsed
+        else:
+            overall = parsed
+    if per_label and overall is not None:
+        raise UsageError("--label-threshold: give either one number or LABEL=NUMBER pairs, not both")
+    return per_label or overall

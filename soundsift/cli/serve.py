@@ -1,0 +1,81 @@
+"""`soundsift serve`: the web page and HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+
+from soundsift.cli.common import (
+    add_model_options,
+    add_translation_options,
+    server_settings_from_args,
+    settings_from_args,
+)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="start the web page and HTTP API",
+        description="Start one process serving the web page (/) and the HTTP API (/api/*, docs at /docs). "
+        "The model is loaded once and warmed up before 'Running on local URL' is printed. "
+        "Set SOUNDSIFT_API_KEY (8+ characters) to require it on every route that can run the model: "
+        "'Authorization: Bearer <key>' for the API, a login at /login for the page.",
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    server.add_argument("--port", type=int, help="TCP port (default 7860)")
+    server.add_argument(
+        "--gpus", help="'all', 'none' or GPU indices like '0,1': one model replica per GPU (overrides --device)"
+    )
+    server.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN ('*' for any); repeatable",
+    )
+    add_translation_options(parser.add_argument_group("labels"))
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest request body (default 50)")
+    limits.add_argument(
+        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+    )
+    limits.add_argument("--max-labels", type=int, help="most labels per request (default 100)")
+    limits.add_argument("--max-label-chars", type=int, help="longest label in characters (default 200)")
+    limits.add_argument("--max-batch-files", type=int, help="most files per batch request (default 32)")
+    limits.add_argument("--micro-batch-size", type=int, help="most clips grouped into one model call (default 16)")
+    limits.add_argument(
+        "--micro-batch-wait-ms", type=float, help="longest wait for more clips to batch, ms (default 10)"
+    )
+    limits.add_argument(
+        "--max-queue", type=int, help="clips admitted at once (decoding or waiting for the model) before 503 (64)"
+    )
+    limits.add_argument("--decode-workers", type=int, help="uploads decoded at once (default 2)")
+    limits.add_argument(
+        "--max-decoded-mb", type=float, help="most decoded PCM per input, MB at its own rate and channels (512)"
+    )
+    limits.add_argument(
+        "--max-detect-duration",
+        dest="max_detect_duration_s",
+        type=float,
+        help="/api/detect: longest recording, seconds (3600)",
+    )
+    limits.add_argument("--max-detect-windows", type=int, help="/api/detect: most windows per request (2000)")
+    limits.add_argument(
+        "--graceful-timeout",
+        dest="graceful_timeout_s",
+        type=float,
+        help="on SIGTERM, seconds running requests may finish; queued work then gets 503 (default 30)",
+    )
+    server.add_argument(
+        "--no-ui", dest="ui", action="store_false", default=None, help="serve the HTTP API only, not the web page"
+    )
+    add_model_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, server = settings_from_args(args), server_settings_from_args(args)
+    from soundsift.serving.app import serve
+
+    return serve(model, server)
