@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from soundsift.cli.main import main
-from soundsift.i18n.presets import preset_labels
 from soundsift.core.files import discover_inputs
+from soundsift.i18n.presets import preset_labels
 
 LABELS = "dog, rain, siren, crying baby"
 

@@ -9,8 +9,8 @@ import pytest
 
 from soundsift import Classifier, detect
 from soundsift.cli.main import main
-from soundsift.errors import ConfigurationError
 from soundsift.core.labels import split_exclusions
+from soundsift.errors import ConfigurationError
 from soundsift.i18n.concepts import prompt_phrases
 from soundsift.i18n.glossary import Glossary, detect_script, key
 from soundsift.i18n.presets import PRESETS_ZH, preset_labels, preset_names
