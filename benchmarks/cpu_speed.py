@@ -165,8 +165,7 @@ def operator_profile(folder: str, paths: list[str], calls: int = 8) -> dict[str,
     import onnxruntime
 
     from soundsift import Classifier
-    from soundsift.backends.onnx.runtime import session_options
-    from soundsift.core.features import bicubic_resize_rows
+    from soundsift.backends.onnx.runtime import bicubic_resize_rows, session_options
 
     classifier = Classifier(model=folder, backend="onnx", device="cpu")
     options = session_options()

@@ -1,5 +1,6 @@
 """soundsift: zero-shot audio classification with CLAP."""
 
+from soundsift._version import __version__
 from soundsift.core.classifier import Classifier
 from soundsift.core.results import Classification, FailedInput, LabelScore
 from soundsift.core.scoring import PreparedLabels
@@ -23,8 +24,6 @@ from soundsift.errors import (
     SoundsiftError,
 )
 from soundsift.serving.settings import ServerSettings
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AudioDecodeError",

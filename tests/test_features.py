@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import ClapFeatureExtractor
 
-from soundsift.core.features import MelFeaturizer, MelSettings, bilinear_resize_rows
+from soundsift.backends.mel import MelSettings
+from soundsift.core.features import MelFeaturizer, bilinear_resize_rows
 from tests.tiny_clap import SHARED
 
 REAL_CONFIG = json.loads((SHARED / "models" / "clap-htsat-fused-config" / "preprocessor_config.json").read_text())

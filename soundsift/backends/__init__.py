@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from soundsift.core.features import MelSettings
+from soundsift.backends.mel import MelSettings
 from soundsift.errors import ConfigurationError
 from soundsift.optional import TORCH, TRANSFORMERS
 

@@ -14,7 +14,7 @@ import torch
 from transformers import ClapModel, ClapProcessor
 from transformers.utils import logging as transformers_logging
 
-from soundsift.core.features import MelSettings
+from soundsift.backends.mel import MelSettings
 from soundsift.errors import ConfigurationError, ModelLoadError
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-import soundsift
+from soundsift._version import __version__
 from soundsift.core.classifier import Classifier, ScoredInput
 from soundsift.core.files import AUDIO_EXTENSIONS
 from soundsift.core.results import Classification
@@ -323,7 +323,7 @@ def _peak_gpu_gb(device: str) -> float | None:
 
 
 def _versions() -> dict[str, str]:
-    versions = {"soundsift": soundsift.__version__, "python": platform.python_version(), "numpy": np.__version__}
+    versions = {"soundsift": __version__, "python": platform.python_version(), "numpy": np.__version__}
     for dependency in (TORCH, TRANSFORMERS, ONNXRUNTIME):
         version = dependency.version()
         if version is not None:

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Security
 from fastapi.middleware.cors import CORSMiddleware
 
-import soundsift
+from soundsift._version import __version__
 from soundsift.core.settings import ModelSettings
 from soundsift.serving.dependencies import bearer_scheme, require_ready
 from soundsift.serving.errors import ERROR_RESPONSES, RETRY_AFTER_S, ApiError, install_error_handlers, printable
@@ -46,7 +46,7 @@ def create_app(service: ClassificationService) -> FastAPI:
 
     app = FastAPI(
         title="soundsift",
-        version=soundsift.__version__,
+        version=__version__,
         description="Zero-shot audio classification with CLAP. Upload audio and plain-language labels. "
         "When the server has an API key, send it as 'Authorization: Bearer <key>'.",
         lifespan=lifespan,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.backends.mel import MelSettings
 from soundsift.backends.onnx.format import (
     AUDIO_GRAPH,
     FORMAT,
@@ -31,7 +32,6 @@ from soundsift.backends.onnx.format import (
     cache_folder,
     is_exported,
 )
-from soundsift.core.features import MelSettings
 from soundsift.errors import ConfigurationError, ModelLoadError
 from soundsift.optional import TORCH, TRANSFORMERS
 
@@ -134,7 +134,7 @@ def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
     encoder = AudioGraph(copy.deepcopy(clap)).eval()
     channels = 4 if mel.fusion else 1
     # Traced at the model's own frame count, so the graph has no Resize: the backend stretches the
-    # mel frames in numpy (soundsift.core.features.bicubic_resize_rows), exactly as the model would.
+    # mel frames in numpy (soundsift.backends.onnx.runtime.bicubic_resize_rows), exactly as the model would.
     features = torch.randn(2, channels, model_frames(clap), mel.n_mels)
     is_longer = torch.tensor([[True], [False]])
     torch.onnx.export(
@@ -230,10 +230,10 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import soundsift
+    from soundsift._version import __version__
 
     return {
-        "soundsift": soundsift.__version__,
+        "soundsift": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "onnxruntime": onnxruntime.__version__,

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from soundsift.backends.mel import MelSettings
 from soundsift.backends.onnx.format import AUDIO_GRAPH, TEXT_GRAPH, read_manifest
-from soundsift.core.features import MelSettings, bicubic_resize_rows
 from soundsift.errors import ConfigurationError
 from soundsift.optional import ONNXRUNTIME
 
@@ -126,3 +126,36 @@ def _providers(onnxruntime: Any, device: str) -> tuple[list[Any], str]:
         raise ConfigurationError(f"device {device!r} needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
     index = int(device.split(":")[1]) if ":" in device else 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
+
+
+def bicubic_resize_rows(matrix: np.ndarray, rows: int, axis: int = -2) -> np.ndarray:
+    """Resize ``axis`` to ``rows`` like torch's bicubic interpolate with align_corners=True (A = -0.75).
+
+    HTSAT stretches 1001 mel frames to 1024 this way inside the model; the ONNX backend does it here,
+    where it is four taps per row instead of a slow generic Resize operator.
+    """
+    source_rows = matrix.shape[axis]
+    scale = np.float32((source_rows - 1) / (rows - 1)) if rows > 1 else np.float32(0)
+    position = np.arange(rows, dtype=np.float32) * scale
+    base = np.floor(position).astype(np.int64)
+    t = position - base.astype(np.float32)
+    weights = _cubic_weights(t)
+    moved = np.moveaxis(matrix, axis, 0)
+    out = np.zeros((rows, *moved.shape[1:]), dtype=np.float32)
+    for tap in range(4):
+        index = np.clip(base + tap - 1, 0, source_rows - 1)
+        out += weights[tap].reshape(-1, *([1] * (moved.ndim - 1))) * moved[index]
+    return np.moveaxis(out, 0, axis)
+
+
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys cubic convolution weights for taps at offsets -1, 0, 1, 2."""
+    a = np.float32(a)
+
+    def near(x: np.ndarray) -> np.ndarray:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: np.ndarray) -> np.ndarray:
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)]).astype(np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-import soundsift
+from soundsift._version import __version__
 from soundsift.serving.dependencies import Service
 from soundsift.serving.schemas import InfoResponse
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api", tags=["info"])
 async def info(service: Service) -> InfoResponse:
     model, settings = service.model_settings, service.settings
     return InfoResponse(
-        version=soundsift.__version__,
+        version=__version__,
         model=service.classifier.model_id,
         devices=service.devices,
         backend=model.backend,
