@@ -137,3 +137,17 @@ print(len(d.windows), d.duration_s, (after - before) / 1024)
     assert int(windows) == 360 and float(duration) == pytest.approx(3600.0)
     # The whole hour at 48 kHz float32 alone would be 660 MB.
     assert float(growth_mb) < 150, f"peak memory grew by {growth_mb} MB"
+
+
+def test_timeline_figures_are_not_kept_by_pyplot(classifier, recording):
+    # The web page draws one timeline per request; pyplot's global registry kept every one of them.
+    import matplotlib.pyplot as plt
+
+    from soundsift.detection.outputs import TimelineText, plot_timeline
+
+    detection = detect(classifier, (recording, RATE), LABELS, threshold=0.0)
+    before = plt.get_fignums()
+    figures = [plot_timeline(detection, text=TimelineText(time_axis="Zeit (s)")) for _ in range(3)]
+    assert plt.get_fignums() == before
+    assert figures[0].axes[0].get_xlabel() == "Zeit (s)"
+    assert figures[0].axes[0].get_title().endswith(f"{len(detection.events)} events")

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,9 @@ class Checkpoint:
 
     @property
     def mel_settings(self) -> MelSettings:
+        audio_config: Any = self.model.config.audio_config
         return MelSettings.from_extractor_config(
-            self.processor.feature_extractor.to_dict(), fusion=bool(self.model.config.audio_config.enable_fusion)
+            self.processor.feature_extractor.to_dict(), fusion=bool(audio_config.enable_fusion)
         )
 
     @property
@@ -53,28 +55,27 @@ class TorchBackend:
         self.mel_settings = checkpoint.mel_settings
         self.logit_scale = checkpoint.logit_scale
         self._dtype = torch.float16 if fp16 else torch.float32
-        self._model = checkpoint.model.to(device=self.device, dtype=self._dtype).eval()
+        clap: Any = checkpoint.model  # transformers wraps .to() in an untyped decorator
+        self._model = clap.to(device=self.device, dtype=self._dtype).eval()
         self._tokenizer = checkpoint.processor.tokenizer
         self._lock = threading.Lock()
 
-    @torch.inference_mode()
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         inputs = torch.from_numpy(features).to(self.device, self._dtype)
         longer = torch.from_numpy(is_longer).to(self.device)
-        with self._lock, _subnormals_flushed():
+        with self._lock, _subnormals_flushed(), torch.inference_mode():
             output = self._model.get_audio_features(input_features=inputs, is_longer=longer)
-        return _unit_rows(_pooled(output))
+            return _unit_rows(_pooled(output))
 
-    @torch.inference_mode()
     def embed_text(self, texts: list[str]) -> np.ndarray:
         tokens = self._tokenizer(
             texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
         ).to(self.device)
-        with self._lock, _subnormals_flushed():
+        with self._lock, _subnormals_flushed(), torch.inference_mode():
             output = self._model.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
             )
-        return _unit_rows(_pooled(output))
+            return _unit_rows(_pooled(output))
 
 
 @contextlib.contextmanager
@@ -135,7 +136,7 @@ def _unreachable_message(model: str, is_folder: bool, error: Exception) -> str:
     )
 
 
-def _pooled(output: object) -> torch.Tensor:
+def _pooled(output: Any) -> torch.Tensor:
     # transformers >= 5 returns a ModelOutput whose pooler_output is the projected embedding;
     # older releases return the tensor itself.
     return output if isinstance(output, torch.Tensor) else output.pooler_output

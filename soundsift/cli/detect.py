@@ -17,6 +17,7 @@ from soundsift.cli.common import (
     parse_label_thresholds,
     settings_from_args,
 )
+from soundsift.detection.results import Detection
 from soundsift.errors import ConfigurationError, LabelError
 
 
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def events_json(detection) -> str:
+def events_json(detection: Detection) -> str:
     return json.dumps(detection.model_dump(), ensure_ascii=False, indent=2)
 
 

@@ -127,7 +127,7 @@ def _collect(blocks: Iterator[np.ndarray], expected: int | None) -> np.ndarray:
         collected = list(blocks)
         return np.concatenate(collected) if collected else np.zeros(0, dtype=np.float32)
     out = np.empty(expected + _COLLECT_SLACK, dtype=np.float32)
-    filled, extra = 0, []
+    filled, extra = 0, list[np.ndarray]()
     for block in blocks:
         if not extra and filled + len(block) <= len(out):
             out[filled : filled + len(block)] = block

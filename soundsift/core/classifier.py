@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -451,7 +451,7 @@ class Classifier:
 
     def embed_audio(self, audios: AudioInput | Sequence[AudioInput]) -> np.ndarray:
         """(N, D) L2-normalised audio embeddings; one input gives a (1, D) array."""
-        items = [audios] if _is_single_audio(audios) else list(audios)  # type: ignore[arg-type]
+        items = [cast(AudioInput, audios)] if _is_single_audio(audios) else list(cast(Sequence[AudioInput], audios))
         return self.embed_decoded([self.load(audio) for audio in items])
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:

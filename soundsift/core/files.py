@@ -26,7 +26,7 @@ def discover_inputs(inputs: Sequence[str]) -> list[str]:
             for match in sorted(glob.glob(item, recursive=True)):
                 match_path = Path(match)
                 if match_path.is_dir():
-                    candidates.extend(discover_inputs([match]))
+                    candidates.extend(Path(found) for found in discover_inputs([match]))
                 elif match_path.suffix.lower() in AUDIO_EXTENSIONS:
                     candidates.append(match_path)
         else:

@@ -20,6 +20,7 @@ from soundsift.errors import ConfigurationError, LabelError
 
 DEFAULT_MODEL = "laion/clap-htsat-fused"
 DEFAULT_TEMPLATE = "This is a sound of {}."
+ENCODERS: tuple[Literal["audio", "text"], ...] = ("audio", "text")
 
 
 def validate_templates(templates: list[str], *, max_chars: int) -> list[str]:
@@ -63,7 +64,7 @@ class ModelSettings(SoundsiftSettings):
         "none", description="onnx backend: int8 dynamic quantization of linear layers when exporting."
     )
     quantize_encoders: list[Literal["audio", "text"]] = Field(
-        default_factory=lambda: ["audio", "text"], description="onnx backend: which encoders --quantize applies to."
+        default_factory=lambda: list(ENCODERS), description="onnx backend: which encoders --quantize applies to."
     )
     threads: int | None = Field(None, ge=1, description="onnx backend: intra-op threads (default: physical cores).")
     fp16: bool = Field(False, description="Run the model in float16 (CUDA only).")

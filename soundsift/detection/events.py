@@ -70,7 +70,7 @@ def active_runs(track: np.ndarray, on: float, off: float) -> list[tuple[int, int
 
 
 def detect_events(
-    times: Sequence[float],
+    centres: Sequence[float],
     scores: np.ndarray,
     labels: Sequence[str],
     hop_s: float,
@@ -78,8 +78,9 @@ def detect_events(
     *,
     duration_s: float | None = None,
 ) -> list[Event]:
-    """Events from a (windows, labels) score matrix, sorted by start time then label."""
-    times = np.asarray(times, dtype=float)
+    """Events from a (windows, labels) score matrix, sorted by start time then label; window i is
+    centred at ``centres[i]``."""
+    times = np.asarray(centres, dtype=float)
     events: list[Event] = []
     for column, label in enumerate(labels):
         if label in rules.background:

@@ -154,7 +154,7 @@ class DetectionRun:
                 made.append(Window(start / rate, (start + len(samples)) / rate, clip, self.classifier.featurize(clip)))
             yield made
 
-    def add(self, windows: Sequence[Window], embeddings: Sequence[np.ndarray]) -> None:
+    def add(self, windows: Sequence[Window], embeddings: Sequence[np.ndarray] | np.ndarray) -> None:
         """Record the scores of a batch of windows from their audio embeddings."""
         names = self.prepared.names
         for window, embedding in zip(windows, embeddings, strict=True):

@@ -45,4 +45,4 @@ class MachineTranslator:
         batch = self._tokenizer([text], return_tensors="pt", truncation=True, max_length=64)
         with torch.inference_mode():
             output = self._model.generate(**batch, num_beams=4, max_new_tokens=32)
-        return self._tokenizer.decode(output[0], skip_special_tokens=True).strip()
+        return str(self._tokenizer.decode(output[0], skip_special_tokens=True)).strip()

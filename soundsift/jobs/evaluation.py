@@ -169,7 +169,14 @@ def _prediction(item: EvalItem, scored: ScoredInput) -> Prediction:
     return Prediction(item.path, item.fold, item.label, predicted, ranked[:5], decode_ms, model_ms)
 
 
-def _report(classifier, dataset, classes, templates, predictions, wall) -> EvalReport:
+def _report(
+    classifier: Classifier,
+    dataset: str,
+    classes: Sequence[str],
+    templates: Sequence[str],
+    predictions: Sequence[Prediction],
+    wall: float,
+) -> EvalReport:
     scored = [p for p in predictions if p.error is None]
     by_fold: dict[str, list[Prediction]] = defaultdict(list)
     for prediction in scored:
@@ -185,7 +192,8 @@ def _report(classifier, dataset, classes, templates, predictions, wall) -> EvalR
     index = {name: i for i, name in enumerate(classes)}
     confusion = np.zeros((len(classes), len(classes)), dtype=int)
     for prediction in scored:
-        confusion[index[prediction.label], index[prediction.predicted]] += 1
+        if prediction.predicted is not None:  # every scored clip has one; failed clips are not scored
+            confusion[index[prediction.label], index[prediction.predicted]] += 1
     model_ms = [p.model_ms for p in scored]
     total_ms = [p.model_ms + p.decode_ms for p in scored]
     return EvalReport(

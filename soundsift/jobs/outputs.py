@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ def result_row(result: Classification | FailedInput, path: str) -> dict[str, Any
             "error": f"{result.error}: {result.message}",
             "scores": {},
         }
-    row = {
+    row: dict[str, Any] = {
         "path": path,
         "top_label": result.top_label,
         "confidence": result.confidence,
@@ -59,7 +59,11 @@ class RowWriter(Protocol):
 def open_output(path: Path, labels: Sequence[str]) -> RowWriter:
     """The writer for ``path``'s format; its folder is created when missing. OutputError (one line)
     for an unknown format, a folder that cannot be made or a file that cannot be written."""
-    writers = {".jsonl": JsonlWriter, ".csv": CsvWriter, ".parquet": ParquetWriter}
+    writers: dict[str, Callable[[Path, Sequence[str]], RowWriter]] = {
+        ".jsonl": JsonlWriter,
+        ".csv": CsvWriter,
+        ".parquet": ParquetWriter,
+    }
     writer = writers.get(path.suffix.lower())
     if writer is None:
         raise OutputError(f"--out {path}: use a .jsonl, .csv or .parquet file name")

@@ -16,7 +16,7 @@ class AlertGate:
         if not 1 <= needed <= window:
             raise ValueError("need 1 <= N <= M for N-of-M confirmation")
         self.needed, self.cooldown_s = needed, cooldown_s
-        self._history = {label: deque(maxlen=window) for label in labels}
+        self._history: dict[str, deque[bool]] = {label: deque(maxlen=window) for label in labels}
         self._last_alert: dict[str, float] = {}
 
     def update(self, now_s: float, on: Mapping[str, bool]) -> list[str]:

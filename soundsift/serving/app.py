@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -135,7 +136,7 @@ def serve(model: ModelSettings, settings: ServerSettings) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
     )
     GracefulServer(config, service).run()
     return 0

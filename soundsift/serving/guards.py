@@ -221,11 +221,11 @@ def _strict_utf8_search(name: str) -> codecs.CodecInfo | None:
     if name.replace("_", "-") != STRICT_UTF8:
         return None
 
-    def decode(data: bytes, errors: str = "strict") -> tuple[str, int]:
+    def decode(data: Any, errors: str = "strict") -> tuple[str, int]:
         # Bytes that are not UTF-8 become lone surrogates, which check_text refuses with a clear message.
         return codecs.utf_8_decode(data, "surrogateescape", True)
 
-    def encode(text: str, errors: str = "strict") -> tuple[bytes, int]:
+    def encode(text: Any, errors: str = "strict") -> tuple[bytes, int]:
         return codecs.utf_8_encode(text, "surrogateescape")
 
     return codecs.CodecInfo(encode, decode, name=STRICT_UTF8)
@@ -334,7 +334,8 @@ def _file_values(payload: object) -> Iterator[object]:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":

@@ -8,11 +8,16 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
 from fastapi import FastAPI
 
+from soundsift.core.results import Classification
+
+if TYPE_CHECKING:  # matplotlib is imported when a timeline is drawn
+    from matplotlib.figure import Figure
 from soundsift.detection.windows import DetectOptions
 from soundsift.errors import SoundsiftError
 from soundsift.i18n.presets import PRESETS, PRESETS_ZH
@@ -111,7 +116,9 @@ def build_ui(service: ClassificationService, upload_root: Path) -> tuple[gr.Bloc
 def _classify_tab(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
     settings = service.model_settings
 
-    async def classify(audio_path, labels, threshold, template, multi_label):
+    async def classify(
+        audio_path: str | None, labels: str, threshold: float, template: str, multi_label: bool
+    ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
         return await run_classification(service, upload_root, audio_path, labels, threshold, template, multi_label)
 
     with gr.Row():
@@ -161,7 +168,9 @@ def _classify_tab(service: ClassificationService, i18n: gr.I18n, upload_root: Pa
 
 
 def _long_recording_tab(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
-    async def detect(audio_path, labels, window, threshold, background):
+    async def detect(
+        audio_path: str | None, labels: str, window: float, threshold: float, background: str
+    ) -> tuple[Figure, pd.DataFrame]:
         return await run_detection(service, upload_root, audio_path, labels, window, threshold, background)
 
     with gr.Row():
@@ -185,7 +194,15 @@ def _long_recording_tab(service: ClassificationService, i18n: gr.I18n, upload_ro
     )
 
 
-async def run_detection(service, upload_root, audio_path, labels, window, threshold, background):
+async def run_detection(
+    service: ClassificationService,
+    upload_root: Path,
+    audio_path: str | None,
+    labels: str,
+    window: float,
+    threshold: float,
+    background: str,
+) -> tuple[Figure, pd.DataFrame]:
     from soundsift.detection.outputs import plot_timeline
 
     if not audio_path:
@@ -201,7 +218,15 @@ async def run_detection(service, upload_root, audio_path, labels, window, thresh
     return plot_timeline(detection), rows.round(3)
 
 
-async def run_classification(service, upload_root, audio_path, labels, threshold, template, multi_label):
+async def run_classification(
+    service: ClassificationService,
+    upload_root: Path,
+    audio_path: str | None,
+    labels: str,
+    threshold: float,
+    template: str,
+    multi_label: bool,
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     """One click: friendly gr.Error messages for anything the user can fix."""
     started = time.perf_counter()
     if not audio_path:
@@ -250,7 +275,7 @@ def _user_message(error: SoundsiftError) -> str:
     return message[0].upper() + message[1:]
 
 
-def _verdict(result, ms: float) -> str:
+def _verdict(result: Classification, ms: float) -> str:
     facts = {"label": result.top_label, "confidence": result.confidence, "duration": result.duration_s, "ms": ms}
     if result.top_label is None:
         text = VERDICT["none"].format(**facts)
@@ -262,14 +287,14 @@ def _verdict(result, ms: float) -> str:
     return "\n\n".join([text, *notes])
 
 
-def _table(result) -> pd.DataFrame:
+def _table(result: Classification) -> pd.DataFrame:
     return pd.DataFrame(
         [[s.label, round(s.score, 4), round(s.similarity, 4)] for s in result.scores],
         columns=["label", "score", "similarity"],
     )
 
 
-def _chart(result) -> pd.DataFrame:
+def _chart(result: Classification) -> pd.DataFrame:
     return pd.DataFrame({"label": [s.label for s in result.scores], "score": [s.score for s in result.scores]})
 
 

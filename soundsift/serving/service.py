@@ -88,7 +88,7 @@ class _AbandonableFile(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         try:
-            return self._raw.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+            return self._raw.readinto(buffer)  # type: ignore[attr-defined]
         except ValueError:  # closed underneath
             return 0
 
@@ -302,11 +302,12 @@ class ClassificationService:
         )
         batches = run.batches(self.settings.micro_batch_size)
         while (windows := await self.in_decode_pool(next, batches, None)) is not None:
-            outcomes = await self.batcher.embed_many([window.features for window in windows])
-            for outcome in outcomes:
+            embeddings = []
+            for outcome in await self.batcher.embed_many([window.features for window in windows]):
                 if isinstance(outcome, SoundsiftError):
                     raise outcome
-            run.add(windows, outcomes)
+                embeddings.append(outcome)
+            run.add(windows, embeddings)
             if await disconnected():
                 raise ClientGoneError("the client disconnected")
         return run.finish()

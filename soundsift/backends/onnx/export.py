@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,7 +188,7 @@ def _export_text(clap: Any, path: Path, opset: int) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def _quiet_root_logger() -> Iterator[None]:
     """onnxruntime's quantizer logs advice on the root logger at WARNING; keep the CLI output clean."""
     root = logging.getLogger()
     level = root.level

@@ -32,7 +32,7 @@ from torch.nn import functional
 class MaskedFusionPatchEmbed(nn.Module):
     """transformers' ClapAudioPatchEmbed with the fusion branch selected by a mask instead of an index."""
 
-    def __init__(self, original: nn.Module) -> None:
+    def __init__(self, original: Any) -> None:  # transformers ClapAudioPatchEmbed (untyped)
         super().__init__()
         self.original = original
 
@@ -77,7 +77,11 @@ def supports(clap: Any) -> bool:
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows of ``tokens`` tokens, plus its output projection."""
 
-    def __init__(self, attention: nn.Module, bias: torch.Tensor) -> None:
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, attention: Any, bias: torch.Tensor) -> None:  # transformers ClapAudioAttention
         super().__init__()
         self_attention = attention.self
         scale = 1 / math.sqrt(self_attention.attention_head_size)
@@ -106,7 +110,7 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """One ClapAudioLayer on 2-D hidden states already in this block's window order."""
 
-    def __init__(self, layer: nn.Module, resolution: tuple[int, int], window: int, shift: int) -> None:
+    def __init__(self, layer: Any, resolution: tuple[int, int], window: int, shift: int) -> None:  # ClapAudioLayer
         super().__init__()
         self.norm_before = layer.layernorm_before
         self.norm_after = layer.layernorm_after
@@ -123,7 +127,7 @@ class SwinBlock(nn.Module):
         return hidden_states + self.output(self.activation(self.intermediate(self.norm_after(hidden_states))))
 
 
-def _position_bias(attention: nn.Module) -> torch.Tensor:
+def _position_bias(attention: Any) -> torch.Tensor:
     """The relative position bias, heads x tokens x tokens."""
     table = attention.relative_position_bias_table.detach()
     tokens = attention.window_size[0] * attention.window_size[1]
@@ -164,7 +168,8 @@ class AudioGraph(nn.Module):
             for layer in stage.blocks:
                 # As in transformers: a stage no larger than one window is not shifted.
                 shift = 0 if min(resolution) <= window else int(layer.shift_size)
-                block_order = window_order(*resolution, window, shift)
+                height, width = resolution
+                block_order = window_order(height, width, window, shift)
                 self._add_gather(inverse(order)[block_order])
                 order = block_order
                 self.blocks.append(SwinBlock(layer, resolution, window, shift))
@@ -200,7 +205,7 @@ class AudioGraph(nn.Module):
         return hidden_states.reshape(batch, -1, channels)[:, index].reshape(-1, channels)
 
     def _merge(self, hidden_states: torch.Tensor, batch: int, index: torch.Tensor, stage: int) -> torch.Tensor:
-        merge = self.merges[stage]
+        merge: Any = self.merges[stage]  # a transformers ClapAudioPatchMerging
         channels = hidden_states.shape[-1]
         merged = hidden_states.reshape(batch, -1, channels)[:, index].reshape(-1, 4 * channels)
         return merge.reduction(merge.norm(merged))
