@@ -132,7 +132,7 @@ FROM ${ONNX_MODEL_STAGE} AS onnx-model-final
 
 # ---- image: settings, user, health check and entry point shared by the three images -------------
 FROM runtime AS image
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=""
 ARG SOURCE=https://github.com/soundsift/soundsift
 LABEL org.opencontainers.image.title="soundsift" \

@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 EXAMPLE_LABELS ?= siren, smoke alarm, doorbell, rain, speech
 
-.PHONY: install install-dev serve demo browser test lint
+.PHONY: install install-dev serve demo system-packages test test-fast lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,18 +33,31 @@ serve: install
 demo: install
 	$(BIN)/soundsift classify soundsift/examples/*.ogg --labels "$(EXAMPLE_LABELS)"
 
-# Browser tests drive Debian's Chromium; install it when missing and we may (root, apt-get present).
-browser:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "chromium not installed: browser tests will fail"
+# Debian packages the tests drive: Chromium (browser tests). Installed when missing and we may
+# (root, apt-get present); otherwise the tests that need them say so.
+SYSTEM_PACKAGES ?= chromium
+system-packages:
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "not installed:$$missing (tests that need them will fail or skip)"; fi
 
+# Static checks: lint, formatting, types, and the package's import layers.
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-test: install-dev browser docker-ready
-	$(BIN)/ruff check .
-	SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest
+# Everything, as CI runs it: the shared data (../shared) and Docker are required, not skipped.
+test: install-dev system-packages docker-ready lint
+	SOUNDSIFT_REQUIRE_SHARED=1 SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest
+
+# The unit tier, under a minute: no servers, browsers, containers or long runs.
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not slow and not browser and not docker"
 
 # ---- container images (docs/container.md) ---------------------------------------------------------
 # `make image` builds soundsift:latest (cpu) and soundsift:onnx (IMAGE_TARGETS="cpu onnx gpu" adds

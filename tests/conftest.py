@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 
 from soundsift import Classifier
-from tests.tiny_clap import SHARED, build_tiny_clap
-
-ESC50 = SHARED / "data" / "esc50-16k-fold1"
+from tests.data.shared import ESC50, shared_path
+from tests.data.tiny_clap import build_tiny_clap
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +27,7 @@ def classifier(tiny_model_dir: Path) -> Classifier:
 
 @pytest.fixture(scope="session")
 def esc50_rows() -> list[dict[str, str]]:
-    with open(ESC50 / "meta" / "esc50.csv", newline="") as handle:
+    with open(shared_path(ESC50) / "meta" / "esc50.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

@@ -11,7 +11,7 @@ import soundfile
 
 from soundsift.core.audio import AudioLimits, load_audio
 from soundsift.errors import AudioDecodeError, AudioTooLongError, EmptyAudioError, NonFiniteAudioError
-from tests.audio_factory import tone, write_pyav, write_soundfile, write_video_only
+from tests.data.audio import tone, write_pyav, write_soundfile, write_video_only
 
 RATE = 48_000
 

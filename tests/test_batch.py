@@ -19,19 +19,21 @@ from soundsift.cli.main import main
 from soundsift.core.files import discover_inputs
 from soundsift.i18n.presets import preset_labels
 
+pytestmark = pytest.mark.slow  # CLI subprocesses and a Ray instance
+
 LABELS = "dog, rain, siren, crying baby"
 
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory, esc50_rows):
     """A tree of 24 real clips, a corrupt MP3, an empty WAV and a text file."""
-    from tests.conftest import ESC50
+    from tests.data.shared import ESC50, shared_path
 
     root = tmp_path_factory.mktemp("collection")
     (root / "garden" / "deep").mkdir(parents=True)
     for index, row in enumerate(esc50_rows[:24]):
         folder = root if index % 3 == 0 else root / "garden" if index % 3 == 1 else root / "garden" / "deep"
-        shutil.copy(ESC50 / "audio" / row["filename"], folder / row["filename"])
+        shutil.copy(shared_path(ESC50) / "audio" / row["filename"], folder / row["filename"])
     (root / "garden" / "corrupt.mp3").write_bytes(b"\xff\xfb" + bytes(300))
     (root / "empty.wav").touch()
     (root / "notes.txt").write_text("not audio")

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from soundsift.cli.main import main
-from tests.conftest import ESC50
+from tests.data.shared import ESC50, shared_path
+
+pytestmark = pytest.mark.slow  # whole datasets through the model
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def read_predictions(folder: Path) -> list[dict[str, str]]:
 
 def test_esc50_fold1_end_to_end_matches_its_own_predictions(env, tmp_path, classifier, esc50_rows, capsys):
     out = tmp_path / "esc50"
-    assert main(["eval", "esc50", "--data", str(ESC50), "--out", str(out), "--batch-size", "16"]) == 0
+    assert main(["eval", "esc50", "--data", str(shared_path(ESC50)), "--out", str(out), "--batch-size", "16"]) == 0
     results = json.loads((out / "results.json").read_text())
     rows = read_predictions(out)
     assert len(rows) == 400 == results["clips"] and results["failed"] == 0
@@ -67,7 +69,7 @@ def class_tree(tmp_path, esc50_rows):
         if row["category"] in ("dog", "rain", "crow", "clock_tick"):
             folder = root / row["category"].replace("_", " ")
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ESC50 / "audio" / row["filename"], folder / row["filename"])
+            shutil.copy(shared_path(ESC50) / "audio" / row["filename"], folder / row["filename"])
     return root
 
 
@@ -108,11 +110,13 @@ def test_csv_mode_with_folds_and_a_broken_file(env, tmp_path, class_tree):
     ("argv", "message"),
     [
         (["esc50", "--data", "/nonexistent"], "is not an ESC-50 folder"),
-        (["esc50", "--data", str(ESC50), "--folds", "3"], "no clips"),
+        (["esc50", "--data", "{esc50}", "--folds", "3"], "no clips"),
         (["folder", "/nonexistent"], "is not a folder"),
         (["csv", "/nonexistent.csv"], "does not exist"),
     ],
 )
 def test_bad_datasets_exit_2(env, tmp_path, capsys, argv, message):
+    if "{esc50}" in argv:
+        argv = [str(shared_path(ESC50)) if arg == "{esc50}" else arg for arg in argv]
     assert main(["eval", *argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err

@@ -11,14 +11,18 @@ from transformers import ClapFeatureExtractor
 
 from soundsift.backends.mel import MelSettings
 from soundsift.core.features import MelFeaturizer, bilinear_resize_rows
-from tests.tiny_clap import SHARED
-
-REAL_CONFIG = json.loads((SHARED / "models" / "clap-htsat-fused-config" / "preprocessor_config.json").read_text())
+from tests.data.shared import CLAP_CONFIG, shared_path
 
 
 @pytest.fixture(scope="module")
-def reference() -> ClapFeatureExtractor:
-    return ClapFeatureExtractor(**REAL_CONFIG)
+def real_config() -> dict:
+    """The real checkpoint's feature extractor settings."""
+    return json.loads((shared_path(CLAP_CONFIG) / "preprocessor_config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(real_config: dict) -> ClapFeatureExtractor:
+    return ClapFeatureExtractor(**real_config)
 
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:
@@ -31,9 +35,9 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
     ("fusion", "seconds"),
     [(True, 0.3), (True, 3.0), (True, 10.0), (True, 10.004), (False, 0.3), (False, 3.0), (False, 10.0)],
 )
-def test_short_clips_match_transformers(reference, fusion, seconds):
+def test_short_clips_match_transformers(reference, fusion, seconds, real_config):
     waveform = noise(seconds)
-    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=fusion))([waveform])
+    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(real_config, fusion=fusion))([waveform])
     theirs = reference(
         [waveform], sampling_rate=48_000, truncation="fusion" if fusion else "rand_trunc", return_tensors="np"
     )["input_features"]
@@ -44,9 +48,9 @@ def test_short_clips_match_transformers(reference, fusion, seconds):
 
 @pytest.mark.parametrize("padding", ["repeat", "repeatpad", "pad"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_padding_mode_matches_transformers(reference, padding, dtype):
+def test_every_padding_mode_matches_transformers(reference, padding, dtype, real_config):
     waveform = noise(0.7, seed=3).astype(dtype)
-    settings = MelSettings.from_extractor_config({**REAL_CONFIG, "padding": padding}, fusion=True)
+    settings = MelSettings.from_extractor_config({**real_config, "padding": padding}, fusion=True)
     ours, _ = MelFeaturizer(settings)([waveform])
     theirs = reference([waveform], sampling_rate=48_000, truncation="fusion", padding=padding, return_tensors="np")[
         "input_features"
@@ -54,9 +58,9 @@ def test_every_padding_mode_matches_transformers(reference, padding, dtype):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
-def test_long_fused_clip_uses_fixed_crops_and_transformers_global_view(reference):
+def test_long_fused_clip_uses_fixed_crops_and_transformers_global_view(reference, real_config):
     waveform = noise(25.0)
-    featurizer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=True))
+    featurizer = MelFeaturizer(MelSettings.from_extractor_config(real_config, fusion=True))
     ours, is_longer = featurizer([waveform])
     mel = reference._np_extract_fbank_features(waveform.astype(np.float64), reference.mel_filters)
     chunk = 1001
@@ -71,9 +75,9 @@ def test_long_fused_clip_uses_fixed_crops_and_transformers_global_view(reference
     assert is_longer.tolist() == [[True]]
 
 
-def test_long_unfused_clip_is_centre_cropped(reference):
+def test_long_unfused_clip_is_centre_cropped(reference, real_config):
     waveform = noise(14.0)
-    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=False))([waveform])
+    ours, is_longer = MelFeaturizer(MelSettings.from_extractor_config(real_config, fusion=False))([waveform])
     start = (len(waveform) - 480_000) // 2
     theirs = reference._np_extract_fbank_features(
         waveform[start : start + 480_000].astype(np.float64), reference.mel_filters_slaney
@@ -82,8 +86,8 @@ def test_long_unfused_clip_is_centre_cropped(reference):
     assert is_longer.tolist() == [[True]]
 
 
-def test_features_never_change_between_calls():
-    featurizer = MelFeaturizer(MelSettings.from_extractor_config(REAL_CONFIG, fusion=True))
+def test_features_never_change_between_calls(real_config):
+    featurizer = MelFeaturizer(MelSettings.from_extractor_config(real_config, fusion=True))
     clips = [noise(3.0), noise(31.0, seed=1)]
     first, _ = featurizer(clips)
     second, _ = featurizer(list(reversed(clips)))

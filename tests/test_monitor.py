@@ -20,6 +20,8 @@ from soundsift.cli.main import main
 from soundsift.core.audio import load_audio
 from soundsift.monitor.runner import Monitor, MonitorOptions
 
+pytestmark = pytest.mark.slow  # real-time replays of a 12 s recording
+
 
 class Receiver(http.server.BaseHTTPRequestHandler):
     """A loopback webhook receiver that answers with the configured status (or hangs)."""

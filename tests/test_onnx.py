@@ -18,6 +18,8 @@ from soundsift.backends.onnx.export import export
 from soundsift.cli.main import main
 from soundsift.core.audio import load_audio
 
+pytestmark = pytest.mark.slow  # ONNX exports
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir, tmp_path_factory):

@@ -16,6 +16,8 @@ import soundfile
 
 from tests.server_process import ServerProcess
 
+pytestmark = pytest.mark.slow  # real server processes
+
 LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_labels": "5", "max_batch_files": "4"}
 
 

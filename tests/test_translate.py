@@ -14,7 +14,7 @@ from soundsift.errors import ConfigurationError
 from soundsift.i18n.concepts import prompt_phrases
 from soundsift.i18n.glossary import Glossary, detect_script, key
 from soundsift.i18n.presets import PRESETS_ZH, preset_labels, preset_names
-from tests.tiny_clap import LABEL_SETS
+from tests.data.shared import LABEL_SETS, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_every_class_of_the_shared_label_sets_has_a_chinese_entry(glossary):
     english = {key(p) for concept in glossary.concepts for p in concept.english}
     english |= {key(p) for concept in glossary.concepts for p in prompt_phrases(concept)}
     missing = []
-    for path in sorted(LABEL_SETS.glob("*.json")):
+    for path in sorted(shared_path(LABEL_SETS).glob("*.json")):
         for name in json.loads(path.read_text()):
             if key(name.replace("_", " ")) not in english:
                 missing.append(f"{path.name}: {name}")
@@ -206,7 +206,7 @@ def test_cross_lingual_fallback_finds_unlisted_phrasings(glossary):
 
 @pytest.fixture(scope="module")
 def tiny_marian_dir(tmp_path_factory):
-    from tests.tiny_marian import build_tiny_marian
+    from tests.data.tiny_marian import build_tiny_marian
 
     return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian"))
 

@@ -10,6 +10,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.server_process import ServerProcess
 
+pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a real server and Chromium
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import requests
 
+from tests.data.shared import SHARED
 from tests.server_process import free_port
-from tests.tiny_clap import SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "deploy" / "docker" / "build.sh"

@@ -20,7 +20,7 @@ import requests
 
 import soundsift
 from soundsift.core.settings import DEFAULT_MODEL
-from tests.docker.containers import IMAGE_UID, Container, docker, post_clip, unique
+from tests.docker.containers import IMAGE_UID, Container, docker, post_clip, readable_copy, unique
 
 pytestmark = pytest.mark.docker
 
@@ -189,3 +189,34 @@ def test_onnx_offline_without_a_model_exits_with_a_clear_error(onnx_image: str) 
     assert exit_code == 1, logs
     assert "Traceback" not in logs, logs
     assert any(line.startswith("soundsift serve: error: ") for line in logs.splitlines()), logs
+
+
+def test_the_torch_free_image_runs_classify_batch_and_eval(
+    onnx_image: str, mounted_onnx_dir: Path, esc50_clips: list[Path], tmp_path: Path
+) -> None:
+    """The ONNX-only install (no torch in the image) runs the CLI's jobs, not only the server."""
+    staged = tmp_path / "staged"
+    for index, clip in enumerate(esc50_clips[:4]):
+        target = staged / ("dog" if index % 2 else "rain") / clip.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(clip.read_bytes())
+    clips = readable_copy(staged, tmp_path / "clips")
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)  # the image's user writes here
+    common = [
+        "run", "--rm", "--network", "none",
+        "-v", f"{mounted_onnx_dir}:/models/clap:ro", "-v", f"{clips}:/clips:ro", "-v", f"{out}:/out",
+        "-e", "SOUNDSIFT_MODEL=/models/clap", "-e", "SOUNDSIFT_BACKEND=onnx",
+        onnx_image,
+    ]  # fmt: skip
+    classify = docker(*common, "classify", "/clips", "--labels", "dog, rain", "--json", check=False)
+    assert classify.returncode == 0, classify.stderr
+    assert len(json.loads(classify.stdout)) == 4
+    batch = docker(*common, "batch", "/clips", "--labels", "dog, rain", "--out", "/out/rows.jsonl", check=False)
+    assert batch.returncode == 0, batch.stderr
+    assert len((out / "rows.jsonl").read_text().splitlines()) == 4
+    evaluation = docker(*common, "eval", "folder", "/clips", "--out", "/out/eval", check=False)
+    assert evaluation.returncode == 0, evaluation.stderr
+    report = json.loads((out / "eval" / "results.json").read_text())
+    assert report["clips"] == 4 and "torch" not in report["versions"] and "onnxruntime" in report["versions"]

@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.data.shared import ESC50
+
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-ESC50_AUDIO = SHARED / "data" / "esc50-16k-fold1" / "audio"
+ESC50_AUDIO = ESC50 / "audio"
 
 MODEL_RATE = 48_000
 MAX_DURATION_S = 600.0
@@ -115,7 +116,7 @@ def encode(samples: np.ndarray, rate: int, kind: str) -> bytes:
         buffer = io.BytesIO()
         soundfile.write(buffer, samples, rate, **options)
         return buffer.getvalue()
-    from tests.audio_factory import write_pyav
+    from tests.data.audio import write_pyav
 
     codec, container = PYAV_FORMATS[kind]
     if codec == "libopus":

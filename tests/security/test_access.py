@@ -12,6 +12,8 @@ import requests
 from tests.security import page_api
 from tests.security.conftest import API_KEY, AUTH, assert_error
 
+pytestmark = pytest.mark.slow  # a real server process
+
 GRADIO_ROUTES = [
     ("GET", "/config"),
     ("GET", "/gradio_api/info"),

@@ -17,9 +17,11 @@ import soundfile
 from soundsift.cli.main import main
 from soundsift.core.audio import AudioLimits, load_audio
 from soundsift.errors import AudioDecodeError, AudioTooLargeError, AudioTooLongError, AudioTooShortError
-from tests.audio_factory import silent_flac, tone, wav_bytes, with_flac_total_samples, write_pyav
+from tests.data.audio import silent_flac, tone, wav_bytes, with_flac_total_samples, write_pyav
 from tests.security.conftest import AUTH, assert_error, process_memory_kb
 from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow  # real server processes and a 0.5 MB bomb
 
 ONE_SAMPLE_AT_384K = wav_bytes(1 / 384_000, rate=384_000)
 
@@ -184,7 +186,6 @@ def test_truncated_files_get_a_4xx(keyed_server, truncated_flac, truncated_mp3):
         assert_error(response, 415, "audio_decode_error")
 
 
-@pytest.mark.slow
 def test_bombs_are_refused_at_once_and_the_server_stays_within_its_budget(tiny_model_dir, tmp_path, bomb):
     server = ServerProcess(tiny_model_dir, tmp_path / "server.log", max_decoded_mb="256", decode_workers="2")
     server.wait_ready()

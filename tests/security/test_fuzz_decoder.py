@@ -29,9 +29,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
+from tests.data.shared import ESC50, shared_path
 from tests.security import fuzzing
 
-pytestmark = pytest.mark.security
+pytestmark = [pytest.mark.security, pytest.mark.slow]
 
 RANDOM = os.environ.get("SOUNDSIFT_FUZZ_RANDOM") == "1"
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target] + (
@@ -57,6 +58,7 @@ def worker():
         yield running
 
 
+shared_path(ESC50, module_level=True)
 CORPUS = fuzzing.seed_corpus()
 SEED_NAMES = sorted(CORPUS)
 

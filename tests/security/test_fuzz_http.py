@@ -43,7 +43,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.security import fuzzing
 from tests.server_process import ServerProcess
 
-pytestmark = pytest.mark.security
+pytestmark = [pytest.mark.security, pytest.mark.slow]
 
 KEY = "fuzz-" + "k3y" * 4
 AUTH = {"Authorization": f"Bearer {KEY}"}

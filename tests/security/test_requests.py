@@ -9,9 +9,11 @@ import time
 import pytest
 import requests
 
-from tests.audio_factory import silent_flac, wav_bytes, with_flac_total_samples
+from tests.data.audio import silent_flac, wav_bytes, with_flac_total_samples
 from tests.security.conftest import AUTH, assert_error
 from tests.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow  # a real server process
 
 CLIP = ("clip.wav", wav_bytes(1.0))
 
@@ -75,7 +77,6 @@ def batched_clips(server: ServerProcess) -> float:
     return float(re.search(r"^soundsift_batch_size_sum ([\d.e+]+)$", metrics, re.MULTILINE).group(1))
 
 
-@pytest.mark.slow
 def test_detect_shares_the_queue_and_stops_when_the_client_goes_away(tiny_model_dir, tmp_path):
     server = ServerProcess(
         tiny_model_dir,

@@ -10,12 +10,13 @@ import time
 import pytest
 import requests
 
-from tests.audio_factory import wav_bytes
+from tests.data.audio import wav_bytes
 from tests.server_process import ServerProcess
 from tests.test_server import wait_for_metric
 
+pytestmark = pytest.mark.slow  # a real server process under load
 
-@pytest.mark.slow
+
 def test_work_past_the_grace_period_is_answered_with_503_not_cut_off(tiny_model_dir, tmp_path):
     server = ServerProcess(
         tiny_model_dir,

@@ -14,8 +14,9 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LABEL_SETS = SHARED / "data" / "label-sets"
+from tests.data.shared import LABEL_SETS
+
+GLOSSARY = Path(__file__).resolve().parents[2] / "soundsift" / "data" / "glossary.tsv"
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 # Default init (std 0.02) gives a tiny text tower whose outputs barely depend on the input; a wider
@@ -24,9 +25,14 @@ WEIGHT_STD = 0.3
 
 
 def training_corpus() -> list[str]:
+    """Sound names for the tokenizer: the shared benchmark label sets, or, without ../shared, the
+    English side of the package's own glossary (the same vocabulary of everyday sounds)."""
     names: list[str] = []
     for path in sorted(LABEL_SETS.glob("*.json")):
         names.extend(json.loads(path.read_text()))
+    if not names:
+        lines = GLOSSARY.read_text(encoding="utf-8").splitlines()
+        names = [phrase for line in lines if "\t" in line for phrase in line.split("\t")[0].split("|")]
     return [f"This is a sound of {name}." for name in names] + ["a recording of", "狗叫声 猫叫声 鸟叫声"]
 
 
