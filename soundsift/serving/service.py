@@ -280,37 +280,32 @@ class ClassificationService:
     ) -> Detection:
         """Sound events in a recording. Its windows go through the same admission, decode pool and
         micro-batcher as classification; the work stops when the client goes away."""
-        async with self.admit(self.settings.micro_batch_size):
-            return await self._before_deadline(self._detect(upload, labels, options, disconnected))
 
-    async def _detect(
-        self,
-        upload: Upload,
-        labels: str | Sequence[str],
-        options: DetectOptions,
-        disconnected: Callable[[], Awaitable[bool]],
-    ) -> Detection:
-        run = await self.in_decode_pool(
-            DetectionRun,
-            self.classifier,
-            upload.file,
-            labels,
-            options,
-            source=upload.name,
-            max_duration_s=self.settings.max_detect_duration_s,
-            max_windows=self.settings.max_detect_windows,
-        )
-        batches = run.batches(self.settings.micro_batch_size)
-        while (windows := await self.in_decode_pool(next, batches, None)) is not None:
-            embeddings = []
-            for outcome in await self.batcher.embed_many([window.features for window in windows]):
-                if isinstance(outcome, SoundsiftError):
-                    raise outcome
-                embeddings.append(outcome)
-            run.add(windows, embeddings)
-            if await disconnected():
-                raise ClientGoneError("the client disconnected")
-        return run.finish()
+        async def run() -> Detection:
+            detection = await self.in_decode_pool(
+                DetectionRun,
+                self.classifier,
+                upload.file,
+                labels,
+                options,
+                source=upload.name,
+                max_duration_s=self.settings.max_detect_duration_s,
+                max_windows=self.settings.max_detect_windows,
+            )
+            batches = detection.batches(self.settings.micro_batch_size)
+            while (windows := await self.in_decode_pool(next, batches, None)) is not None:
+                embeddings = []
+                for outcome in await self.batcher.embed_many([window.features for window in windows]):
+                    if isinstance(outcome, SoundsiftError):
+                        raise outcome
+                    embeddings.append(outcome)
+                detection.add(windows, embeddings)
+                if await disconnected():
+                    raise ClientGoneError("the client disconnected")
+            return detection.finish()
+
+        async with self.admit(self.settings.micro_batch_size):
+            return await self._before_deadline(run())
 
     async def _decode_and_embed(
         self, uploads: Sequence[Upload]
