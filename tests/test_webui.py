@@ -1,13 +1,18 @@
-"""The web page in a real browser: Playwright drives Debian's Chromium against a running server."""
+"""The web page in a real browser: Playwright drives Debian's Chromium against a running server,
+with a fake microphone that plays a real recording."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
-from playwright.sync_api import expect, sync_playwright
+import soundfile
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, expect, sync_playwright
 
+from soundsift.core.audio import load_audio
 from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a real server and Chromium
@@ -15,6 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a real server and Chromi
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+LATIN_LETTERS = re.compile(r"[A-Za-z]")
 
 
 @pytest.fixture(scope="module")
@@ -26,76 +32,224 @@ def server(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
+def microphone_recording(esc50_clips, tmp_path_factory) -> Path:
+    """What the fake microphone plays: a real dog-bark clip, as 16-bit WAV (Chromium's format)."""
+    samples = load_audio(esc50_clips[0], 48_000).samples
+    path = tmp_path_factory.mktemp("microphone") / "dog.wav"
+    soundfile.write(path, np.tile(samples, 3), 48_000, subtype="PCM_16")
+    return path
 
 
-def open_page(browser, server, locale: str = "en-US"):
-    context = browser.new_context(locale=locale)
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, microphone_recording):
+    fake_microphone = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone_recording}",
+    ]
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS + fake_microphone)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def long_recording(esc50_clips, tmp_path_factory) -> Path:
+    """15 s: silence, a clip, silence, a clip."""
+    clips = [load_audio(path, 16_000).samples for path in esc50_clips[:2]]
+    gap = np.zeros(16_000 * 2, dtype=np.float32)
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    soundfile.write(path, np.concatenate([gap, clips[0], gap, clips[1]]), 16_000)
+    return path
+
+
+def open_page(browser, server, *, locale: str = "en-US", width: int = 1280, height: int = 900) -> Page:
+    context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
     page = context.new_page()
     page.goto(server.url + "/", wait_until="domcontentloaded")
     expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)
     return page
 
 
-def test_upload_type_labels_classify_and_see_results(browser, server, esc50_clips):
-    page = open_page(browser, server)
-    page.locator("#audio-input input[type=file]").set_input_files(str(esc50_clips[0]))
-    expect(
-        page.locator("#audio-input audio, #audio-input .waveform-container, #audio-input wave").first
-    ).to_be_attached(timeout=20_000)
-    page.locator("#labels-input textarea").fill("dog barking, rain, siren")
+def upload(page: Page, selector: str, path: Path) -> None:
+    page.locator(f"{selector} input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"{selector} audio, {selector} .waveform-container, {selector} wave").first).to_be_attached(
+        timeout=20_000
+    )
+
+
+def classify(page: Page, labels: str | None) -> None:
+    if labels is not None:
+        page.locator("#labels-input textarea").fill(labels)
     page.locator("#classify-button").click()
+
+
+def no_horizontal_scrolling(page: Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
+
+
+def save(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    if page.locator("#score-chart").is_visible():
+        expect(page.locator("#score-chart .vega-embed text").first).to_be_attached(timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / f"webui-{name}.png"), full_page=True)
+
+
+def test_upload_classify_and_see_results_with_consistent_decimals(browser, server, esc50_clips):
+    page = open_page(browser, server)
+    upload(page, "#audio-input", esc50_clips[0])
+    classify(page, "dog barking, rain, siren")
     table = page.locator("#results-table")
     for label in ("dog barking", "rain", "siren"):
         expect(table).to_contain_text(label, timeout=30_000)
+    expect(page.locator("#verdict")).to_contain_text(re.compile(r"(dog barking|rain|siren).*5\.0 s"))
+    numbers = re.findall(r"\d+\.\d+", table.inner_text())
+    assert numbers and all(len(number.split(".")[1]) == 3 for number in numbers), numbers
+    # Off Hugging Face Spaces there is nothing to share to.
+    assert page.locator("#audio-input [aria-label*='hare' i]").count() == 0
+    save(page, "classify")
+
+
+def test_record_with_the_microphone_then_classify(browser, server):
+    page = open_page(browser, server)
+    page.locator('#audio-input button[aria-label="Record audio"]').click()
+    page.locator("#audio-input .record-button").click()
+    page.wait_for_timeout(2_000)
+    classify(page, "dog barking, rain")
+    expect(page.locator("#verdict")).to_contain_text("still running", timeout=20_000)
+    page.locator("#audio-input .stop-button").first.click()
+    expect(page.locator("#audio-input .record-button, #audio-input audio").first).to_be_attached(timeout=20_000)
+    page.wait_for_timeout(1_000)  # the recording is uploaded when it stops
+    classify(page, None)
+    expect(page.locator("#verdict")).to_contain_text(re.compile(r"(dog barking|rain).*\d\.\d s"), timeout=30_000)
+    expect(page.locator("#results-table")).to_contain_text("dog barking")
+
+
+def test_a_preset_then_classify_at_once_on_a_fresh_server(browser, tiny_model_dir, esc50_clips, tmp_path):
+    fresh = ServerProcess(tiny_model_dir, tmp_path / "server.log")
+    fresh.wait_ready()
+    try:
+        page = open_page(browser, fresh)
+        upload(page, "#audio-input", esc50_clips[0])
+        page.locator("#preset-street").click()
+        page.locator("#classify-button").click()  # no wait: the preset fills in the browser
+        expect(page.locator("#results-table")).to_contain_text("car horn", timeout=30_000)
+        assert page.locator("#labels-input textarea").input_value().startswith("car horn")
+    finally:
+        fresh.terminate()
+
+
+def test_an_error_replaces_the_previous_result_and_logs_one_line(browser, server, esc50_clips):
+    page = open_page(browser, server)
+    upload(page, "#audio-input", esc50_clips[0])
+    classify(page, "dog barking, rain")
+    expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
+    classify(page, "only one label")
     verdict = page.locator("#verdict")
-    expect(verdict).to_contain_text(re.compile(r"(dog barking|rain|siren).*5\.0 s"), timeout=10_000)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "webui-classify.png"), full_page=True)
+    expect(verdict).to_contain_text(re.compile("at least 2 labels", re.IGNORECASE), timeout=30_000)
+    expect(page.locator("#results-table")).not_to_contain_text("dog barking")
+    assert page.locator("#results-table tbody tr td:not(:empty)").count() == 0
+    assert "Traceback" not in server.log()
+    assert "classification refused (invalid_labels)" in server.log()
 
 
-def test_preset_fills_labels_and_errors_are_friendly(browser, server):
-    page = open_page(browser, server)
-    page.locator("#preset-smart_home").click()
-    expect(page.locator("#labels-input textarea")).to_have_value(
-        "glass breaking, smoke alarm, dog barking, baby crying, door knock, doorbell, speech, silence"
-    )
-    page.locator("#preset-smart_home_zh").click()
-    expect(page.locator("#labels-input textarea")).to_have_value(
-        "玻璃破碎声, 烟雾报警声, 狗叫声, 婴儿哭声, 敲门声, 门铃声, 说话声, 安静"
-    )
-    page.locator("#classify-button").click()
-    expect(page.get_by_text("Upload or record some audio first").first).to_be_visible(timeout=15_000)
-    assert "Traceback" not in page.content()
-
-
-def test_page_text_follows_chinese_browser_language(browser, server):
+def test_the_chinese_page_shows_no_english_in_results(browser, server, esc50_clips, long_recording):
     page = open_page(browser, server, locale="zh-CN")
-    expect(page.get_by_text("零样本声音分类").first).to_be_visible(timeout=15_000)
-    expect(page.locator("#classify-button")).to_contain_text("分类")
-
-
-def test_long_recording_tab_shows_timeline_and_events(browser, server, esc50_clips, tmp_path):
-    import numpy as np
-    import soundfile
-
-    from soundsift.core.audio import load_audio
-
-    samples = np.concatenate([load_audio(path, 16_000).samples for path in esc50_clips[:3]])
-    recording = tmp_path / "long.wav"
-    soundfile.write(recording, samples, 16_000)
-    page = open_page(browser, server)
-    page.get_by_role("tab", name="Long recording").click()
-    page.locator("#long-audio input[type=file]").set_input_files(str(recording))
-    page.locator("#long-labels textarea").fill("dog, rain, siren")
+    upload(page, "#audio-input", esc50_clips[0])
+    page.locator("#preset-smart_home").click()
+    assert page.locator("#labels-input textarea").input_value().startswith("玻璃破碎声")
+    classify(page, None)
+    expect(page.locator("#results-table")).to_contain_text("玻璃破碎声", timeout=30_000)
+    chart = page.locator(".vega-embed").first
+    for text in (
+        page.locator("#verdict").inner_text(),
+        page.locator("#results-table").inner_text(),
+        " ".join(chart.locator("text").all_text_contents()),
+    ):
+        assert not LATIN_LETTERS.search(text), text
+    save(page, "chinese")
+    page.get_by_role("tab", name="长录音").click()
+    upload(page, "#long-audio", long_recording)
+    page.locator("#long-labels textarea").fill("狗叫声, 雨声")
     page.locator("#detect-button").click()
-    # A matplotlib figure in gr.Plot renders as an <img>; the spinner while processing is an <svg>.
-    expect(page.locator("#timeline img").first).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("processing")).to_have_count(0, timeout=30_000)
-    expect(page.locator("#events-table")).to_contain_text("start_s")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "webui-long-recording.png"), full_page=True)
+    expect(page.locator("#detect-summary")).to_contain_text("个事件", timeout=60_000)
+    timeline = page.locator("#timeline .vega-embed text")
+    expect(timeline.first).to_be_attached(timeout=10_000)
+    for text in (
+        page.locator("#detect-summary").inner_text(),
+        page.locator("#events-table").inner_text(),
+        " ".join(timeline.all_text_contents()),
+    ):
+        assert not LATIN_LETTERS.search(text), text
+    for tab in ("声音分类", "长录音", "实时收听"):
+        assert page.get_by_role("tab", name=tab).count() == 1
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_no_horizontal_scrolling_on_a_desktop_or_a_phone(browser, server, esc50_clips, long_recording, width, height):
+    page = open_page(browser, server, width=width, height=height)
+    upload(page, "#audio-input", esc50_clips[0])
+    classify(page, "dog barking, rain, siren, glass breaking, a very long label about a washing machine")
+    expect(page.locator("#results-table")).to_contain_text("washing machine", timeout=30_000)
+    assert no_horizontal_scrolling(page)
+    for tab in ("Classify", "Long audio", "Live"):  # no tab hidden in an overflow menu
+        expect(page.get_by_role("tab", name=tab)).to_be_visible()
+    save(page, f"classify-{width}")
+    page.get_by_role("tab", name="Long audio").click()
+    upload(page, "#long-audio", long_recording)
+    page.locator("#long-labels textarea").fill("dog barking, rain")
+    page.locator("#detect-button").click()
+    expect(page.locator("#detect-summary")).to_contain_text("events", timeout=60_000)
+    assert no_horizontal_scrolling(page)
+    page.get_by_role("tab", name="Live").click()
+    assert no_horizontal_scrolling(page)
+
+
+def test_listen_live_shows_rolling_scores_from_the_microphone(browser, server):
+    page = open_page(browser, server)
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#live-labels textarea").fill("dog barking, rain, siren")
+    page.locator("#live-audio .record-button").click()
+    status = page.locator("#live-status")
+    expect(status).to_contain_text("Listening", timeout=30_000)
+    first = status.inner_text()
+    expect(page.locator("#live-scores")).to_contain_text("dog barking")
+    expect(status).not_to_have_text(first, timeout=15_000)  # it keeps rolling
+    expect(status).to_contain_text(re.compile(r"\b([3-9]|\d{2,}) s heard"), timeout=20_000)
+    page.locator("#live-audio .stop-button").first.click()
+
+
+def test_the_page_passes_an_accessibility_scan_and_keyboard_focus_is_visible(browser, server, esc50_clips):
+    for locale in ("en-US", "zh-CN"):
+        page = open_page(browser, server, locale=locale)
+        upload(page, "#audio-input", esc50_clips[0])
+        classify(page, "dog barking, rain")
+        expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
+        violations = Axe().run(page).response["violations"]
+        assert not violations, [(v["id"], [n["target"] for n in v["nodes"]]) for v in violations]
+        page.locator("#labels-input textarea").focus()
+        page.keyboard.press("Tab")
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline not in ("", "none"), outline
+        unnamed = page.evaluate(
+            "[...document.querySelectorAll('button')].filter(b => b.offsetParent !== null && "
+            "!(b.innerText.trim() || b.getAttribute('aria-label') || b.title)).length"
+        )
+        assert unnamed == 0
+    page.locator("#classify-button").press("Enter")  # keyboard alone runs a classification
+    expect(page.locator("#verdict")).to_contain_text("置信度", timeout=30_000)
+
+
+def test_a_blocked_microphone_tells_the_user_what_to_do(playwright, server):
+    blocked = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    try:
+        page = open_page(blocked, server)
+        page.locator('#audio-input button[aria-label="Record audio"]').click()
+        expect(page.locator("#audio-input")).to_contain_text("allow this page to use the microphone")
+    finally:
+        blocked.close()

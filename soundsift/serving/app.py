@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import os
 import tempfile
@@ -136,10 +137,19 @@ def serve(model: ModelSettings, settings: ServerSettings) -> int:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=server_logging(),
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s),
     )
     GracefulServer(config, service).run()
     return 0
+
+
+def server_logging() -> dict[str, Any]:
+    """uvicorn's logging, with soundsift's own INFO lines (refused requests, shutdown) beside it in
+    the same format: an operator reads one log."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["soundsift"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 class GracefulServer(uvicorn.Server):

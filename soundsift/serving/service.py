@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier, DecodedInput
 from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import PreparedLabels, check_label_thresholds
@@ -242,10 +243,29 @@ class ClassificationService:
     ) -> list[Classification | FailedInput]:
         """Classify uploads with the classifier's own decode and scoring steps, embedding through the
         shared micro-batcher; a bad upload becomes a FailedInput in its place."""
+        inputs = [(upload.file, upload.name) for upload in uploads]
+        return await self._classify(inputs, prepared, threshold, label_thresholds, raise_errors)
+
+    async def classify_samples(
+        self, samples: np.ndarray, sample_rate: int, prepared: PreparedLabels, *, threshold: float | None = None
+    ) -> Classification:
+        """Audio already in memory (the page's live microphone), under the same admission and batcher."""
+        (result,) = await self._classify([((samples, sample_rate), "live")], prepared, threshold, None, True)
+        assert isinstance(result, Classification)
+        return result
+
+    async def _classify(
+        self,
+        inputs: Sequence[tuple[AudioInput, str]],
+        prepared: PreparedLabels,
+        threshold: float | None,
+        label_thresholds: float | Mapping[str, float] | None,
+        raise_errors: bool,
+    ) -> list[Classification | FailedInput]:
         check_label_thresholds(prepared, label_thresholds)
         decision = self.classifier.decision(threshold=threshold, label_thresholds=label_thresholds)
-        async with self.admit(len(uploads)):
-            decoded, outcomes = await self._before_deadline(self._decode_and_embed(uploads))
+        async with self.admit(len(inputs)):
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
         results = []
         for item, outcome in zip(decoded, outcomes, strict=True):
             scored = self.classifier.scored_input(item, outcome, prepared, decision)
@@ -256,8 +276,9 @@ class ClassificationService:
 
     async def embed_audio(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
         """One unit embedding per upload; the first bad upload's error is raised."""
-        async with self.admit(len(uploads)):
-            decoded, outcomes = await self._before_deadline(self._decode_and_embed(uploads))
+        inputs = [(upload.file, upload.name) for upload in uploads]
+        async with self.admit(len(inputs)):
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
         for item in decoded:
             if item.error is not None:
                 raise item.error
@@ -308,17 +329,17 @@ class ClassificationService:
             return await self._before_deadline(run())
 
     async def _decode_and_embed(
-        self, uploads: Sequence[Upload]
+        self, inputs: Sequence[tuple[AudioInput, str]]
     ) -> tuple[list[DecodedInput], list[np.ndarray | SoundsiftError | None]]:
-        decoded = await self._decode_all(uploads)
+        decoded = await self._decode_all(inputs)
         return decoded, await self._embed_decoded(decoded)
 
-    async def _decode_all(self, uploads: Sequence[Upload]) -> list[DecodedInput]:
+    async def _decode_all(self, inputs: Sequence[tuple[AudioInput, str]]) -> list[DecodedInput]:
         return list(
             await asyncio.gather(
                 *(
-                    self.in_decode_pool(self.classifier.decode_input, upload.file, index=index, source=upload.name)
-                    for index, upload in enumerate(uploads)
+                    self.in_decode_pool(self.classifier.decode_input, audio, index=index, source=name)
+                    for index, (audio, name) in enumerate(inputs)
                 )
             )
         )

@@ -1,0 +1,180 @@
+"""The "Classify" tab: one clip, typed or preset labels, a verdict, a chart and a table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from soundsift.core.results import Classification
+from soundsift.i18n.page_text import message
+from soundsift.i18n.presets import PRESETS, PRESETS_ZH
+from soundsift.serving.page.common import (
+    PageProblem,
+    as_page_problems,
+    empty_table,
+    open_upload,
+    request_language,
+    score_text,
+)
+from soundsift.serving.service import ClassificationService, elapsed_ms
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE_ICONS = {"doorbell": "🔔", "rain": "🌧️", "siren": "🚨", "smoke-alarm": "🔥", "speech": "🗣️"}
+# True in the browser while the microphone records (Gradio shows its stop button then).
+IS_RECORDING_JS = """
+(...inputs) => {
+  const stop = document.querySelector('#audio-input .stop-button');
+  const recording = !!stop && getComputedStyle(stop).display !== 'none';
+  return [...inputs.slice(0, -1), recording];
+}
+"""
+
+
+def preset_js(name: str) -> str:
+    """Fill the labels in the browser's language at once, with no server round trip (a round trip
+    let a quick Classify click send the labels box before the preset had filled it)."""
+    english, chinese = json.dumps(PRESETS[name]), json.dumps(PRESETS_ZH[name])
+    return f"() => ((navigator.language || '').toLowerCase().startsWith('zh') ? {chinese} : {english})"
+
+
+def example_labels_js() -> str:
+    """An example clip fills the labels too (in the page's language) when none are typed yet."""
+    return preset_js("smart_home").replace("() =>", "(current) => (current && current.trim()) ? current :", 1)
+
+
+def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
+    settings = service.model_settings
+
+    async def classify(
+        audio_path: str | None,
+        labels: str,
+        threshold: float,
+        template: str,
+        multi_label: bool,
+        recording: bool,
+        request: gr.Request,
+    ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
+        language = request_language(request)
+        try:
+            return await run_classification(
+                service, upload_root, language, audio_path, labels, threshold, template, multi_label, recording
+            )
+        except PageProblem as problem:
+            columns = [message(language, key) for key in ("col_label", "col_score", "col_similarity")]
+            return message(language, "error", message=str(problem)), empty_table(columns), gr.BarPlot(value=None)
+
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=300):
+            # Gradio shows an I18n label on a loaded audio player as "[object Object]": the heading is ours.
+            gr.Markdown(i18n("audio_heading"), elem_classes="heading")
+            audio = gr.Audio(
+                sources=["upload", "microphone"],
+                type="filepath",
+                show_label=False,
+                elem_id="audio-input",
+                buttons=["download"],
+            )
+            labels = gr.Textbox(label=i18n("labels"), placeholder=i18n("labels_hint"), elem_id="labels-input")
+            gr.Markdown(i18n("presets"), elem_classes="hint")
+            with gr.Row(elem_classes="presets"):
+                presets = {
+                    name: gr.Button(i18n(name), size="sm", elem_id=f"preset-{name}", scale=0, min_width=60)
+                    for name in PRESETS
+                }
+            with gr.Accordion(i18n("advanced"), open=False):
+                threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"))
+                template = gr.Textbox(label=i18n("template"), placeholder=i18n("template_hint"))
+                multi_label = gr.Checkbox(label=i18n("multi"), value=False)
+            recording = gr.Checkbox(visible=False)
+            button = gr.Button(i18n("classify"), variant="primary", elem_id="classify-button")
+        with gr.Column(min_width=300):
+            verdict = gr.Markdown(elem_id="verdict")
+            chart = gr.BarPlot(
+                x="label",
+                y="score",
+                label=i18n("chart"),
+                sort="-y",
+                y_lim=[0, 1],
+                x_label_angle=-30,
+                height=280,
+                elem_id="score-chart",
+            )
+            table = gr.Dataframe(
+                label=i18n("table"),
+                elem_id="results-table",
+                interactive=False,
+                wrap=True,
+                column_widths=["60%", "20%", "20%"],  # the scores stay on screen on a phone
+            )
+    clips = sorted(EXAMPLES.glob("*.ogg"))
+    if clips:
+        examples = gr.Examples(
+            examples=[[str(path)] for path in clips],
+            inputs=[audio],
+            label=i18n("examples"),
+            # Example labels cannot be translated by Gradio; a picture of the sound needs no language.
+            example_labels=[EXAMPLE_ICONS.get(path.stem, "🔊") for path in clips],
+        )
+        examples.dataset.click(None, inputs=[labels], outputs=[labels], js=example_labels_js())
+    for name, preset in presets.items():
+        preset.click(None, outputs=[labels], js=preset_js(name))
+    button.click(
+        classify,
+        inputs=[audio, labels, threshold, template, multi_label, recording],
+        outputs=[verdict, table, chart],
+        js=IS_RECORDING_JS,
+        api_visibility="private",
+    )
+
+
+async def run_classification(
+    service: ClassificationService,
+    upload_root: Path,
+    language: str,
+    audio_path: str | None,
+    labels: str,
+    threshold: float,
+    template: str,
+    multi_label: bool,
+    recording: bool,
+) -> tuple[str, pd.DataFrame, gr.BarPlot]:
+    started = time.perf_counter()
+    if recording:
+        raise PageProblem(message(language, "still_recording"))
+    if not audio_path:
+        raise PageProblem(message(language, "no_audio"))
+    if not labels or not labels.strip():
+        raise PageProblem(message(language, "no_labels"))
+    with as_page_problems("classification", language), open_upload(upload_root, audio_path, language) as upload:
+        prepared = await service.prepare_labels(
+            labels, [template] if template and template.strip() else None, bool(multi_label)
+        )
+        result = await service.classify(upload, prepared, threshold=float(threshold))
+    return verdict(result, elapsed_ms(started), language), score_table(result, language), score_chart(result, language)
+
+
+def verdict(result: Classification, ms: float, language: str) -> str:
+    facts = {
+        "label": result.top_label,
+        "confidence": f"{result.confidence:.0%}",
+        "duration": f"{result.duration_s:.1f}",
+        "ms": f"{ms:.0f}",
+    }
+    key = "none" if result.top_label is None else "uncertain" if result.uncertain else "top"
+    notes = ([message(language, "silent")] if result.silent else []) + [f"⚠️ {w}" for w in result.warnings]
+    return "\n\n".join([message(language, key, **facts), *notes])
+
+
+def score_table(result: Classification, language: str) -> pd.DataFrame:
+    columns = [message(language, key) for key in ("col_label", "col_score", "col_similarity")]
+    rows = [[s.label, score_text(s.score), score_text(s.similarity)] for s in result.scores]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def score_chart(result: Classification, language: str) -> gr.BarPlot:
+    data = pd.DataFrame({"label": [s.label for s in result.scores], "score": [s.score for s in result.scores]})
+    return gr.BarPlot(value=data, x_title=message(language, "axis_label"), y_title=message(language, "axis_score"))
