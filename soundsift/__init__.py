@@ -1,6 +1,7 @@
 """soundsift: zero-shot audio classification with CLAP."""
 
 from soundsift._version import __version__
+from soundsift.core.adapter import Adapter
 from soundsift.core.classifier import Classifier
 from soundsift.core.results import Classification, FailedInput, LabelScore
 from soundsift.core.scoring import PreparedLabels
@@ -8,6 +9,8 @@ from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection, SoundEvent
 from soundsift.detection.windows import detect
 from soundsift.errors import (
+    AdapterError,
+    AdapterMismatchError,
     AudioDecodeError,
     AudioError,
     AudioTooLargeError,
@@ -15,6 +18,7 @@ from soundsift.errors import (
     AudioTooShortError,
     ConfigurationError,
     EmptyAudioError,
+    ExamplesError,
     InvalidTextError,
     LabelError,
     MissingDependencyError,
@@ -26,6 +30,9 @@ from soundsift.errors import (
 from soundsift.serving.settings import ServerSettings
 
 __all__ = [
+    "Adapter",
+    "AdapterError",
+    "AdapterMismatchError",
     "AudioDecodeError",
     "AudioError",
     "AudioTooLargeError",
@@ -36,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "Detection",
     "EmptyAudioError",
+    "ExamplesError",
     "FailedInput",
     "InvalidTextError",
     "LabelError",

@@ -92,3 +92,21 @@ class MissingDependencyError(ConfigurationError):
     """An optional package is needed for what was asked; the message names the extra to install."""
 
     code = "missing_dependency"
+
+
+class AdapterError(SoundsiftError):
+    """An adapter file cannot be used: unreadable, truncated, not an adapter, or inconsistent."""
+
+    code = "invalid_adapter"
+
+
+class AdapterMismatchError(AdapterError):
+    """An adapter taught on another model (or a backend whose embeddings differ) was refused."""
+
+    code = "adapter_mismatch"
+
+
+class ExamplesError(SoundsiftError):
+    """Teaching examples cannot be used: no clips, a label with no usable clip, or a bad list."""
+
+    code = "invalid_examples"

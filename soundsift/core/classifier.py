@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -17,6 +18,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from soundsift.backends import Backend, load_backend
+from soundsift.core.adapter import PROBE_TEXT, Adapter, probe_signals
 from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, describe_source, is_array_input, load_audio
 from soundsift.core.features import MelFeaturizer
 from soundsift.core.labels import LabelLimits, LabelsInput, build_prompts, parse_labels
@@ -86,9 +88,19 @@ class Classifier:
         clf = Classifier()                                   # laion/clap-htsat-fused, auto device
         clf = Classifier(model="/models/clap", device="cpu")
         result = clf.classify("dog.wav", "dog barking, siren, rain")
+        clf = Classifier(adapter="doorbell.adapter")         # taught labels join every request
+
+    ``adapter`` (an `Adapter` or the path of an adapter file; also the ``adapter`` setting) is
+    checked against this model's embeddings and refused when they differ.
     """
 
-    def __init__(self, settings: ModelSettings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: ModelSettings | None = None,
+        *,
+        adapter: Adapter | str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings: ModelSettings = (
             settings.with_overrides(**overrides) if settings is not None else ModelSettings.build(**overrides)
         )
@@ -104,6 +116,11 @@ class Classifier:
         self.featurizer = MelFeaturizer(self.backend.mel_settings)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
+        if adapter is None and self.settings.adapter:
+            adapter = self.settings.adapter
+        if isinstance(adapter, (str, os.PathLike)):
+            adapter = Adapter.load(adapter)
+        self.adapter: Adapter | None = self.checked_adapter(adapter) if adapter is not None else None
 
     @property
     def model_id(self) -> str:
@@ -112,6 +129,25 @@ class Classifier:
     @property
     def sample_rate(self) -> int:
         return self.backend.mel_settings.sampling_rate
+
+    @property
+    def logit_scale(self) -> float:
+        return self.backend.logit_scale
+
+    def fingerprint(self) -> np.ndarray:
+        """(4, D): this model's embeddings of three fixed probe sounds and a probe text. Adapters
+        record it, and refuse a classifier whose fingerprint differs."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> np.ndarray:
+        sounds = self.embed_audio([(signal, self.sample_rate) for signal in probe_signals(self.sample_rate)])
+        return np.vstack([sounds, self.backend.embed_text([PROBE_TEXT])]).astype(np.float32)
+
+    def checked_adapter(self, adapter: Adapter) -> Adapter:
+        """The adapter, if it was taught on a model with this model's embeddings (else AdapterMismatchError)."""
+        adapter.check_model(self.model_id, self.fingerprint())
+        return adapter
 
     @property
     def audio_limits(self) -> AudioLimits:
@@ -127,8 +163,9 @@ class Classifier:
     def classify(
         self,
         audio: AudioInput,
-        labels: LabelsInput | PreparedLabels,
+        labels: LabelsInput | PreparedLabels | None = None,
         *,
+        adapter: Adapter | None = None,
         templates: Sequence[str] | None = None,
         multi_label: bool = False,
         threshold: float | None = None,
@@ -136,8 +173,11 @@ class Classifier:
         label_thresholds: LabelThresholds = None,
         source: str | None = None,
     ) -> Classification:
-        """Classify one input. Raises a SoundsiftError subclass on bad audio or labels."""
-        prepared = self._ensure_prepared(labels, templates, multi_label)
+        """Classify one input. Raises a SoundsiftError subclass on bad audio or labels.
+
+        ``labels`` are zero-shot labels; with an ``adapter`` (or the classifier's own) its taught
+        labels are scored too, and ``labels`` may be left out."""
+        prepared = self._ensure_prepared(labels, templates, multi_label, adapter)
         decoded = self.load(audio, source=source)
         return self.score(
             decoded, prepared, threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds
@@ -146,8 +186,9 @@ class Classifier:
     def classify_batch(
         self,
         audios: Iterable[AudioInput],
-        labels: LabelsInput | PreparedLabels,
+        labels: LabelsInput | PreparedLabels | None = None,
         *,
+        adapter: Adapter | None = None,
         templates: Sequence[str] | None = None,
         multi_label: bool = False,
         threshold: float | None = None,
@@ -166,6 +207,7 @@ class Classifier:
         for item in self.iter_results(
             audios,
             labels,
+            adapter=adapter,
             templates=templates,
             multi_label=multi_label,
             threshold=threshold,
@@ -180,8 +222,9 @@ class Classifier:
     def iter_results(
         self,
         audios: Iterable[AudioInput],
-        labels: LabelsInput | PreparedLabels,
+        labels: LabelsInput | PreparedLabels | None = None,
         *,
+        adapter: Adapter | None = None,
         templates: Sequence[str] | None = None,
         multi_label: bool = False,
         threshold: float | None = None,
@@ -198,7 +241,7 @@ class Classifier:
         FailedInput in its place; a clip that fails inside the model fails alone, never its batch.
         ``embedder`` replaces the local model call (the HTTP service passes its shared micro-batcher).
         """
-        prepared = self._ensure_prepared(labels, templates, multi_label)
+        prepared = self._ensure_prepared(labels, templates, multi_label, adapter)
         check_label_thresholds(prepared, label_thresholds)
         decision = self.decision(threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds)
         size = batch_size or self.settings.batch_size
@@ -329,14 +372,36 @@ class Classifier:
 
     def prepare_labels(
         self,
-        labels: LabelsInput,
+        labels: LabelsInput | None = None,
         *,
         templates: Sequence[str] | None = None,
         multi_label: bool = False,
+        adapter: Adapter | None = None,
     ) -> PreparedLabels:
-        """Parse labels and compute class embeddings once, for reuse over many clips."""
+        """Parse labels and compute class embeddings once, for reuse over many clips.
+
+        With an ``adapter`` (or the classifier's own) its taught labels come first and ``labels``
+        add zero-shot ones (optional)."""
+        chosen_adapter = self.checked_adapter(adapter) if adapter is not None else self.adapter
+        if chosen_adapter is None:
+            if not labels:
+                raise LabelError("labels are needed (or an adapter with taught labels)")
+            return self.zero_shot_labels(labels, templates=templates, multi_label=multi_label)
+        extras = self.zero_shot_labels(labels, templates=templates, multi_label=multi_label, min_labels=0)
+        return chosen_adapter.prepared_labels(extras if labels else None, multi_label=multi_label)
+
+    def zero_shot_labels(
+        self,
+        labels: LabelsInput | None,
+        *,
+        templates: Sequence[str] | None = None,
+        multi_label: bool = False,
+        min_labels: int | None = None,
+    ) -> PreparedLabels:
+        """Labels as the text encoder sees them: parsed, translated, prompted and embedded."""
         chosen = self._templates(templates)
-        classes = parse_labels(labels, limits=self.label_limits, min_labels=1 if multi_label else 2)
+        least = (1 if multi_label else 2) if min_labels is None else min_labels
+        classes = parse_labels(labels or [], limits=self.label_limits, min_labels=least)
         warnings: list[str] = []
         phrase_groups, translated_as = [], []
         for label in classes:
@@ -350,7 +415,10 @@ class Classifier:
                 phrases, _ = self._english_phrases((excluded,), warnings)
                 owners.append(index)
                 exclusion_prompts.append([p for phrase in phrases for p in build_prompts(phrase, chosen)])
-        embeddings = self._mean_embeddings(prompts + exclusion_prompts)
+        groups = prompts + exclusion_prompts
+        embeddings = (
+            self._mean_embeddings(groups) if groups else np.zeros((0, self.fingerprint().shape[1]), dtype=np.float32)
+        )
         return PreparedLabels(
             classes=classes,
             embeddings=embeddings[: len(classes)],
@@ -445,6 +513,17 @@ class Classifier:
                 return [ProcessingError("the model failed on this clip; see the log")]
         return [outcome for item in items for outcome in self.embed_features_isolated([item])]
 
+    def embed_clips(self, audios: Sequence[AudioInput]) -> list[np.ndarray | SoundsiftError]:
+        """One (D,) unit embedding per input, or the error that input got: a bad clip fails alone.
+        Inputs are decoded a batch at a time, so memory does not grow with their number."""
+        embedded: list[np.ndarray | SoundsiftError] = []
+        for group in batched(enumerate(audios), self.settings.batch_size):
+            decoded = [self.decode_input(audio, index=index) for index, audio in group]
+            ready = [item.features for item in decoded if item.features is not None]
+            outcomes = iter(self.embed_features_isolated(ready) if ready else [])
+            embedded.extend(next(outcomes) if item.error is None else item.error for item in decoded)
+        return embedded
+
     def embed_decoded(self, clips: Sequence[DecodedAudio]) -> np.ndarray:
         """(N, D) unit audio embeddings of decoded clips."""
         return self.embed_features([self.featurize(clip) for clip in clips])
@@ -460,11 +539,15 @@ class Classifier:
         return self._cached_text_embeddings(items)
 
     def _ensure_prepared(
-        self, labels: LabelsInput | PreparedLabels, templates: Sequence[str] | None, multi_label: bool
+        self,
+        labels: LabelsInput | PreparedLabels | None,
+        templates: Sequence[str] | None,
+        multi_label: bool,
+        adapter: Adapter | None,
     ) -> PreparedLabels:
         if isinstance(labels, PreparedLabels):
             return labels
-        return self.prepare_labels(labels, templates=templates, multi_label=multi_label)
+        return self.prepare_labels(labels, templates=templates, multi_label=multi_label, adapter=adapter)
 
     def _mean_embeddings(self, prompts: list[list[str]]) -> np.ndarray:
         """(G, D): per group, the normalised mean of its prompts' embeddings (one text-encoder call)."""

@@ -21,6 +21,9 @@ class LabelScore(BaseModel):
         description="Labels with exclusions only: an excluded sound matched the audio better, so this "
         "label cannot be the answer.",
     )
+    taught: bool | None = Field(
+        None, description="With an adapter: true for a label taught from examples, false for a zero-shot one."
+    )
 
 
 class Classification(BaseModel):
@@ -42,6 +45,12 @@ class Classification(BaseModel):
     silent: bool = Field(description="The audio is (near) silence; its scores mean little.")
     model: str = Field(description="The CLAP checkpoint that produced the scores.")
     warnings: list[str] = Field(default_factory=list, description="E.g. labels that could not be translated.")
+    none_of_these: bool = Field(
+        False,
+        description="With an adapter: the best label is a taught one but the clip is below its calibrated "
+        "threshold, so the sound fits none of the taught labels (uncertain is true too).",
+    )
+    adapter: str | None = Field(None, description="The adapter whose taught labels took part, if any.")
 
 
 class FailedInput(BaseModel):

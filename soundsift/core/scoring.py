@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from soundsift.core.fitting import ExampleCache
 from soundsift.core.labels import LabelClass
 from soundsift.core.results import Classification, FailedInput, LabelScore
 from soundsift.errors import LabelError, SoundsiftError
@@ -38,10 +39,32 @@ class PreparedLabels:
     warnings: list[str]
     exclusion_embeddings: np.ndarray
     exclusion_owner: np.ndarray
+    taught: int = 0
+    """How many leading classes an adapter taught (their rows are the adapter's class vectors)."""
+    cache: ExampleCache | None = None
+    """The adapter's Tip-Adapter cache, adding to the taught classes' similarities."""
+    accept_thresholds: np.ndarray | None = None
+    """(taught,) calibrated similarity below which a taught label is 'none of these'."""
+    logit_scale: float | None = None
+    """The adapter's calibrated softmax scale, used instead of the model's."""
+    adapter: str | None = None
 
     @property
     def names(self) -> list[str]:
         return [label.name for label in self.classes]
+
+    def similarities(self, embedding: np.ndarray) -> np.ndarray:
+        """(C,) similarity of one unit audio embedding to every class, the adapter's cache included."""
+        similarities = self.embeddings @ embedding
+        if self.cache is not None:
+            similarities[: self.taught] += self.cache.affinity(embedding[None, :])[0]
+        return similarities
+
+    def default_threshold(self, index: int, label_threshold: float) -> float:
+        """Multi-label: a taught label's calibrated threshold, any other label the request's."""
+        if index < self.taught and self.accept_thresholds is not None:
+            return float(self.accept_thresholds[index])
+        return label_threshold
 
     @property
     def translations(self) -> dict[str, list[str]]:
@@ -84,8 +107,8 @@ def score_embedding(
     model: str,
 ) -> Classification:
     """Classify one clip from its (D,) unit audio embedding."""
-    similarities = prepared.embeddings @ embedding
-    scores = softmax(decision.logit_scale * similarities)
+    similarities = prepared.similarities(embedding)
+    scores = softmax((prepared.logit_scale or decision.logit_scale) * similarities)
     order = np.argsort(-scores, kind="stable")
     vetoed = vetoed_labels(prepared, similarities, embedding)
     detected = detections(prepared, similarities, decision) if prepared.multi_label else None
@@ -94,7 +117,8 @@ def score_embedding(
     confidence = float(scores[top]) if top is not None else 0.0
     runner_up = float(scores[eligible[1]]) if len(eligible) > 1 else 0.0
     margin = confidence - runner_up
-    uncertain = top is None or silent or confidence < decision.threshold or margin < decision.min_margin
+    unknown = none_of_these(prepared, similarities, top)
+    uncertain = top is None or silent or unknown or confidence < decision.threshold or margin < decision.min_margin
     has_exclusions = set(prepared.exclusion_owner.tolist())
     return Classification(
         source=source,
@@ -111,6 +135,7 @@ def score_embedding(
                 prompt_text=" | ".join(prepared.prompts[i]),
                 translated_as=prepared.translated_as[i],
                 vetoed=bool(vetoed[i]) if i in has_exclusions else None,
+                taught=(i < prepared.taught) if prepared.adapter else None,
             )
             for i in order
         ],
@@ -119,7 +144,17 @@ def score_embedding(
         silent=silent,
         model=model,
         warnings=prepared.warnings,
+        none_of_these=unknown,
+        adapter=prepared.adapter,
     )
+
+
+def none_of_these(prepared: PreparedLabels, similarities: np.ndarray, top: int | None) -> bool:
+    """The best label is a taught one, but the clip is less similar to it than its calibrated
+    threshold: the sound fits none of the taught labels."""
+    if top is None or top >= prepared.taught or prepared.accept_thresholds is None:
+        return False
+    return bool(similarities[top] < prepared.accept_thresholds[top])
 
 
 def check_label_thresholds(prepared: PreparedLabels, label_thresholds: LabelThresholds) -> None:
@@ -131,7 +166,12 @@ def check_label_thresholds(prepared: PreparedLabels, label_thresholds: LabelThre
 
 
 def detections(prepared: PreparedLabels, similarities: np.ndarray, decision: Decision) -> np.ndarray:
-    limits = np.array([decision.label_thresholds.get(name, decision.label_threshold) for name in prepared.names])
+    limits = np.array(
+        [
+            decision.label_thresholds.get(name, prepared.default_threshold(index, decision.label_threshold))
+            for index, name in enumerate(prepared.names)
+        ]
+    )
     return similarities >= limits
 
 

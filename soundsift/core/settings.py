@@ -68,6 +68,11 @@ class ModelSettings(SoundsiftSettings):
     )
     threads: int | None = Field(None, ge=1, description="onnx backend: intra-op threads (default: physical cores).")
     fp16: bool = Field(False, description="Run the model in float16 (CUDA only).")
+    adapter: str | None = Field(
+        None,
+        description="An adapter file from `soundsift teach`: its taught labels join every request's labels "
+        "(refused if it was taught on a model whose embeddings differ).",
+    )
     batch_size: int = Field(8, ge=1, le=1024, description="Clips per model call.")
     templates: list[str] = Field(
         default_factory=lambda: [DEFAULT_TEMPLATE],

@@ -19,6 +19,7 @@ def tone(seconds: float, rate: int, *, frequency: float = 440.0, channels: int =
 
 
 def write_soundfile(path: Path, samples: np.ndarray, rate: int, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, samples, rate, **kwargs)
     return path
 

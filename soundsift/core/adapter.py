@@ -1,0 +1,544 @@
+"""Taught labels: an `Adapter` learns sounds from a handful of the user's clips.
+
+``Adapter.fit(classifier, "examples/")`` embeds the clips (one sub-folder per label, or a CSV of
+``path,label``; ``_none`` holds "none of these" recordings), picks a method by cross-validation
+(see soundsift.core.fitting), and calibrates a softmax scale and a threshold per label. The result
+is one portable file (``Adapter.save`` / ``Adapter.load``): safetensors arrays plus JSON metadata,
+no pickle. It records the model and an *embedding fingerprint* — the model's embeddings of fixed
+probe sounds and a probe text — so a classifier whose embeddings differ refuses it.
+
+Taught labels join a request's zero-shot labels (`Adapter.prepared_labels`): they come first,
+scored by the adapter's class vectors (and Tip-Adapter cache), then ranked together.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from soundsift._version import __version__
+from soundsift.core.audio import AudioInput
+from soundsift.core.files import AUDIO_EXTENSIONS
+from soundsift.core.fitting import ExampleCache, Examples, Head, Method, calibrate, describe, fit, select
+from soundsift.core.labels import LabelClass, LabelsInput
+from soundsift.core.scoring import PreparedLabels
+from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, LabelError, SoundsiftError
+
+FORMAT = "soundsift-adapter"
+FORMAT_VERSION = 1
+NEGATIVE_LABEL = "_none"
+FINGERPRINT_AGREEMENT = 0.98
+"""Least cosine similarity between the adapter's and the classifier's probe embeddings: the same
+checkpoint on another backend (ONNX, fp16) agrees to ~0.999; another checkpoint does not."""
+PROBE_TEXT = "a short test sound"
+MAX_EXAMPLE_LIST_BYTES = 10 * 1024 * 1024
+
+ExamplesInput = str | os.PathLike[str] | Mapping[str, Sequence[AudioInput]]
+"""A folder (one sub-folder per label), a CSV file of ``path,label``, or ``{label: [clips]}``."""
+
+
+class TeachingModel(Protocol):
+    """What fitting needs from a classifier (soundsift.core.classifier.Classifier is one)."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def fingerprint(self) -> np.ndarray: ...
+
+    def embed_clips(self, audios: Sequence[AudioInput]) -> list[np.ndarray | SoundsiftError]: ...
+
+    def zero_shot_labels(
+        self, labels: LabelsInput, *, templates: Sequence[str] | None, multi_label: bool, min_labels: int
+    ) -> PreparedLabels: ...
+
+
+@dataclass(frozen=True)
+class ExampleFiles:
+    """Clips per label, and the negative clips, as found in a folder, a CSV or a mapping."""
+
+    by_label: dict[str, list[AudioInput]]
+    negatives: list[AudioInput]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: str
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Taught labels for one model. Build with `Adapter.fit`, share with `save` / `load`."""
+
+    labels: tuple[str, ...]
+    method: Method
+    options: dict[str, float]
+    weights: np.ndarray
+    text: np.ndarray
+    thresholds: np.ndarray
+    logit_scale: float
+    support: np.ndarray
+    support_owner: np.ndarray
+    support_hashes: tuple[str, ...]
+    negatives: np.ndarray
+    negative_hashes: tuple[str, ...]
+    fingerprint: np.ndarray
+    model: str
+    prompts: tuple[tuple[str, ...], ...]
+    cross_validated: bool
+    cross_validation: dict[str, float] = field(default_factory=dict)
+    skipped: tuple[Skipped, ...] = ()
+    soundsift_version: str = __version__
+    created: str = ""
+    name: str = ""
+
+    # ---- fitting --------------------------------------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        classifier: TeachingModel,
+        examples: ExamplesInput,
+        *,
+        negatives: str | os.PathLike[str] | Sequence[AudioInput] | None = None,
+        method: Method | Literal["auto"] = "auto",
+        templates: Sequence[str] | None = None,
+        reuse: Adapter | None = None,
+        seed: int = 0,
+        name: str = "",
+    ) -> Adapter:
+        """Teach labels from example clips.
+
+        ``method`` is ``prototype``, ``tip``, ``probe`` or ``auto`` (cross-validated choice).
+        ``reuse``: an earlier adapter of the same model whose clip embeddings are taken for clips
+        with the same content (re-teaching with one more clip embeds only that clip). Clips that
+        cannot be decoded are skipped and listed in ``skipped``; a label left with no usable clip
+        raises ExamplesError."""
+        if method not in ("auto", "prototype", "tip", "probe"):
+            raise ExamplesError(f"method {method!r} is not one of auto, prototype, tip, probe")
+        found = read_examples(examples)
+        extra_negatives = read_negatives(negatives) if negatives is not None else []
+        fingerprint = classifier.fingerprint()
+        cached = reuse.embedding_cache() if reuse is not None and reuse.agrees_with(fingerprint) else {}
+        labels = tuple(found.by_label)
+        prepared = classifier.zero_shot_labels(list(labels), templates=templates, multi_label=True, min_labels=1)
+        clips = [(index, clip) for index, label in enumerate(labels) for clip in found.by_label[label]]
+        negative_clips = found.negatives + extra_negatives
+        embedded, skipped = _embed(classifier, [clip for _, clip in clips] + negative_clips, cached)
+        kept = [(clips[row][0], item) for row, item in enumerate(embedded[: len(clips)]) if item is not None]
+        kept_negatives = [item for item in embedded[len(clips) :] if item is not None]
+        _check_every_label_has_clips(labels, [owner for owner, _ in kept], skipped)
+        width = prepared.embeddings.shape[1]
+        owner = np.array([owner for owner, _ in kept], dtype=np.int64)
+        support = _stack([vector for _, (vector, _) in kept], width)
+        negative_vectors = _stack([vector for vector, _ in kept_negatives], width)
+        data = Examples(support, owner, prepared.embeddings, negative_vectors)
+        scale = classifier.logit_scale
+        selection = select(data, method, logit_scale=scale, seed=seed)
+        head = fit(data, selection.method, selection.options, logit_scale=scale)
+        calibration = calibrate(data, selection.method, selection.options, logit_scale=scale, seed=seed)
+        return cls(
+            labels=labels,
+            method=selection.method,
+            options=selection.options,
+            weights=head.weights,
+            text=prepared.embeddings.astype(np.float32),
+            thresholds=calibration.thresholds,
+            logit_scale=calibration.logit_scale,
+            support=support,
+            support_owner=owner,
+            support_hashes=tuple(digest for _, (_, digest) in kept),
+            negatives=negative_vectors,
+            negative_hashes=tuple(digest for _, digest in kept_negatives),
+            fingerprint=fingerprint.astype(np.float32),
+            model=classifier.model_id,
+            prompts=tuple(tuple(group) for group in prepared.prompts),
+            cross_validated=selection.cross_validated,
+            cross_validation=selection.accuracy,
+            skipped=tuple(skipped),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            name=name,
+        )
+
+    # ---- use --------------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> Head:
+        cache = None
+        if self.method == "tip":
+            cache = ExampleCache(
+                self.support, self.support_owner, len(self.labels), self.options["alpha"], self.options["beta"]
+            )
+        return Head(self.weights, cache)
+
+    @property
+    def examples(self) -> dict[str, int]:
+        counts = np.bincount(self.support_owner, minlength=len(self.labels))
+        return {label: int(count) for label, count in zip(self.labels, counts)}
+
+    @property
+    def summary(self) -> str:
+        how = describe(self.method, self.options)
+        chosen = "chosen by cross-validation" if self.cross_validated else "too few clips to cross-validate"
+        return f"{len(self.labels)} labels, {len(self.support)} clips, {len(self.negatives)} negatives; {how}, {chosen}"
+
+    def prepared_labels(self, extras: PreparedLabels | None, *, multi_label: bool) -> PreparedLabels:
+        """The taught labels first, then the request's zero-shot labels (which must not repeat them)."""
+        repeated = set(self.labels) & set(extras.names if extras else [])
+        if repeated:
+            raise LabelError(f"labels {', '.join(sorted(repeated))} are taught by the adapter; do not give them again")
+        taught = [LabelClass(label, (label,)) for label in self.labels]
+        untranslated: list[list[str] | None] = [None] * len(self.labels)
+        width = self.weights.shape[1]
+        head = self.head
+        return PreparedLabels(
+            classes=taught + (extras.classes if extras else []),
+            embeddings=np.vstack([self.weights, extras.embeddings if extras else np.zeros((0, width))]).astype(
+                np.float32
+            ),
+            templates=extras.templates if extras else (),
+            multi_label=multi_label,
+            prompts=[list(group) for group in self.prompts] + (extras.prompts if extras else []),
+            translated_as=untranslated + (extras.translated_as if extras else []),
+            warnings=extras.warnings if extras else [],
+            exclusion_embeddings=extras.exclusion_embeddings if extras else np.zeros((0, width), np.float32),
+            exclusion_owner=(extras.exclusion_owner + len(self.labels)) if extras else np.zeros(0, dtype=int),
+            taught=len(self.labels),
+            cache=head.cache,
+            accept_thresholds=self.thresholds,
+            logit_scale=self.logit_scale,
+            adapter=self.name or "adapter",
+        )
+
+    def agrees_with(self, fingerprint: np.ndarray) -> bool:
+        return fingerprint.shape == self.fingerprint.shape and bool(
+            (_rowwise_cosine(fingerprint, self.fingerprint) >= FINGERPRINT_AGREEMENT).all()
+        )
+
+    def check_model(self, model_id: str, fingerprint: np.ndarray) -> None:
+        """Refuse use with a model whose embeddings differ from the one the adapter was taught on."""
+        if self.agrees_with(fingerprint):
+            return
+        agreement = (
+            float(_rowwise_cosine(fingerprint, self.fingerprint).min())
+            if fingerprint.shape == self.fingerprint.shape
+            else float("nan")
+        )
+        raise AdapterMismatchError(
+            f"adapter {self.name or ''} was taught on {self.model} but this classifier runs {model_id}, whose "
+            f"embeddings differ (probe agreement {agreement:.3f} < {FINGERPRINT_AGREEMENT}); teach it again "
+            "with this model"
+        )
+
+    def embedding_cache(self) -> dict[str, np.ndarray]:
+        """Clip embeddings by content hash, for re-teaching without re-embedding."""
+        pairs = zip(self.support_hashes + self.negative_hashes, list(self.support) + list(self.negatives))
+        return {digest: vector for digest, vector in pairs if digest}
+
+    def renamed(self, name: str) -> Adapter:
+        return replace(self, name=name)
+
+    # ---- the file -----------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        from safetensors.numpy import save_file
+
+        target = Path(path)
+        save_file(self._tensors(), str(target), metadata={FORMAT: json.dumps(self._metadata(), ensure_ascii=False)})
+        return target
+
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        return save(self._tensors(), metadata={FORMAT: json.dumps(self._metadata(), ensure_ascii=False)})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, name: str = "") -> Adapter:
+        """Read an adapter file; AdapterError when it is not a readable, consistent adapter."""
+        source = Path(path)
+        try:
+            data = source.read_bytes()
+        except OSError as error:
+            raise AdapterError(f"{source}: cannot read the adapter file ({error.strerror or error})") from None
+        return cls.from_bytes(data, name=name or source.stem, source=str(source))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, name: str = "", source: str = "adapter") -> Adapter:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load
+
+        try:
+            tensors = load(data)
+            metadata = json.loads(_header_metadata(data).get(FORMAT, "null"))
+        except (SafetensorError, ValueError, OSError) as error:
+            raise AdapterError(f"{source}: not a soundsift adapter file ({error})") from None
+        try:
+            return cls._from_parts(tensors, metadata, name)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise AdapterError(
+                f"{source}: the adapter file is inconsistent ({type(error).__name__}: {error})"
+            ) from None
+
+    def _tensors(self) -> dict[str, np.ndarray]:
+        return {
+            "weights": np.ascontiguousarray(self.weights, dtype=np.float32),
+            "text": np.ascontiguousarray(self.text, dtype=np.float32),
+            "thresholds": np.ascontiguousarray(self.thresholds, dtype=np.float32),
+            "support": np.ascontiguousarray(self.support, dtype=np.float32),
+            "support_owner": np.ascontiguousarray(self.support_owner, dtype=np.int64),
+            "negatives": np.ascontiguousarray(self.negatives, dtype=np.float32),
+            "fingerprint": np.ascontiguousarray(self.fingerprint, dtype=np.float32),
+        }
+
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "labels": list(self.labels),
+            "examples": self.examples,
+            "method": self.method,
+            "options": self.options,
+            "logit_scale": self.logit_scale,
+            "thresholds": {label: float(value) for label, value in zip(self.labels, self.thresholds)},
+            "cross_validated": self.cross_validated,
+            "cross_validation": self.cross_validation,
+            "model": self.model,
+            "soundsift_version": self.soundsift_version,
+            "created": self.created,
+            "prompts": [list(group) for group in self.prompts],
+            "support_hashes": list(self.support_hashes),
+            "negative_hashes": list(self.negative_hashes),
+            "skipped": [vars(item) for item in self.skipped],
+        }
+
+    @classmethod
+    def _from_parts(cls, tensors: dict[str, np.ndarray], metadata: Any, name: str) -> Adapter:
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            raise ValueError("no soundsift adapter metadata")
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"format version {metadata.get('format_version')} is not {FORMAT_VERSION}")
+        labels = tuple(str(label) for label in metadata["labels"])
+        adapter = cls(
+            labels=labels,
+            method=metadata["method"],
+            options={str(key): float(value) for key, value in metadata["options"].items()},
+            weights=tensors["weights"],
+            text=tensors["text"],
+            thresholds=tensors["thresholds"],
+            logit_scale=float(metadata["logit_scale"]),
+            support=tensors["support"],
+            support_owner=tensors["support_owner"],
+            support_hashes=tuple(str(item) for item in metadata["support_hashes"]),
+            negatives=tensors["negatives"],
+            negative_hashes=tuple(str(item) for item in metadata["negative_hashes"]),
+            fingerprint=tensors["fingerprint"],
+            model=str(metadata["model"]),
+            prompts=tuple(tuple(str(p) for p in group) for group in metadata["prompts"]),
+            cross_validated=bool(metadata["cross_validated"]),
+            cross_validation={str(key): float(value) for key, value in metadata["cross_validation"].items()},
+            skipped=tuple(Skipped(**item) for item in metadata["skipped"]),
+            soundsift_version=str(metadata["soundsift_version"]),
+            created=str(metadata["created"]),
+            name=name,
+        )
+        adapter._check_consistent()
+        return adapter
+
+    def _check_consistent(self) -> None:
+        count, width = len(self.labels), self.fingerprint.shape[-1]
+        if not count or len(set(self.labels)) != count:
+            raise ValueError("labels are missing or repeated")
+        if self.method not in ("prototype", "tip", "probe"):
+            raise ValueError(f"unknown method {self.method!r}")
+        if self.method == "tip" and not {"alpha", "beta"} <= set(self.options):
+            raise ValueError("tip needs alpha and beta")
+        expected = {
+            "weights": (self.weights, (count, width)),
+            "text": (self.text, (count, width)),
+            "thresholds": (self.thresholds, (count,)),
+            "support": (self.support, (len(self.support_hashes), width)),
+            "support_owner": (self.support_owner, (len(self.support_hashes),)),
+            "negatives": (self.negatives, (len(self.negative_hashes), width)),
+        }
+        for key, (array, shape) in expected.items():
+            if array.shape != shape:
+                raise ValueError(f"{key} has shape {array.shape}, expected {shape}")
+        if len(self.prompts) != count:
+            raise ValueError("the prompts do not match the labels")
+        if len(self.support_owner) and (self.support_owner.min() < 0 or self.support_owner.max() >= count):
+            raise ValueError("an example belongs to no label")
+        if not all(np.isfinite(array).all() for array in (self.weights, self.support, self.fingerprint)):
+            raise ValueError("non-finite values")
+        if not np.isfinite(self.logit_scale) or self.logit_scale <= 0:
+            raise ValueError("logit_scale must be a positive number")
+
+
+# ---- examples --------------------------------------------------------------------------------------
+
+
+def read_examples(examples: ExamplesInput) -> ExampleFiles:
+    """Clips per label from a folder of label folders, a ``path,label`` CSV, or a mapping."""
+    if isinstance(examples, Mapping):
+        by_label = {str(label).strip(): list(clips) for label, clips in examples.items()}
+        negatives = by_label.pop(NEGATIVE_LABEL, [])
+        return _checked(ExampleFiles(by_label, negatives), "the examples")
+    path = Path(examples)
+    if path.is_dir():
+        return _checked(_from_folder(path), str(path))
+    if path.is_file():
+        return _checked(_from_csv(path), str(path))
+    raise ExamplesError(f"{path}: no such folder or CSV file")
+
+
+def read_negatives(negatives: str | os.PathLike[str] | Sequence[AudioInput]) -> list[AudioInput]:
+    if isinstance(negatives, (str, os.PathLike)):
+        folder = Path(negatives)
+        if not folder.is_dir():
+            raise ExamplesError(f"{folder}: the negatives must be a folder of recordings")
+        return list(_audio_files(folder))
+    return list(negatives)
+
+
+def _from_folder(folder: Path) -> ExampleFiles:
+    by_label: dict[str, list[AudioInput]] = {}
+    negatives: list[AudioInput] = []
+    for child in sorted(folder.iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        clips: list[AudioInput] = list(_audio_files(child))
+        if child.name == NEGATIVE_LABEL:
+            negatives.extend(clips)
+        else:
+            by_label[child.name] = clips
+    return ExampleFiles(by_label, negatives)
+
+
+def _from_csv(path: Path) -> ExampleFiles:
+    if path.stat().st_size > MAX_EXAMPLE_LIST_BYTES:
+        raise ExamplesError(f"{path}: the example list is larger than {MAX_EXAMPLE_LIST_BYTES // 2**20} MB")
+    by_label: dict[str, list[AudioInput]] = {}
+    negatives: list[AudioInput] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or (number == 1 and [cell.strip().lower() for cell in row[:2]] == ["path", "label"]):
+                    continue
+                if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                    raise ExamplesError(f"{path}:{number}: expected 'path,label'")
+                clip, label = (path.parent / row[0].strip()), row[1].strip()
+                (negatives if label == NEGATIVE_LABEL else by_label.setdefault(label, [])).append(str(clip))
+    except UnicodeDecodeError:
+        raise ExamplesError(f"{path}: the example list is not UTF-8 text") from None
+    except csv.Error as error:
+        raise ExamplesError(f"{path}: not a readable CSV ({error})") from None
+    return ExampleFiles(by_label, negatives)
+
+
+def _audio_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _checked(found: ExampleFiles, where: str) -> ExampleFiles:
+    if not found.by_label:
+        raise ExamplesError(f"{where}: no labels found (expected one folder per label, or a 'path,label' CSV)")
+    empty = [label for label, clips in found.by_label.items() if not clips]
+    if empty:
+        raise ExamplesError(f"{where}: no audio clips for label(s) {', '.join(empty)}")
+    if any(not label for label in found.by_label):
+        raise ExamplesError(f"{where}: a label is empty")
+    return found
+
+
+def _embed(
+    classifier: TeachingModel, clips: list[AudioInput], cached: dict[str, np.ndarray]
+) -> tuple[list[tuple[np.ndarray, str] | None], list[Skipped]]:
+    """(embedding, content hash) per clip, or None for a clip that failed (listed in the skips)."""
+    digests = [_content_hash(clip) for clip in clips]
+    missing = [index for index, digest in enumerate(digests) if not digest or digest not in cached]
+    outcomes = dict(zip(missing, classifier.embed_clips([clips[index] for index in missing])))
+    embedded: list[tuple[np.ndarray, str] | None] = []
+    skipped: list[Skipped] = []
+    for index, (clip, digest) in enumerate(zip(clips, digests)):
+        outcome = outcomes.get(index, cached.get(digest))
+        if isinstance(outcome, SoundsiftError):
+            skipped.append(Skipped(outcome.source or _describe(clip), outcome.code, str(outcome)))
+            embedded.append(None)
+        else:
+            assert outcome is not None
+            embedded.append((np.asarray(outcome, dtype=np.float32), digest))
+    return embedded, skipped
+
+
+def _check_every_label_has_clips(labels: tuple[str, ...], owners: list[int], skipped: list[Skipped]) -> None:
+    usable = set(owners)
+    empty = [label for index, label in enumerate(labels) if index not in usable]
+    if empty:
+        reasons = "; ".join(f"{item.source}: {item.message}" for item in skipped[:5])
+        raise ExamplesError(f"no usable clip for label(s) {', '.join(empty)} ({reasons})")
+
+
+def _content_hash(clip: AudioInput) -> str:
+    """sha256 of a file's bytes or an array's samples; '' for inputs that cannot be re-read."""
+    digest = hashlib.sha256()
+    if isinstance(clip, (str, os.PathLike)):
+        try:
+            with open(clip, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return ""
+    elif isinstance(clip, (bytes, bytearray)):
+        digest.update(clip)
+    elif isinstance(clip, tuple) and len(clip) == 2 and isinstance(clip[0], np.ndarray):
+        digest.update(f"{clip[1]}:{clip[0].shape}:{clip[0].dtype}".encode())
+        digest.update(np.ascontiguousarray(clip[0]).tobytes())
+    else:
+        return ""
+    return digest.hexdigest()
+
+
+def _describe(clip: AudioInput) -> str:
+    return os.fspath(clip) if isinstance(clip, (str, os.PathLike)) else "<clip>"
+
+
+def _stack(vectors: list[np.ndarray], width: int) -> np.ndarray:
+    return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), dtype=np.float32)
+
+
+def _rowwise_cosine(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
+    return np.asarray((left * right).sum(axis=1) / np.maximum(norms, 1e-12))
+
+
+def _header_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError("header longer than the file")
+    header = json.loads(data[8 : 8 + length].decode("utf-8"))
+    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    return {str(key): str(value) for key, value in metadata.items()}
+
+
+def probe_signals(sample_rate: int) -> list[np.ndarray]:
+    """Fixed sounds whose embeddings fingerprint a model: a tone chord, seeded noise and a chirp (2 s)."""
+    time = np.arange(2 * sample_rate) / sample_rate
+    chord = sum(np.sin(2 * np.pi * frequency * time) for frequency in (220.0, 554.4, 1318.5)) / 3
+    noise = np.random.default_rng(20251125).standard_normal(len(time)) * 0.3
+    chirp = np.sin(2 * np.pi * (100 * time + 2000 * time**2))
+    return [np.asarray(signal * 0.5, dtype=np.float32) for signal in (chord, noise, chirp)]
