@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
 
     classifier = Classifier(settings)
-    labels = resolve_labels(args)
+    labels = resolve_labels(args, optional=classifier.adapter is not None)
     prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
     report_label_warnings(prepared.warnings)
     try:

@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     files = expand_folders(args.files)
     classifier = Classifier(settings)
-    prepared = classifier.prepare_labels(resolve_labels(args), multi_label=args.multi_label)
+    labels = resolve_labels(args, optional=classifier.adapter is not None)
+    prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
     report_label_warnings(prepared.warnings)
     results = classifier.classify_batch(files, prepared, label_thresholds=label_thresholds, errors="return")
     if args.json:
@@ -88,14 +89,16 @@ def _table_block(result: Classification | FailedInput) -> str:
     if isinstance(result, FailedInput):
         return f"{result.source}\n  error ({result.error}): {result.message}"
     verdict = f"→ {result.top_label}" if result.top_label else "→ none of these labels"
-    if result.uncertain:
+    if result.none_of_these:
+        verdict += "  (unlike every taught example: none of these?)"
+    elif result.uncertain:
         verdict += "  (uncertain)"
     flags = "  [silent]" if result.silent else ""
     width = max(display_width(score.label) for score in result.scores)
     lines = [f"{result.source}  {result.duration_s:.1f} s{flags}", f"  {verdict}"]
     for score in result.scores:
         bar = "█" * round(score.score * 20)
-        mark = " ✓" if score.detected else ""
+        mark = (" ✓" if score.detected else "") + ("  (taught)" if score.taught else "")
         padding = " " * (width - display_width(score.label))
         lines.append(f"  {score.label}{padding}  {score.score:6.3f}  sim {score.similarity:+.3f}  {bar}{mark}")
     return "\n".join(lines)

@@ -37,6 +37,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--quantize", choices=["none", "int8"], help="onnx backend: int8 dynamic quantization on first-use export"
     )
     group.add_argument("--threads", type=int, help="onnx backend: intra-op threads (default: physical cores)")
+    group.add_argument(
+        "--adapter",
+        metavar="FILE",
+        help="an adapter from `soundsift teach`: its taught labels join the labels (which become optional); "
+        "SOUNDSIFT_ADAPTER",
+    )
 
 
 def add_label_options(parser: argparse.ArgumentParser) -> None:
@@ -126,8 +132,9 @@ def _settings(kind: type[ModelSettings] | type[ServerSettings], args: argparse.N
         raise UsageError(validation_message(error)) from None
 
 
-def resolve_labels(args: argparse.Namespace) -> str:
-    """--labels as given, or the named --preset (e.g. smart_home, smart_home_zh)."""
+def resolve_labels(args: argparse.Namespace, *, optional: bool = False) -> str | None:
+    """--labels as given, or the named --preset (e.g. smart_home, smart_home_zh); None when neither
+    is given and labels are ``optional`` (an adapter brings its own)."""
     if args.preset and args.labels:
         raise UsageError("give --labels or --preset, not both")
     if args.preset:
@@ -136,7 +143,9 @@ def resolve_labels(args: argparse.Namespace) -> str:
         except KeyError as error:
             raise UsageError(str(error.args[0])) from None
     if not args.labels:
-        raise UsageError("--labels (or --preset) is required")
+        if optional:
+            return None
+        raise UsageError("--labels (or --preset, or --adapter) is required")
     return args.labels
 
 

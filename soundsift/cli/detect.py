@@ -32,7 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "events shorter than --min-duration are dropped; --background labels compete but make no events.",
     )
     parser.add_argument("file", metavar="FILE", help="audio or video file")
-    parser.add_argument("--labels", required=True, help="comma-separated labels ('|' joins synonyms)")
+    parser.add_argument(
+        "--labels", help="comma-separated labels ('|' joins synonyms); optional with --adapter (taught labels)"
+    )
     parser.add_argument("--background", help='labels that compete but never make events, e.g. "silence, speech"')
     add_translation_options(parser)
     parser.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE", help="prompt template")
@@ -80,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(thresholds, float):
         raise UsageError("--label-threshold takes LABEL=SCORE here; use --threshold for all labels")
     classifier = Classifier(settings_from_args(args))
+    if not args.labels and classifier.adapter is None:
+        raise UsageError("--labels (or --adapter) is required")
     bar = make_progress(0, args.progress)
     from soundsift.detection.windows import detect
 

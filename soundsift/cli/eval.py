@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from soundsift.cli.common import (
     DEFAULT_TEMPLATE,
@@ -40,9 +41,64 @@ def register(commands: argparse._SubParsersAction) -> None:
             metavar="TEMPLATE",
             help=f'prompt template (default "{DEFAULT_TEMPLATE}", class names with _ as spaces); repeatable',
         )
+        kind.add_argument(
+            "--shots",
+            type=shot_counts,
+            metavar="K,K,...",
+            help="also fit adapters on K clips per class drawn from the other folds (e.g. 1,2,4,8,16) and "
+            "report accuracy by K beside zero-shot",
+        )
+        kind.add_argument("--seeds", type=int, default=1, help="draws of the K support clips per fold (default 1)")
+        kind.add_argument(
+            "--method",
+            choices=["auto", "prototype", "tip", "probe"],
+            default="auto",
+            help="adapter method for --shots (default auto: cross-validated)",
+        )
         add_progress_option(kind)
         add_model_options(kind)
         kind.set_defaults(handler=run, command="eval")
+
+
+def shot_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole numbers like 1,2,4,8,16") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError("shot counts must be 1 or more")
+    return counts
+
+
+def few_shot(classifier: Any, items: Any, classes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from soundsift.jobs.batch import make_progress
+    from soundsift.jobs.few_shot import embed_dataset, shots_table
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be 1 or more")
+    print("embedding the clips for the few-shot protocol ...", file=sys.stderr)
+    data = embed_dataset(
+        classifier,
+        [item.path for item in items],
+        [item.label for item in items],
+        [item.fold for item in items],
+        classes,
+    )
+    runs = len(set(data.folds.tolist())) * args.seeds * len(args.shots)
+    progress = make_progress(runs, args.progress)
+    table = shots_table(
+        classifier,
+        data,
+        classes,
+        shots=args.shots,
+        seeds=args.seeds,
+        method=args.method,
+        templates=args.templates,
+        progress=progress,
+    )
+    if progress is not None:
+        progress.close()
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,9 +121,16 @@ def run(args: argparse.Namespace) -> int:
 
     classifier = Classifier(settings)
     progress = make_progress(len(items), args.progress)
-    report, predictions = evaluation.evaluate(classifier, items, dataset=name, classes=classes, progress=progress)
+    try:
+        report, predictions = evaluation.evaluate(
+            classifier, items, dataset=name, classes=classes, templates=args.templates, progress=progress
+        )
+    except evaluation.DatasetError as error:
+        raise UsageError(str(error)) from None
     if progress is not None:
         progress.close()
+    if args.shots:
+        report.shots = few_shot(classifier, items, report.classes, args)
     evaluation.write_report(report, predictions, args.out)
     print(evaluation.markdown_table(report))
     print(f"written to {args.out}/", file=sys.stderr)

@@ -10,11 +10,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from soundsift.cli import batch, classify, detect, eval, export, monitor, serve
+from soundsift.cli import batch, classify, detect, eval, export, monitor, serve, teach
 from soundsift.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
-from soundsift.errors import ConfigurationError, LabelError, ModelLoadError
+from soundsift.errors import AdapterError, ConfigurationError, ExamplesError, LabelError, ModelLoadError
 
-SUBCOMMANDS = (classify, batch, eval, detect, monitor, serve, export)
+SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="soundsift: %(message)s")
     try:
         return args.handler(args)
-    except (UsageError, LabelError) as error:
+    except (UsageError, LabelError, AdapterError, ExamplesError) as error:
         print(f"soundsift {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ModelLoadError, ConfigurationError) as error:

@@ -134,41 +134,77 @@ class Adapter:
         fingerprint = classifier.fingerprint()
         cached = reuse.embedding_cache() if reuse is not None and reuse.agrees_with(fingerprint) else {}
         labels = tuple(found.by_label)
-        prepared = classifier.zero_shot_labels(list(labels), templates=templates, multi_label=True, min_labels=1)
         clips = [(index, clip) for index, label in enumerate(labels) for clip in found.by_label[label]]
         negative_clips = found.negatives + extra_negatives
         embedded, skipped = _embed(classifier, [clip for _, clip in clips] + negative_clips, cached)
         kept = [(clips[row][0], item) for row, item in enumerate(embedded[: len(clips)]) if item is not None]
         kept_negatives = [item for item in embedded[len(clips) :] if item is not None]
         _check_every_label_has_clips(labels, [owner for owner, _ in kept], skipped)
-        width = prepared.embeddings.shape[1]
+        width = fingerprint.shape[1]
         owner = np.array([owner for owner, _ in kept], dtype=np.int64)
         support = _stack([vector for _, (vector, _) in kept], width)
         negative_vectors = _stack([vector for vector, _ in kept_negatives], width)
+        return cls.from_embeddings(
+            classifier,
+            labels,
+            support,
+            owner,
+            negatives=negative_vectors,
+            method=method,
+            templates=templates,
+            seed=seed,
+            name=name,
+            support_hashes=tuple(digest for _, (_, digest) in kept),
+            negative_hashes=tuple(digest for _, digest in kept_negatives),
+            skipped=tuple(skipped),
+        )
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        classifier: TeachingModel,
+        labels: Sequence[str],
+        support: np.ndarray,
+        owner: np.ndarray,
+        *,
+        negatives: np.ndarray | None = None,
+        method: Method | Literal["auto"] = "auto",
+        templates: Sequence[str] | None = None,
+        seed: int = 0,
+        name: str = "",
+        support_hashes: tuple[str, ...] | None = None,
+        negative_hashes: tuple[str, ...] | None = None,
+        skipped: tuple[Skipped, ...] = (),
+    ) -> Adapter:
+        """Fit on clip embeddings already computed: (N, D) unit ``support`` whose ``owner[i]`` indexes
+        ``labels``, and (M, D) ``negatives`` (the evaluation protocol uses this to embed once)."""
+        prepared = classifier.zero_shot_labels(list(labels), templates=templates, multi_label=True, min_labels=1)
+        width = prepared.embeddings.shape[1]
+        negative_vectors = negatives if negatives is not None else np.zeros((0, width), dtype=np.float32)
         data = Examples(support, owner, prepared.embeddings, negative_vectors)
         scale = classifier.logit_scale
         selection = select(data, method, logit_scale=scale, seed=seed)
         head = fit(data, selection.method, selection.options, logit_scale=scale)
         calibration = calibrate(data, selection.method, selection.options, logit_scale=scale, seed=seed)
         return cls(
-            labels=labels,
+            labels=tuple(labels),
             method=selection.method,
             options=selection.options,
             weights=head.weights,
             text=prepared.embeddings.astype(np.float32),
             thresholds=calibration.thresholds,
             logit_scale=calibration.logit_scale,
-            support=support,
-            support_owner=owner,
-            support_hashes=tuple(digest for _, (_, digest) in kept),
-            negatives=negative_vectors,
-            negative_hashes=tuple(digest for _, digest in kept_negatives),
-            fingerprint=fingerprint.astype(np.float32),
+            support=support.astype(np.float32),
+            support_owner=owner.astype(np.int64),
+            support_hashes=support_hashes if support_hashes is not None else ("",) * len(support),
+            negatives=negative_vectors.astype(np.float32),
+            negative_hashes=negative_hashes if negative_hashes is not None else ("",) * len(negative_vectors),
+            fingerprint=classifier.fingerprint().astype(np.float32),
             model=classifier.model_id,
             prompts=tuple(tuple(group) for group in prepared.prompts),
             cross_validated=selection.cross_validated,
             cross_validation=selection.accuracy,
-            skipped=tuple(skipped),
+            skipped=skipped,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             name=name,
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
 from soundsift.core.classifier import Classifier, ClipFeatures, batched
 from soundsift.core.labels import LabelsInput, label_names
@@ -93,9 +94,10 @@ class DetectionRun:
         self,
         classifier: Classifier,
         audio: AudioInput,
-        labels: LabelsInput,
+        labels: LabelsInput | None,
         options: DetectOptions,
         *,
+        adapter: Adapter | None = None,
         source: str | None = None,
         max_duration_s: float | None = None,
         max_windows: int | None = None,
@@ -106,7 +108,7 @@ class DetectionRun:
         _check_geometry(self.window_s, self.hop_s)
         self.background = label_names(options.background) if options.background else []
         self.prepared = classifier.prepare_labels(
-            _with_background(labels, self.background), templates=options.templates
+            _with_background(labels, self.background), templates=options.templates, adapter=adapter
         )
         check_label_thresholds(self.prepared, dict(options.label_thresholds))
         self.rules = EventRules(
@@ -204,8 +206,9 @@ class DetectionRun:
 def detect(
     classifier: Classifier,
     audio: AudioInput,
-    labels: LabelsInput,
+    labels: LabelsInput | None = None,
     *,
+    adapter: Adapter | None = None,
     window_s: float = DEFAULT_WINDOW_S,
     hop_s: float | None = None,
     threshold: float = 0.5,
@@ -230,6 +233,7 @@ def detect(
     ``min_duration_s`` are dropped. ``background`` labels compete in the scores but make no events.
     ``max_duration_s`` and ``max_windows`` bound the work (default: unbounded, the recording is
     streamed); ``progress`` is called with (seconds scored, total seconds or None) after each batch.
+    An ``adapter`` (or the classifier's own) adds its taught labels; ``labels`` may then be None.
     """
     options = DetectOptions(
         window_s=window_s,
@@ -244,7 +248,14 @@ def detect(
         templates=templates,
     )
     run = DetectionRun(
-        classifier, audio, labels, options, source=source, max_duration_s=max_duration_s, max_windows=max_windows
+        classifier,
+        audio,
+        labels,
+        options,
+        adapter=adapter,
+        source=source,
+        max_duration_s=max_duration_s,
+        max_windows=max_windows,
     )
     for windows in run.batches():
         run.add(windows, classifier.embed_features([window.features for window in windows]))
@@ -262,10 +273,10 @@ def _check_geometry(window_s: float, hop_s: float) -> None:
         raise ConfigurationError(f"hop_s must be between {MIN_HOP_S:g} s and window_s ({window_s:g} s), got {hop_s:g}")
 
 
-def _with_background(labels: LabelsInput, background: list[str]) -> LabelsInput:
+def _with_background(labels: LabelsInput | None, background: list[str]) -> LabelsInput | None:
     """Background labels join the label set (they compete in the scores) unless already there."""
-    if not background:
-        return labels
+    if not background or not labels:
+        return labels or background or None
     if isinstance(labels, str):
         present = set(label_names(labels))
         return ", ".join([labels, *(name for name in background if name not in present)])

@@ -82,6 +82,9 @@ class EvalReport:
     peak_gpu_gb: float | None
     versions: dict[str, str]
     confusion: list[list[int]] = field(repr=False)
+    shots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``eval --shots``: accuracy by number of examples per class ("0" is zero-shot); see jobs.few_shot."""
+    adapter: str | None = None
 
 
 def esc50_items(data_dir: Path, folds: Sequence[int] | None = None) -> list[EvalItem]:
@@ -148,7 +151,14 @@ def evaluate(
     progress: Any = None,
 ) -> tuple[EvalReport, list[Prediction]]:
     classes = list(classes or sorted({item.label for item in items}))
-    prepared = classifier.prepare_labels(list(classes), templates=templates)
+    taught = set(classifier.adapter.labels) if classifier.adapter else set()
+    # With an adapter, its taught labels stand for the classes of the same name; the rest stay zero-shot.
+    prepared = classifier.prepare_labels([name for name in classes if name not in taught] or None, templates=templates)
+    unknown = set(prepared.names) - set(classes)
+    if unknown:
+        raise DatasetError(
+            f"the adapter teaches labels that are not classes of the dataset: {', '.join(sorted(unknown))}"
+        )
     started = time.perf_counter()
     predictions = []
     for scored in classifier.iter_results((item.path for item in items), prepared):
@@ -223,6 +233,7 @@ def _report(
         peak_gpu_gb=_peak_gpu_gb(classifier.backend.device),
         versions=_versions(),
         confusion=confusion.tolist(),
+        adapter=classifier.adapter.name if classifier.adapter else None,
     )
 
 
@@ -259,6 +270,8 @@ def write_report(report: EvalReport, predictions: Sequence[Prediction], out: Pat
     (out / "report.md").write_text(markdown_table(report))
     if _plot_confusion(report, out / "confusion.png"):
         written.append(out / "confusion.png")
+    if report.shots and _plot_shots(report, out / "shots.png"):
+        written.append(out / "shots.png")
     return written
 
 
@@ -281,8 +294,28 @@ def markdown_table(report: EvalReport) -> str:
             f"total {report.latency_ms['total_p50']:.1f}/{report.latency_ms['total_p95']:.1f} ms",
             f"- versions: {', '.join(f'{k} {v}' for k, v in report.versions.items())}",
             "",
+            *shots_markdown(report),
         ]
     )
+
+
+def shots_markdown(report: EvalReport) -> list[str]:
+    """The few-shot table: accuracy by examples per class, zero-shot first."""
+    if not report.shots:
+        return []
+    lines = [
+        "## Few-shot: accuracy by examples per class",
+        "",
+        "| examples per class | top-1 acc. (%) mean ± std | runs | method(s) chosen | fit time (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for shots, row in sorted(report.shots.items(), key=lambda item: int(item[0])):
+        methods = ", ".join(f"{name} ×{count}" for name, count in row.get("methods", {}).items()) or "zero-shot"
+        fit = f"{row['fit_s_mean']:.2f}" if "fit_s_mean" in row else "-"
+        lines.append(
+            f"| {shots} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {row['runs']} | {methods} | {fit} |"
+        )
+    return [*lines, ""]
 
 
 def peak_rss_gb() -> float:
@@ -306,6 +339,35 @@ def _plot_confusion(report: EvalReport, path: Path) -> bool:
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(f"{report.dataset}: top-1 {100 * report.top1:.1f}%")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def _plot_shots(report: EvalReport, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = sorted((int(shots), row) for shots, row in report.shots.items())
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.errorbar(
+        [shots for shots, _ in rows],
+        [100 * row["mean"] for _, row in rows],
+        yerr=[100 * row["std"] for _, row in rows],
+        marker="o",
+        capsize=3,
+    )
+    axes.set_xscale("symlog", linthresh=1)
+    axes.set_xticks([shots for shots, _ in rows], [str(shots) for shots, _ in rows])
+    axes.set_xlabel("examples per class (0 = zero-shot)")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_title(f"{report.dataset}: accuracy vs shots")
+    axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
