@@ -133,28 +133,70 @@ class Adapter:
         extra_negatives = read_negatives(negatives) if negatives is not None else []
         fingerprint = classifier.fingerprint()
         cached = reuse.embedding_cache() if reuse is not None and reuse.agrees_with(fingerprint) else {}
-        labels = tuple(found.by_label)
-        clips = [(index, clip) for index, label in enumerate(labels) for clip in found.by_label[label]]
-        negative_clips = found.negatives + extra_negatives
-        embedded, skipped = _embed(classifier, [clip for _, clip in clips] + negative_clips, cached)
-        kept = [(clips[row][0], item) for row, item in enumerate(embedded[: len(clips)]) if item is not None]
-        kept_negatives = [item for item in embedded[len(clips) :] if item is not None]
-        _check_every_label_has_clips(labels, [owner for owner, _ in kept], skipped)
-        width = fingerprint.shape[1]
-        owner = np.array([owner for owner, _ in kept], dtype=np.int64)
-        support = _stack([vector for _, (vector, _) in kept], width)
-        negative_vectors = _stack([vector for vector, _ in kept_negatives], width)
-        return cls.from_embeddings(
+        clips = [(label, clip) for label, group in found.by_label.items() for clip in group]
+        every_clip = [clip for _, clip in clips] + found.negatives + extra_negatives
+        outcomes, digests = _embed(classifier, every_clip, cached)
+        return cls.from_outcomes(
             classifier,
-            labels,
-            support,
-            owner,
-            negatives=negative_vectors,
+            [label for label, _ in clips],
+            outcomes,
+            sources=[_describe(clip) for clip in every_clip],
+            digests=digests,
             method=method,
             templates=templates,
             seed=seed,
             name=name,
-            support_hashes=tuple(digest for _, (_, digest) in kept),
+        )
+
+    @classmethod
+    def from_outcomes(
+        cls,
+        classifier: TeachingModel,
+        clip_labels: Sequence[str],
+        outcomes: Sequence[np.ndarray | SoundsiftError],
+        *,
+        sources: Sequence[str],
+        digests: Sequence[str] | None = None,
+        method: Method | Literal["auto"] = "auto",
+        templates: Sequence[str] | None = None,
+        seed: int = 0,
+        name: str = "",
+    ) -> Adapter:
+        """Fit on each clip's embedding or error: ``outcomes`` holds the labelled clips (their labels
+        in ``clip_labels``) followed by the negatives. Failed clips are skipped and listed; a label
+        left with no usable clip raises ExamplesError. (The HTTP service embeds through its shared
+        batcher and comes in here.)"""
+        labels = tuple(dict.fromkeys(clip_labels))
+        digests = list(digests) if digests is not None else [""] * len(outcomes)
+        skipped = [
+            Skipped(outcome.source or source, outcome.code, str(outcome))
+            for outcome, source in zip(outcomes, sources)
+            if isinstance(outcome, SoundsiftError)
+        ]
+        index = {label: position for position, label in enumerate(labels)}
+        kept = [
+            (index[label], outcome, digest)
+            for label, outcome, digest in zip(clip_labels, outcomes, digests)
+            if isinstance(outcome, np.ndarray)
+        ]
+        kept_negatives = [
+            (outcome, digest)
+            for outcome, digest in zip(outcomes[len(clip_labels) :], digests[len(clip_labels) :])
+            if isinstance(outcome, np.ndarray)
+        ]
+        _check_every_label_has_clips(labels, [owner for owner, _, _ in kept], skipped)
+        width = classifier.fingerprint().shape[1]
+        return cls.from_embeddings(
+            classifier,
+            labels,
+            _stack([vector for _, vector, _ in kept], width),
+            np.array([owner for owner, _, _ in kept], dtype=np.int64),
+            negatives=_stack([vector for vector, _ in kept_negatives], width),
+            method=method,
+            templates=templates,
+            seed=seed,
+            name=name,
+            support_hashes=tuple(digest for _, _, digest in kept),
             negative_hashes=tuple(digest for _, digest in kept_negatives),
             skipped=tuple(skipped),
         )
@@ -500,22 +542,12 @@ def _checked(found: ExampleFiles, where: str) -> ExampleFiles:
 
 def _embed(
     classifier: TeachingModel, clips: list[AudioInput], cached: dict[str, np.ndarray]
-) -> tuple[list[tuple[np.ndarray, str] | None], list[Skipped]]:
-    """(embedding, content hash) per clip, or None for a clip that failed (listed in the skips)."""
+) -> tuple[list[np.ndarray | SoundsiftError], list[str]]:
+    """Each clip's embedding (from ``cached`` when its content hash is there) or error, and its hash."""
     digests = [_content_hash(clip) for clip in clips]
     missing = [index for index, digest in enumerate(digests) if not digest or digest not in cached]
-    outcomes = dict(zip(missing, classifier.embed_clips([clips[index] for index in missing])))
-    embedded: list[tuple[np.ndarray, str] | None] = []
-    skipped: list[Skipped] = []
-    for index, (clip, digest) in enumerate(zip(clips, digests)):
-        outcome = outcomes.get(index, cached.get(digest))
-        if isinstance(outcome, SoundsiftError):
-            skipped.append(Skipped(outcome.source or _describe(clip), outcome.code, str(outcome)))
-            embedded.append(None)
-        else:
-            assert outcome is not None
-            embedded.append((np.asarray(outcome, dtype=np.float32), digest))
-    return embedded, skipped
+    fresh = dict(zip(missing, classifier.embed_clips([clips[index] for index in missing])))
+    return [fresh[index] if index in fresh else cached[digest] for index, digest in enumerate(digests)], digests
 
 
 def _check_every_label_has_clips(labels: tuple[str, ...], owners: list[int], skipped: list[Skipped]) -> None:

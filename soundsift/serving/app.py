@@ -29,7 +29,7 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
-from soundsift.serving.routers import classify, detect, embed, health, info, login
+from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login
 from soundsift.serving.service import ClassificationService
 from soundsift.serving.settings import ServerSettings
 
@@ -57,7 +57,7 @@ def create_app(service: ClassificationService) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     api = [Security(bearer_scheme), Depends(require_ready)]
-    for module in (classify, detect, embed, info):
+    for module in (classify, detect, embed, info, adapters):
         app.include_router(module.router, dependencies=api, responses=ERROR_RESPONSES)
     if settings.api_key:
         app.include_router(login.router)

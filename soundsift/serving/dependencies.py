@@ -17,6 +17,7 @@ LABELS_HELP = (
     "or the field repeated once per label."
 )
 PRESET_HELP = f"A named label set instead of labels: {', '.join(preset_names())}."
+ADAPTER_HELP = "A stored adapter's name (see /api/adapters): its taught labels join the labels, which become optional."
 # Documents the key in the OpenAPI schema; the AccessGuard middleware is what enforces it.
 bearer_scheme = HTTPBearer(auto_error=False, description="SOUNDSIFT_API_KEY, when the server has one")
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
@@ -48,14 +49,17 @@ class ScoringForm:
         template: Annotated[str | None, Form(description="Prompt template with {} for the label.")] = None,
         multi_label: Annotated[bool, Form(description="Judge every label on its own.")] = False,
         label_threshold: Annotated[float | None, Form(ge=-1, le=1, description="Multi-label similarity.")] = None,
+        adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
     ) -> None:
-        self.labels = labels_or_preset(labels, preset)
+        self.adapter = adapter or None
+        self.labels = labels_or_preset(labels, preset, optional=self.adapter is not None)
         self.templates = templates_of(template)
         self.threshold, self.multi_label, self.label_threshold = threshold, multi_label, label_threshold
 
 
-def labels_or_preset(labels: list[str] | None, preset: str | None) -> str | list[str]:
-    """The request's labels: comma-separated or repeated 'labels' fields, or a named 'preset'."""
+def labels_or_preset(labels: list[str] | None, preset: str | None, *, optional: bool = False) -> str | list[str] | None:
+    """The request's labels: comma-separated or repeated 'labels' fields, or a named 'preset'
+    (``optional`` when an adapter brings taught labels)."""
     if labels and preset:
         raise ApiError(422, "invalid_labels", "send 'labels' or 'preset', not both")
     if preset:
@@ -64,7 +68,9 @@ def labels_or_preset(labels: list[str] | None, preset: str | None) -> str | list
         except KeyError as error:
             raise ApiError(422, "invalid_labels", printable(str(error.args[0]))) from None
     if not labels:
-        raise ApiError(422, "invalid_request", "labels: Field required (or send 'preset')")
+        if optional:
+            return None
+        raise ApiError(422, "invalid_request", "labels: Field required (or send 'preset' or 'adapter')")
     return labels[0] if len(labels) == 1 else labels
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from soundsift.errors import (
+    AdapterMismatchError,
     AudioDecodeError,
     AudioError,
     ConfigurationError,
@@ -21,6 +22,7 @@ from soundsift.errors import (
     ProcessingError,
     SoundsiftError,
 )
+from soundsift.serving.adapters import AdapterLimitError, AdapterNotFoundError
 from soundsift.serving.batcher import QueueFullError, ServiceStoppingError
 from soundsift.serving.service import ClientGoneError
 
@@ -47,6 +49,9 @@ class ErrorBody(BaseModel):
 
 
 STATUS_BY_ERROR: dict[type[SoundsiftError], int] = {
+    AdapterNotFoundError: 404,
+    AdapterLimitError: 409,
+    AdapterMismatchError: 409,
     AudioDecodeError: 415,
     AudioError: 422,
     LabelError: 422,

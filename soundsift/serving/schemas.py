@@ -41,3 +41,25 @@ class InfoResponse(BaseModel):
     auth_required: bool
     limits: dict[str, float | int | None]
     defaults: dict[str, float | str | list[str]]
+
+
+class AdapterSummary(BaseModel):
+    """A stored adapter: what it teaches and how it was taught."""
+
+    name: str
+    labels: list[str]
+    examples: dict[str, int] = Field(description="Usable clips per taught label.")
+    negatives: int = Field(description="'None of these' clips it was taught with.")
+    method: str = Field(description="prototype, tip or probe, with its options in 'options'.")
+    options: dict[str, float]
+    cross_validated: bool
+    thresholds: dict[str, float] = Field(
+        description="Calibrated similarity per label below which it is 'none of these'."
+    )
+    model: str
+    created: str
+    skipped: list[dict[str, str]] = Field(default_factory=list, description="Clips that could not be used, and why.")
+
+
+class AdapterList(BaseModel):
+    adapters: list[AdapterSummary]

@@ -20,19 +20,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
 
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier, DecodedInput
+from soundsift.core.fitting import Method
 from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import PreparedLabels, check_label_thresholds
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
-from soundsift.errors import ConfigurationError, SoundsiftError
+from soundsift.errors import ConfigurationError, ExamplesError, SoundsiftError
 from soundsift.optional import TORCH
+from soundsift.serving.adapters import AdapterStore, check_name
 from soundsift.serving.batcher import MicroBatcher, QueueFullError, ServiceStoppingError
 from soundsift.serving.metrics import Metrics
 from soundsift.serving.settings import ServerSettings
@@ -123,6 +126,7 @@ class ClassificationService:
             observer=self.metrics.observe_batch,
         )
         self._decoders = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-decode")
+        self.adapters = AdapterStore(server.adapter_dir, limit=server.max_adapters)
         self._admitted = 0
         self._deadline = asyncio.Event()
         self.ready = False
@@ -146,6 +150,7 @@ class ClassificationService:
     async def start(self) -> None:
         await self.batcher.start()
         await self.warm_up()
+        await self.in_decode_pool(self.adapters.load_saved, self.classifier.checked_adapter)
         self.ready = True
 
     async def stop(self) -> None:
@@ -153,6 +158,7 @@ class ClassificationService:
         self.draining = True
         await self.batcher.stop()
         await asyncio.get_running_loop().run_in_executor(None, self._decoders.shutdown)
+        self.adapters.close()
 
     def begin_shutdown(self) -> None:
         """SIGTERM: refuse new work at once; at the grace deadline (shortly before uvicorn stops
@@ -211,11 +217,55 @@ class ClassificationService:
         return await asyncio.get_running_loop().run_in_executor(self._decoders, call)
 
     async def prepare_labels(
-        self, labels: str | Sequence[str], templates: Sequence[str] | None, multi_label: bool
+        self,
+        labels: str | Sequence[str] | None,
+        templates: Sequence[str] | None,
+        multi_label: bool,
+        adapter: str | None = None,
     ) -> PreparedLabels:
+        """The request's labels, with the taught labels of the stored ``adapter`` named (or of the
+        server's own ``--adapter``)."""
+        chosen = self.adapters.get(adapter) if adapter else None
         return await self.in_decode_pool(
-            self.classifier.prepare_labels, labels, templates=templates, multi_label=multi_label
+            self.classifier.prepare_labels, labels, templates=templates, multi_label=multi_label, adapter=chosen
         )
+
+    async def teach(
+        self,
+        name: str,
+        clips: Sequence[tuple[Upload, str]],
+        negatives: Sequence[Upload],
+        *,
+        method: Method | Literal["auto"] = "auto",
+    ) -> Adapter:
+        """Teach an adapter from uploaded clips and store it under ``name``. The clips go through the
+        same admission, decode pool and micro-batcher as classification; fitting runs in the pool."""
+        check_name(name)
+        if len(clips) + len(negatives) > self.settings.max_teach_clips:
+            raise ExamplesError(
+                f"{len(clips) + len(negatives)} clips; the limit is {self.settings.max_teach_clips} "
+                "(SOUNDSIFT_MAX_TEACH_CLIPS)"
+            )
+        inputs = [(upload.file, upload.name) for upload, _ in clips] + [(u.file, u.name) for u in negatives]
+        async with self.admit(len(inputs)):
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+            embedded = [item.error if item.error is not None else outcome for item, outcome in zip(decoded, outcomes)]
+            adapter = await self.in_decode_pool(
+                Adapter.from_outcomes,
+                self.classifier,
+                [label for _, label in clips],
+                embedded,
+                sources=[name for _, name in inputs],
+                method=method,
+                name=name,
+            )
+        return await self.in_decode_pool(self.adapters.put, name, adapter)
+
+    async def store_adapter(self, name: str, data: bytes) -> Adapter:
+        """An uploaded adapter file, checked against the served model, stored under ``name``."""
+        adapter = await self.in_decode_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
+        self.classifier.checked_adapter(adapter)
+        return await self.in_decode_pool(self.adapters.put, name, adapter)
 
     async def classify(
         self,
@@ -294,13 +344,16 @@ class ClassificationService:
     async def detect(
         self,
         upload: Upload,
-        labels: str | Sequence[str],
+        labels: str | Sequence[str] | None,
         options: DetectOptions,
         *,
         disconnected: Callable[[], Awaitable[bool]],
+        adapter: str | None = None,
     ) -> Detection:
         """Sound events in a recording. Its windows go through the same admission, decode pool and
         micro-batcher as classification; the work stops when the client goes away."""
+
+        chosen = self.adapters.get(adapter) if adapter else None
 
         async def run() -> Detection:
             detection = await self.in_decode_pool(
@@ -309,6 +362,7 @@ class ClassificationService:
                 upload.file,
                 labels,
                 options,
+                adapter=chosen,
                 source=upload.name,
                 max_duration_s=self.settings.max_detect_duration_s,
                 max_windows=self.settings.max_detect_windows,

@@ -38,6 +38,15 @@ class ServerSettings(SoundsiftSettings):
         30.0, ge=0, le=3600, description="On SIGTERM, how long running requests may finish before queued ones get 503."
     )
     ui: bool = Field(True, description="Serve the web page at / (the API is served either way).")
+    adapter_dir: str | None = Field(
+        None,
+        description="Folder where adapters taught through the API and page are kept (default: a private "
+        "temporary folder, emptied when the server stops).",
+    )
+    max_adapters: int = Field(32, ge=0, le=10_000, description="Most adapters stored at once (0: teaching is off).")
+    max_teach_clips: int = Field(
+        256, ge=1, le=10_000, description="Most clips (examples and negatives) in one teaching request."
+    )
 
     @field_validator("gpus")
     @classmethod

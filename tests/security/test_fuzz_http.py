@@ -17,6 +17,7 @@ end. The number of requests made is printed after the session ("fuzz cases run")
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -40,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.security import fuzzing
+from tests.security import fuzzing, page_api
 from tests.server_process import ServerProcess
 
 pytestmark = [pytest.mark.security, pytest.mark.slow]
@@ -50,10 +51,17 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 WRONG_KEYS = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}]
 TIMEOUT = (5, 20)  # connect, read: every request is bounded
 LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_labels": "5", "max_batch_files": "4"}
-# Function ids of our page (see /config): 13 is "classify", 14 is "detect", 0 loads an example.
-CLASSIFY_FN, DETECT_FN = 13, 14
+# The page's functions, by name; their fn_index is read from the running page's /config.
+CLASSIFY, DETECT = "classify", "detect"
+CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, "", False, False]  # labels, threshold, template, multi, recording
+DETECT_INPUTS = ["siren, rain", 5.0, 0.5, ""]  # labels, window, threshold, background
 SECRET_MARKERS = (b"root:x:0:0", KEY.encode(), b"SOUNDSIFT_")
 RANDOM = os.environ.get("SOUNDSIFT_FUZZ_RANDOM") == "1"
+
+
+@functools.cache
+def fn_index(url: str, function: str) -> int:
+    return page_api.function_index(url, function, AUTH)
 
 
 def http_settings(default_examples: int) -> settings:
@@ -165,6 +173,10 @@ OPERATIONS = [
     ("POST", "/api/embed/audio"),
     ("POST", "/api/embed/text"),
     ("GET", "/api/info"),
+    ("POST", "/api/adapters"),
+    ("GET", "/api/adapters"),
+    ("GET", "/api/adapters/{name}"),
+    ("DELETE", "/api/adapters/{name}"),
 ]
 API_OPERATIONS = [operation for operation in OPERATIONS if operation[1].startswith("/api/")]
 # Health routes take no input, so schemathesis has no invalid data for them: positive cases only.
@@ -339,7 +351,7 @@ def gradio_requests() -> dict[str, tuple[str, str, dict]]:
     unauthenticated client would call it."""
     example = sorted((Path(__file__).parents[2] / "soundsift" / "examples").glob("*.ogg"))[0]
     file_data = {"path": str(example), "meta": {"_type": "gradio.FileData"}, "orig_name": example.name}
-    inputs = [file_data, "siren, rain, speech", 0.35, "", False]
+    inputs = [file_data, *CLASSIFY_INPUTS]
     session = uuid.uuid4().hex[:11]
     return {
         "GET /config": ("GET", "/config", {}),
@@ -349,7 +361,7 @@ def gradio_requests() -> dict[str, tuple[str, str, dict]]:
         "POST /gradio_api/queue/join (classify by fn_index)": (
             "POST",
             "/gradio_api/queue/join",
-            {"json": {"data": inputs, "fn_index": CLASSIFY_FN, "session_hash": session, "trigger_id": None}},
+            {"json": {"data": inputs, "fn_index": CLASSIFY, "session_hash": session, "trigger_id": None}},
         ),
         "GET /gradio_api/queue/data": ("GET", f"/gradio_api/queue/data?session_hash={session}", {"stream": True}),
         "POST /gradio_api/run/classify": ("POST", "/gradio_api/run/classify", {"json": {"data": inputs}}),
@@ -376,6 +388,8 @@ def looks_like_model_output_or_file(body: bytes) -> bool:
 def test_gradio_routes_need_credentials(server, route, credentials):
     """The known bug: Gradio's own API runs the model (and serves the app config) without the key."""
     method, path, options = gradio_requests()[route]
+    if "json" in options and options["json"].get("fn_index") == CLASSIFY:
+        options["json"]["fn_index"] = fn_index(server.url, CLASSIFY)
     headers = {} if credentials == "none" else {"Authorization": "Bearer wrong"}
     response = request(method, server.url + path, "gradio routes without credentials", headers=headers, **options)
     try:
@@ -391,7 +405,7 @@ def test_unauthenticated_queue_join_never_runs_the_model(server):
     session = uuid.uuid4().hex[:11]
     example = sorted((Path(__file__).parents[2] / "soundsift" / "examples").glob("*.ogg"))[0]
     file_data = {"path": str(example), "meta": {"_type": "gradio.FileData"}, "orig_name": example.name}
-    body = {"data": [file_data, "siren, rain", 0.35, "", False], "fn_index": CLASSIFY_FN, "session_hash": session}
+    body = {"data": [file_data, *CLASSIFY_INPUTS], "fn_index": fn_index(server.url, CLASSIFY), "session_hash": session}
     joined = request("POST", f"{server.url}/gradio_api/queue/join", "gradio queue without credentials", json=body)
     if joined.status_code in (401, 403):
         return
@@ -420,17 +434,15 @@ def read_queue(url: str, session: str, headers: dict, limit_s: float = 15.0) -> 
     return messages
 
 
-def run_classify(url: str, headers: dict, file_data, fn_index: int = CLASSIFY_FN) -> list[dict]:
+def run_classify(url: str, headers: dict, file_data, function: str = CLASSIFY) -> list[dict]:
     session = uuid.uuid4().hex[:11]
-    data = [file_data, "siren, rain, speech", 0.35, "", False]
-    if fn_index == DETECT_FN:
-        data = [file_data, "siren, rain", 5.0, 0.5, ""]
+    data = [file_data, *(DETECT_INPUTS if function == DETECT else CLASSIFY_INPUTS)]
     joined = request(
         "POST",
         f"{url}/gradio_api/queue/join",
         "gradio queue with the key",
         headers=headers,
-        json={"data": data, "fn_index": fn_index, "session_hash": session, "trigger_id": None},
+        json={"data": data, "fn_index": fn_index(url, function), "session_hash": session, "trigger_id": None},
     )
     if joined.status_code != 200:
         return [{"msg": "join_refused", "status": joined.status_code, "body": joined.text[:300]}]
@@ -559,8 +571,8 @@ def file_data_payloads(draw, port: int, links: list[str]):
         payload["is_stream"] = draw(st.booleans())
     if draw(st.booleans()):
         payload["size"] = draw(st.integers(-1, 2**40))
-    fn_index = draw(st.sampled_from([CLASSIFY_FN, DETECT_FN]))
-    return target, payload, fn_index
+    function = draw(st.sampled_from([CLASSIFY, DETECT]))
+    return target, payload, function
 
 
 def test_file_data_payloads_never_read_server_files(servers, server, planted_links):
@@ -570,14 +582,14 @@ def test_file_data_payloads_never_read_server_files(servers, server, planted_lin
         return {"path": target, "url": None, "orig_name": "a.wav", "meta": {"_type": "gradio.FileData"}}
 
     @http_settings(30)
-    @example(case=("/etc/passwd", plain("/etc/passwd"), CLASSIFY_FN))
-    @example(case=(planted_links[0], plain(planted_links[0]), DETECT_FN))
+    @example(case=("/etc/passwd", plain("/etc/passwd"), CLASSIFY))
+    @example(case=(planted_links[0], plain(planted_links[0]), DETECT))
     @given(case=file_data_payloads(port, planted_links))
     def property_(case):
-        target, payload, fn_index = case
+        target, payload, function = case
         copy = cached_copy(servers.cache, target) if not target.startswith("http") else None
         existed = copy is not None and copy.exists()
-        messages = run_classify(server.url, AUTH, payload, fn_index)
+        messages = run_classify(server.url, AUTH, payload, function)
         text = json.dumps(messages).encode()
         for marker in SECRET_MARKERS:
             assert marker not in text, f"{target}: the answer holds {marker!r}: {text[:500]!r}"
@@ -704,7 +716,7 @@ def test_dev_zero_file_data_does_not_freeze_the_server(server):
     """Known: FileData naming /dev/zero is read forever on the event loop."""
     payload = {"path": "/dev/zero", "url": None, "orig_name": "a.wav", "meta": {"_type": "gradio.FileData"}}
     session = uuid.uuid4().hex[:11]
-    body = {"data": [payload, "siren, rain", 0.35, "", False], "fn_index": CLASSIFY_FN, "session_hash": session}
+    body = {"data": [payload, *CLASSIFY_INPUTS], "fn_index": fn_index(server.url, CLASSIFY), "session_hash": session}
     with contextlib.suppress(requests.Timeout):
         request("POST", f"{server.url}/gradio_api/queue/join", "gradio /dev/zero", headers=AUTH, json=body, timeout=5)
     time.sleep(1.0)

@@ -28,7 +28,7 @@ async def classify(
         raise ApiError(
             422, "too_many_files", f"send one 'audio' file here ({len(audio)} given); use /api/classify/batch"
         )
-    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label)
+    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label, form.adapter)
     result = await service.classify(
         upload_of(audio[0]), prepared, threshold=form.threshold, label_thresholds=form.label_threshold
     )
@@ -43,7 +43,7 @@ async def classify_batch(
 ) -> BatchResponse:
     started = time.perf_counter()
     check_file_count(len(audio), service.settings.max_batch_files)
-    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label)
+    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label, form.adapter)
     results = await service.classify_many(
         [upload_of(upload, index) for index, upload in enumerate(audio)],
         prepared,

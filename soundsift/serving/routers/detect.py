@@ -8,7 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
-from soundsift.serving.dependencies import LABELS_HELP, PRESET_HELP, Service, labels_or_preset, templates_of, upload_of
+from soundsift.serving.dependencies import (
+    ADAPTER_HELP,
+    LABELS_HELP,
+    PRESET_HELP,
+    Service,
+    labels_or_preset,
+    templates_of,
+    upload_of,
+)
 from soundsift.serving.schemas import DetectResponse
 from soundsift.serving.service import elapsed_ms
 
@@ -33,6 +41,7 @@ async def detect(
     merge_gap_s: Annotated[float, Form(ge=0, le=86_400)] = 0.0,
     background: Annotated[str | None, Form(description="Labels that never make events.")] = None,
     template: Annotated[str | None, Form()] = None,
+    adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
 ) -> DetectResponse:
     started = time.perf_counter()
     options = DetectOptions(
@@ -47,6 +56,10 @@ async def detect(
         templates=templates_of(template),
     )
     detection = await service.detect(
-        upload_of(audio), labels_or_preset(labels, preset), options, disconnected=request.is_disconnected
+        upload_of(audio),
+        labels_or_preset(labels, preset, optional=bool(adapter)),
+        options,
+        disconnected=request.is_disconnected,
+        adapter=adapter or None,
     )
     return DetectResponse(**detection.model_dump(), elapsed_ms=elapsed_ms(started))

@@ -1,0 +1,207 @@
+"""/api/adapters on a real server process: teach from uploaded clips, use the adapter by name on
+classify / batch / detect, download and re-upload it, delete it; the same key and limits as the
+rest of the API; names are never paths; a damaged or foreign adapter is refused."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+
+from soundsift import Adapter, Classifier
+from tests.server_process import ServerProcess
+from tests.test_adapters import RATE, SOUNDS, synthetic
+
+pytestmark = pytest.mark.slow  # a real server process
+
+KEY = "adapter-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, RATE, format="WAV")
+    return buffer.getvalue()
+
+
+def teaching_form(shots: int = 3) -> tuple[list, dict]:
+    files, labels = [], []
+    for kind in SOUNDS:
+        for variant in range(shots):
+            files.append(("clips", (f"{kind}-{variant}.wav", wav(synthetic(kind, variant)))))
+            labels.append(kind)
+    return files, {"name": "workshop", "clip_labels": labels}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    process = ServerProcess(
+        tiny_model_dir,
+        folder / "server.log",
+        api_key=KEY,
+        adapter_dir=str(folder / "store"),
+        max_teach_clips="12",
+        max_adapters="3",
+    )
+    process.wait_ready()
+    yield process
+    process.terminate()
+
+
+@pytest.fixture(scope="module")
+def taught(server) -> dict:
+    files, form = teaching_form()
+    response = requests.post(f"{server.url}/api/adapters", files=files, data=form, headers=AUTH, timeout=120)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def error_code(response: requests.Response) -> str:
+    assert response.headers["content-type"].startswith("application/json"), response.text[:200]
+    return response.json()["error"]["code"]
+
+
+def test_teach_list_and_use_by_name(server, taught):
+    assert taught["labels"] == list(SOUNDS) or set(taught["labels"]) == set(SOUNDS)
+    assert taught["examples"] == {kind: 3 for kind in SOUNDS} and taught["cross_validated"]
+    listed = requests.get(f"{server.url}/api/adapters", headers=AUTH, timeout=10).json()["adapters"]
+    assert [item["name"] for item in listed] == ["workshop"]
+
+    clip = ("audio", ("clip.wav", wav(synthetic("clicks", 5))))
+    answer = requests.post(
+        f"{server.url}/api/classify", files=[clip], data={"adapter": "workshop"}, headers=AUTH, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["top_label"] == "clicks" and answer.json()["adapter"] == "workshop"
+
+    mixed = requests.post(
+        f"{server.url}/api/classify/batch",
+        files=[clip, ("audio", ("hum.wav", wav(synthetic("hum", 6))))],
+        data={"adapter": "workshop", "labels": "glass breaking"},
+        headers=AUTH,
+        timeout=60,
+    ).json()["results"]
+    assert [result["top_label"] for result in mixed] == ["clicks", "hum"]
+    assert {score["label"] for score in mixed[0]["scores"] if not score["taught"]} == {"glass breaking"}
+
+    recording = np.concatenate([synthetic("hum", 4, seconds=3.0), synthetic("clicks", 4, seconds=3.0)])
+    detection = requests.post(
+        f"{server.url}/api/detect",
+        files=[("audio", ("long.wav", wav(recording)))],
+        data={"adapter": "workshop", "window_s": "1"},
+        headers=AUTH,
+        timeout=60,
+    )
+    assert detection.status_code == 200, detection.text
+    assert set(detection.json()["labels"]) == set(SOUNDS)
+
+
+def test_download_reupload_and_delete(server, taught, tmp_path):
+    downloaded = requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10)
+    assert downloaded.status_code == 200 and downloaded.content[8:9] == b"{"
+    Adapter.from_bytes(downloaded.content)  # a valid adapter file
+    copy = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("copy.adapter", downloaded.content))],
+        data={"name": "copy"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert copy.status_code == 201, copy.text
+    assert requests.delete(f"{server.url}/api/adapters/copy", headers=AUTH, timeout=10).status_code == 204
+    gone = requests.post(
+        f"{server.url}/api/classify",
+        files=[("audio", ("a.wav", wav(synthetic("hum", 1))))],
+        data={"adapter": "copy"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert gone.status_code == 404 and error_code(gone) == "adapter_not_found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/adapters"),
+        ("POST", "/api/adapters"),
+        ("GET", "/api/adapters/workshop"),
+        ("DELETE", "/api/adapters/workshop"),
+    ],
+)
+def test_every_adapter_route_needs_the_key(server, taught, method, path):
+    files, form = teaching_form(shots=1)
+    response = requests.request(
+        method,
+        server.url + path,
+        files=files if method == "POST" else None,
+        data=form if method == "POST" else None,
+        timeout=30,
+    )
+    assert response.status_code == 401 and error_code(response) == "unauthorized"
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "", ".hidden", "x" * 65, "名字"])
+def test_names_are_never_paths(server, name):
+    files, form = teaching_form(shots=1)
+    response = requests.post(
+        f"{server.url}/api/adapters", files=files, data={**form, "name": name}, headers=AUTH, timeout=30
+    )
+    assert response.status_code == 422 and error_code(response) in ("invalid_adapter", "invalid_request")
+
+
+def test_limits_and_bad_inputs_are_clear_errors(server, taught, tiny_unfused_model_dir):
+    files, form = teaching_form(shots=5)  # 15 clips, the limit is 12
+    too_many = requests.post(f"{server.url}/api/adapters", files=files, data=form, headers=AUTH, timeout=30)
+    assert too_many.status_code == 422 and error_code(too_many) == "invalid_examples"
+
+    files, form = teaching_form(shots=1)
+    unpaired = requests.post(
+        f"{server.url}/api/adapters", files=files, data={**form, "clip_labels": ["hum"]}, headers=AUTH, timeout=30
+    )
+    assert unpaired.status_code == 422 and error_code(unpaired) == "invalid_examples"
+
+    broken = [("clips", ("a.wav", b"RIFF not audio")), ("clips", ("b.wav", wav(synthetic("hum", 1))))]
+    no_usable = requests.post(
+        f"{server.url}/api/adapters",
+        files=broken,
+        data={"name": "broken", "clip_labels": ["hiss", "hum"]},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert no_usable.status_code == 422 and "hiss" in no_usable.json()["error"]["message"]
+
+    damaged = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("x.adapter", b"\x00" * 40))],
+        data={"name": "x"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert damaged.status_code == 422 and error_code(damaged) == "invalid_adapter"
+
+    foreign = Classifier(model=str(tiny_unfused_model_dir), device="cpu")
+    other = Adapter.fit(foreign, {kind: [(synthetic(kind, 0), RATE)] for kind in SOUNDS[:2]})
+    refused = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("o.adapter", other.to_bytes()))],
+        data={"name": "other"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert refused.status_code == 409 and error_code(refused) == "adapter_mismatch"
+    assert "Traceback" not in server.log()
+
+
+def test_adapters_survive_a_restart(tiny_model_dir, server, taught, tmp_path):
+    store = next(path for path in server.log_path.parent.glob("store"))
+    again = ServerProcess(tiny_model_dir, tmp_path / "again.log", api_key=KEY, adapter_dir=str(store))
+    again.wait_ready()
+    try:
+        listed = requests.get(f"{again.url}/api/adapters", headers=AUTH, timeout=10).json()["adapters"]
+        assert "workshop" in [item["name"] for item in listed]
+    finally:
+        again.terminate()
