@@ -253,3 +253,38 @@ def test_a_blocked_microphone_tells_the_user_what_to_do(playwright, server):
         expect(page.locator("#audio-input")).to_contain_text("allow this page to use the microphone")
     finally:
         blocked.close()
+
+
+def test_teach_sounds_on_the_page_then_classify_with_them(browser, server, tmp_path):
+    from tests.test_adapters import RATE, synthetic
+
+    clips = {
+        kind: [write_clip(tmp_path / f"{kind}-{variant}.wav", synthetic(kind, variant), RATE) for variant in range(3)]
+        for kind in ("hum", "clicks")
+    }
+    page = open_page(browser, server)
+    page.get_by_role("tab", name="Teach").click()
+    page.locator("#teach-name textarea").fill("workshop")
+    for kind, paths in clips.items():
+        page.locator("#teach-label textarea").fill(kind)
+        page.locator("#teach-files input[type=file]").set_input_files([str(path) for path in paths])
+        expect(page.locator("#teach-files")).to_contain_text(paths[-1].stem, timeout=20_000)
+        page.locator("#teach-add").click()
+        expect(page.locator("#teach-table")).to_contain_text(kind, timeout=20_000)
+    page.locator("#teach-button").click()
+    expect(page.locator("#teach-status")).to_contain_text("Taught workshop", timeout=60_000)
+
+    page.get_by_role("tab", name="Classify").click()
+    upload(page, "#audio-input", write_clip(tmp_path / "new.wav", synthetic("clicks", 5), RATE))
+    page.locator("#labels-input textarea").fill("")
+    page.locator("#adapter-choice input").click()
+    page.get_by_role("option", name="workshop").click()
+    page.locator("#classify-button").click()
+    expect(page.locator("#results-table")).to_contain_text("hum", timeout=30_000)
+    expect(page.locator("#verdict")).to_contain_text("clicks")
+    save(page, "taught")
+
+
+def write_clip(path: Path, samples: np.ndarray, rate: int) -> Path:
+    soundfile.write(path, samples, rate)
+    return path

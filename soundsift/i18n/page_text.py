@@ -50,6 +50,18 @@ TEXT: dict[str, dict[str, str]] = {
         "nature": "Nature",
         "moderation": "Moderation",
         "classroom": "Classroom",
+        "teach_tab": "Teach",
+        "teach_intro": "**Teach a sound** — name a label, upload or record a few clips of it (3 to 10 is plenty), "
+        "press *Add*, repeat for each label, then *Teach*. Clips of none of them go under the label `_none`. "
+        "Then pick the taught sounds under *Taught sounds* on the Classify tab.",
+        "teach_name": "Name of the taught sounds",
+        "teach_label": "Label",
+        "teach_files": "Clips of this label",
+        "teach_record": "Or record one",
+        "teach_add": "Add",
+        "teach_save": "Teach",
+        "teach_table": "Clips so far",
+        "adapter": "Taught sounds (optional)",
         "audio.no_microphone": "No microphone available: allow this page to use the microphone (the icon at the "
         "left of the address bar), then reload.",
         "audio.allow_recording_access": "The microphone is blocked: allow this page to use it (the icon at the left "
@@ -93,6 +105,17 @@ TEXT: dict[str, dict[str, str]] = {
         "nature": "自然",
         "moderation": "内容审核",
         "classroom": "课堂",
+        "teach_tab": "教学",
+        "teach_intro": "**教它一个声音** — 写下标签名，上传或录制几段该声音（3 到 10 段就够），点击“添加”，"
+        "每个标签重复一次，然后点击“教学”。都不属于的录音放在标签 `_none` 下。之后在“分类”页的“已学声音”中选择。",
+        "teach_name": "这组已学声音的名称",
+        "teach_label": "标签",
+        "teach_files": "该标签的音频片段",
+        "teach_record": "或录一段",
+        "teach_add": "添加",
+        "teach_save": "教学",
+        "teach_table": "已添加的片段",
+        "adapter": "已学声音（可选）",
         "audio.no_microphone": "没有可用的麦克风：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
         "audio.allow_recording_access": "麦克风被阻止：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
     },
@@ -126,6 +149,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "axis_label": "label",
         "events_summary": "{count} events in {duration} s",
         "listening": "Listening… {seconds} s heard, last scored at {time}",
+        "teach_need_label": "Type the label these clips are of.",
+        "teach_need_clips": "Upload or record at least one clip first.",
+        "teach_too_many": "At most {limit} clips can be taught at once.",
+        "teach_added": "{count} clips for {labels} labels so far; add more or press Teach.",
+        "teach_nothing": "Add clips for at least one label first.",
+        "teach_done": "✅ Taught **{name}**: {labels} labels from {clips} clips ({method}). "
+        "Pick it under *Taught sounds* on the Classify tab.",
+        "col_clips": "clips",
     },
     "zh": {
         "top": "**{label}** — 置信度 {confidence} · 音频 {duration} 秒 · {ms} 毫秒",
@@ -153,6 +184,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "axis_label": "标签",
         "events_summary": "{duration} 秒内 {count} 个事件",
         "listening": "正在收听… 已听 {seconds} 秒，最近一次打分在 {time}",
+        "teach_need_label": "请写下这些片段的标签。",
+        "teach_need_clips": "请先上传或录制至少一段音频。",
+        "teach_too_many": "一次最多可以教 {limit} 段音频。",
+        "teach_added": "目前 {labels} 个标签共 {count} 段音频；继续添加或点击“教学”。",
+        "teach_nothing": "请先为至少一个标签添加音频。",
+        "teach_done": "✅ 已学会 **{name}**：{labels} 个标签，{clips} 段音频（{method}）。"
+        "请在“分类”页的“已学声音”中选择它。",
+        "col_clips": "片段数",
     },
 }
 

@@ -310,6 +310,9 @@ def shots_markdown(report: EvalReport) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for shots, row in sorted(report.shots.items(), key=lambda item: int(item[0])):
+        if "skipped" in row:
+            lines.append(f"| {shots} | - ({row['skipped']}) | 0 | - | - |")
+            continue
         methods = ", ".join(f"{name} ×{count}" for name, count in row.get("methods", {}).items()) or "zero-shot"
         fit = f"{row['fit_s_mean']:.2f}" if "fit_s_mean" in row else "-"
         lines.append(
@@ -353,7 +356,7 @@ def _plot_shots(report: EvalReport, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = sorted((int(shots), row) for shots, row in report.shots.items())
+    rows = sorted((int(shots), row) for shots, row in report.shots.items() if "mean" in row)
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.errorbar(
         [shots for shots, _ in rows],

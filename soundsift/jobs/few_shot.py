@@ -57,7 +57,8 @@ def shots_table(
     progress: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """``{"0": zero-shot, "k": k-shot, ...}``, each with mean, std, runs and (k > 0) the methods
-    chosen and the mean fitting time."""
+    chosen and the mean fitting time; a k that leaves a class without test clips is skipped (said
+    so in the row)."""
     text = classifier.zero_shot_labels(list(classes), templates=templates, multi_label=True, min_labels=1)
     test_folds = sorted(set(data.folds.tolist()))
     zero_shot = [
@@ -66,6 +67,9 @@ def shots_table(
     ]
     table: dict[str, dict[str, Any]] = {"0": _summary(zero_shot)}
     for k in shots:
+        if len(test_folds) == 1 and np.bincount(data.targets).min() <= k:
+            table[str(k)] = {"skipped": f"one fold only, and some class has no more than {k} clips"}
+            continue
         accuracies, methods, fit_s = [], Counter[str](), []
         for fold_number, fold in enumerate(test_folds):
             for seed in range(seeds):

@@ -53,7 +53,8 @@ TIMEOUT = (5, 20)  # connect, read: every request is bounded
 LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_labels": "5", "max_batch_files": "4"}
 # The page's functions, by name; their fn_index is read from the running page's /config.
 CLASSIFY, DETECT = "classify", "detect"
-CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, "", False, False]  # labels, threshold, template, multi, recording
+CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, "", False, "", False]  # labels, threshold, template, multi,
+# adapter, recording
 DETECT_INPUTS = ["siren, rain", 5.0, 0.5, ""]  # labels, window, threshold, background
 SECRET_MARKERS = (b"root:x:0:0", KEY.encode(), b"SOUNDSIFT_")
 RANDOM = os.environ.get("SOUNDSIFT_FUZZ_RANDOM") == "1"

@@ -9,7 +9,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from soundsift.i18n.page_text import TEXT
-from soundsift.serving.page import classify_tab, detect_tab, live_tab
+from soundsift.serving.page import classify_tab, detect_tab, live_tab, teach_tab
 from soundsift.serving.service import ClassificationService
 
 # Never readable through the page, whatever else is configured.
@@ -34,11 +34,16 @@ def build_ui(service: ClassificationService, upload_root: Path) -> tuple[gr.Bloc
     with gr.Blocks(title="soundsift") as page:
         gr.Markdown(i18n("title"))
         with gr.Tab(i18n("classify_tab"), elem_id="classify-tab"):
-            classify_tab.build(service, i18n, upload_root)
+            adapter_choice = classify_tab.build(service, i18n, upload_root)
         with gr.Tab(i18n("long_tab"), elem_id="long-tab"):
             detect_tab.build(service, i18n, upload_root)
         with gr.Tab(i18n("live_tab"), elem_id="live-tab"):
             live_tab.build(service, i18n)
+        if service.settings.max_adapters:
+            with gr.Tab(i18n("teach_tab"), elem_id="teach-tab"):
+                teach_tab.build(service, i18n, upload_root, adapter_choice)
+        # Adapters taught elsewhere (the API, another tab) are offered as soon as the page opens.
+        page.load(lambda: teach_tab.adapter_dropdown(service), outputs=[adapter_choice], api_visibility="private")
     return page, i18n
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -46,7 +47,8 @@ def example_labels_js() -> str:
     return preset_js("smart_home").replace("() =>", "(current) => (current && current.trim()) ? current :", 1)
 
 
-def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> None:
+def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> gr.Dropdown:
+    """The tab; returns the "Taught sounds" choice, which the Teach tab refreshes."""
     settings = service.model_settings
 
     async def classify(
@@ -55,13 +57,20 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> N
         threshold: float,
         template: str,
         multi_label: bool,
+        adapter: str | None,
         recording: bool,
         request: gr.Request,
     ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
         language = request_language(request)
         try:
             return await run_classification(
-                service, upload_root, language, audio_path, labels, threshold, template, multi_label, recording
+                service,
+                upload_root,
+                language,
+                audio_path,
+                labels,
+                Options(float(threshold), template, bool(multi_label), adapter or None),
+                recording,
             )
         except PageProblem as problem:
             columns = [message(language, key) for key in ("col_label", "col_score", "col_similarity")]
@@ -79,6 +88,13 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> N
                 buttons=["download"],
             )
             labels = gr.Textbox(label=i18n("labels"), placeholder=i18n("labels_hint"), elem_id="labels-input")
+            adapter = gr.Dropdown(
+                choices=["", *service.adapters.names()],
+                value="",
+                label=i18n("adapter"),
+                elem_id="adapter-choice",
+                interactive=True,
+            )
             gr.Markdown(i18n("presets"), elem_classes="hint")
             with gr.Row(elem_classes="presets"):
                 presets = {
@@ -124,11 +140,20 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> N
         preset.click(None, outputs=[labels], js=preset_js(name))
     button.click(
         classify,
-        inputs=[audio, labels, threshold, template, multi_label, recording],
+        inputs=[audio, labels, threshold, template, multi_label, adapter, recording],
         outputs=[verdict, table, chart],
         js=IS_RECORDING_JS,
         api_visibility="private",
     )
+    return adapter
+
+
+@dataclass(frozen=True)
+class Options:
+    threshold: float
+    template: str
+    multi_label: bool
+    adapter: str | None
 
 
 async def run_classification(
@@ -137,9 +162,7 @@ async def run_classification(
     language: str,
     audio_path: str | None,
     labels: str,
-    threshold: float,
-    template: str,
-    multi_label: bool,
+    options: Options,
     recording: bool,
 ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
     started = time.perf_counter()
@@ -147,13 +170,12 @@ async def run_classification(
         raise PageProblem(message(language, "still_recording"))
     if not audio_path:
         raise PageProblem(message(language, "no_audio"))
-    if not labels or not labels.strip():
+    if (not labels or not labels.strip()) and not options.adapter:
         raise PageProblem(message(language, "no_labels"))
+    templates = [options.template] if options.template and options.template.strip() else None
     with as_page_problems("classification", language), open_upload(upload_root, audio_path, language) as upload:
-        prepared = await service.prepare_labels(
-            labels, [template] if template and template.strip() else None, bool(multi_label)
-        )
-        result = await service.classify(upload, prepared, threshold=float(threshold))
+        prepared = await service.prepare_labels(labels or None, templates, options.multi_label, options.adapter)
+        result = await service.classify(upload, prepared, threshold=options.threshold)
     return verdict(result, elapsed_ms(started), language), score_table(result, language), score_chart(result, language)
 
 
