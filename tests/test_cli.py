@@ -106,7 +106,7 @@ def test_usage_errors_exit_2(run, esc50_clips, argv, message):
 
 def test_missing_labels_and_argparse_errors_exit_2(run, capsys):
     assert main(["classify", "x.wav"]) == 2
-    assert "--labels (or --preset) is required" in capsys.readouterr().err
+    assert "--labels (or --preset, or --adapter) is required" in capsys.readouterr().err
     assert main(["classify", "x.wav", "--labels", "a, b", "--preset", "office"]) == 2
     with pytest.raises(SystemExit) as raised:
         main(["classify", "x.wav", "--threshold", "high"])
