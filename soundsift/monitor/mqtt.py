@@ -243,9 +243,17 @@ class MqttSink:
             done: list[tuple[Any, int | None]] = []
             waiting: list[tuple[Any, int | None]] = []
             for item in self._pending:
-                (done if item[0].is_published() else waiting).append(item)
+                (done if _acknowledged(item[0]) else waiting).append(item)
             self._pending = waiting
         for _, event_id in done:
             if event_id is not None:
                 self.on_event_delivered(event_id)
         return len(self._pending)
+
+
+def _acknowledged(info: Any) -> bool:
+    """Whether the broker acknowledged a QoS 1 message. Not ``info.is_published()``: that raises for a
+    message first published while the broker was away (its rc stays MQTT_ERR_NO_CONN), although paho
+    keeps such a message and sends it on reconnect, where the acknowledgement sets this same flag."""
+    with info._condition:
+        return bool(info._published)
