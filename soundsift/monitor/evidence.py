@@ -87,7 +87,8 @@ class EvidenceStore:
         self.prune()
 
     def prune(self) -> None:
-        """Delete clips older than max_age_days, then the oldest until the total fits max_total_mb.
+        """Delete clips older than max_age_days, then the oldest until the total fits max_total_mb (the
+        newest is kept whatever its size: the clip of the event just reported must exist).
         Only this store's clips (one level of stream folders, our suffix) are ever touched."""
         with self._lock:
             clips = []
@@ -102,9 +103,10 @@ class EvidenceStore:
             total = sum(size for _, size, _ in clips)
             max_age_s = self.config.max_age_days * 86_400 if self.config.max_age_days else None
             max_bytes = self.config.max_total_mb * 1e6 if self.config.max_total_mb else None
-            for mtime, size, path in clips:
+            for index, (mtime, size, path) in enumerate(clips):
                 too_old = max_age_s is not None and now - mtime > max_age_s
-                too_much = max_bytes is not None and total > max_bytes
+                newest = index == len(clips) - 1
+                too_much = max_bytes is not None and total > max_bytes and not newest
                 if not (too_old or too_much):
                     break
                 path.unlink(missing_ok=True)
