@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from soundsift.cli.main import main
 from soundsift.monitor.config import EvidenceConfig, load_config, object_id, parse_broker_url, redact_url
 from soundsift.monitor.evidence import AudioRing, EvidenceStore
 from soundsift.monitor.gate import AlertGate, LabelStates
+
+REPO = Path(__file__).resolve().parents[1]
 
 GOOD = """
 streams:
@@ -155,3 +158,13 @@ def test_evidence_retention_by_age_and_total_size(tmp_path):
         store.write(folder / "kitchen" / f"clip{index}.flac", samples, 48_000)
     kept = sorted(path.name for path in folder.glob("*/*.flac"))
     assert kept == ["clip2.flac"] and store.written == 3  # oldest first, until the total fits
+
+
+def test_the_documented_three_room_example_is_valid_and_flags_override_parts_of_it(tmp_path):
+    example = REPO / "deploy" / "monitor" / "monitors.example.yaml"
+    config = load_config(example, {"mqtt": {"url": "mqtt://mosquitto/house"}, "evidence": {"dir": str(tmp_path)}})
+    assert [stream.name for stream in config.streams] == ["kitchen", "nursery", "hall"]
+    assert config.mqtt is not None and config.mqtt.endpoint().prefix == "house" and config.mqtt.scores_interval_s == 5
+    assert config.evidence is not None and config.evidence.dir == tmp_path and config.evidence.max_age_days == 14
+    docs = (REPO / "docs" / "smart-home.md").read_text(encoding="utf-8")
+    assert example.read_text(encoding="utf-8").split("streams:", 1)[1] in docs, "docs/smart-home.md shows the example"

@@ -68,8 +68,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     sinks.add_argument("--mqtt-key", type=Path, help="mqtts: the client certificate's key (PEM)")
     sinks.add_argument("--no-discovery", action="store_true", help="no Home Assistant discovery configs")
     sinks.add_argument("--evidence-dir", type=Path, help="write a clip of each event here (FLAC)")
-    sinks.add_argument("--evidence-before", type=float, default=5.0, help="seconds of a clip before the event (5)")
-    sinks.add_argument("--evidence-after", type=float, default=5.0, help="seconds of a clip after the event (5)")
+    sinks.add_argument("--evidence-before", type=float, help="seconds of a clip before the event (5)")
+    sinks.add_argument("--evidence-after", type=float, help="seconds of a clip after the event (5)")
     sinks.add_argument("--health-port", type=int, help="answer GET / with the streams' state as JSON (0: any port)")
     sinks.add_argument("--health-host", default="127.0.0.1", help="address of the health port (127.0.0.1)")
     add_model_options(parser)
@@ -82,7 +82,9 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.db is not None:
         values["database"] = args.db
     if args.mqtt:
-        mqtt: dict[str, Any] = {"url": args.mqtt, "discovery": not args.no_discovery}
+        mqtt: dict[str, Any] = {"url": args.mqtt}
+        if args.no_discovery:
+            mqtt["discovery"] = False
         for key, value in (("ca_certs", args.mqtt_ca), ("certfile", args.mqtt_cert), ("keyfile", args.mqtt_key)):
             if value is not None:
                 mqtt[key] = value
@@ -90,11 +92,14 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
     elif args.mqtt_ca or args.mqtt_cert or args.mqtt_key:
         raise UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt mqtts://...")
     if args.evidence_dir is not None:
-        values["evidence"] = {
-            "dir": args.evidence_dir,
-            "before_s": args.evidence_before,
-            "after_s": args.evidence_after,
-        }
+        values["evidence"] = {"dir": args.evidence_dir}
+    if args.evidence_before is not None or args.evidence_after is not None:
+        if args.evidence_dir is None and not args.config:
+            raise UsageError("--evidence-before and --evidence-after need --evidence-dir")
+        evidence = values.setdefault("evidence", {})
+        for key, value in (("before_s", args.evidence_before), ("after_s", args.evidence_after)):
+            if value is not None:
+                evidence[key] = value
     if args.health_port is not None:
         values["health_port"] = args.health_port
         values["health_host"] = args.health_host

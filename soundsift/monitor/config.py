@@ -247,7 +247,8 @@ class MonitorConfig(_Strict):
 
 
 def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> MonitorConfig:
-    """Read a YAML monitor config; ``overrides`` replace its top-level keys (the CLI's --mqtt, --db ...).
+    """Read a YAML monitor config; ``overrides`` replace its top-level keys (the CLI's --mqtt, --db ...),
+    and within the mqtt and evidence sections only the keys they give.
     Raises ConfigurationError naming the file, the stream and the field."""
     yaml = YAML.require("a --config file")
     try:
@@ -258,7 +259,9 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Monit
         raise ConfigurationError(f"not valid YAML: {error}", source=str(path)) from None
     if not isinstance(data, dict):
         raise ConfigurationError("expected a mapping with a 'streams' list at the top", source=str(path))
-    data = {**data, **(overrides or {})}
+    for key, value in (overrides or {}).items():  # a flag's part of a section keeps the file's other keys
+        both = isinstance(value, dict) and isinstance(data.get(key), dict)
+        data = {**data, key: {**data[key], **value} if both else value}
     try:
         return MonitorConfig.model_validate(data)
     except ValidationError as error:
