@@ -168,3 +168,12 @@ def test_the_documented_three_room_example_is_valid_and_flags_override_parts_of_
     assert config.evidence is not None and config.evidence.dir == tmp_path and config.evidence.max_age_days == 14
     docs = (REPO / "docs" / "smart-home.md").read_text(encoding="utf-8")
     assert example.read_text(encoding="utf-8").split("streams:", 1)[1] in docs, "docs/smart-home.md shows the example"
+
+
+def test_only_one_stream_reads_stdin(tmp_path, capsys):
+    path = tmp_path / "monitors.yaml"
+    path.write_text(
+        GOOD.replace("source: mic", "source: '-'").replace("rtsp://user:secret@camera.local/stream1", "'-'")
+    )
+    assert main(["monitor", "--config", str(path)]) == 2
+    assert "only one stream can read stdin" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from soundsift.monitor.config import MonitorConfig, object_id
 from soundsift.monitor.mqtt import node_id
 from soundsift.monitor.runner import MonitorService
 from tests.data.audio import tone
-from tests.monitor.broker import Broker, Recorder, retained
+from tests.monitor.broker import Broker, Recorder, TlsFiles, retained
 
 pytestmark = pytest.mark.broker
 
@@ -297,3 +297,21 @@ def test_health_port_reports_each_stream(classifier, tmp_path):
     finally:
         service.stop()
         runner.join(timeout=20)
+
+
+def test_mqtts_with_a_ca_and_a_client_certificate(classifier, tmp_path):
+    tls = TlsFiles.make(tmp_path / "tls")
+    broker = Broker(tmp_path / "tls-broker", tls=tls)
+    broker.start()
+    try:
+        recorder = Recorder(broker, "secure/attic/event")
+        recorder.wait_for(recorder.client.is_connected, what="the TLS recorder connected")
+        source = wav(tmp_path / "attic.wav", sound(("tone", 2)))
+        mqtt = {"url": f"{broker.url}/secure", "ca_certs": tls.ca, "certfile": tls.client_cert}
+        mqtt["keyfile"] = tls.client_key
+        cfg = config(tmp_path, None, [{"name": "attic", "source": str(source)}], mqtt=mqtt)
+        assert MonitorService(classifier, cfg, emit=lambda _: None).run()["attic"].alerts == 2
+        recorder.wait_for(lambda: len(recorder.on("secure/attic/event")) == 2, what="two events over TLS")
+        recorder.close()
+    finally:
+        broker.stop()

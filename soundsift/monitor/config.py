@@ -243,6 +243,8 @@ class MonitorConfig(_Strict):
             if stream.name in seen:
                 raise ValueError(f"two streams are named {stream.name!r}; names must be unique")
             seen.add(stream.name)
+        if sum(stream.source == "-" for stream in streams) > 1:
+            raise ValueError("only one stream can read stdin ('-')")
         return streams
 
 

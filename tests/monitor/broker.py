@@ -44,21 +44,29 @@ class Broker:
     """mosquitto on 127.0.0.1:<port>, with persistence so that it can be stopped and started again
     with its sessions (a subscriber with a persistent session misses nothing across a restart)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tls: TlsFiles | None = None) -> None:
         self.binary = mosquitto_binary()
+        self.tls = tls
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\nmax_queued_messages 100000\n"
+            # As root, mosquitto switches to its own user, which cannot read pytest's private folders.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + f"persistence_location {folder}/\nlog_dest file {folder}/mosquitto.log\nmax_queued_messages 100000\n"
+            + (
+                f"cafile {tls.ca}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\nrequire_certificate true\n"
+                if tls
+                else ""
+            )
         )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
         self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stderr=subprocess.PIPE)
@@ -80,6 +88,48 @@ class Broker:
             self.process.terminate()  # SIGTERM: mosquitto saves its persistence file
             self.process.wait(timeout=10)
         self.process = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> TlsFiles:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            pytest.skip("needs the openssl command to make test certificates")
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=soundsift test CA")  # fmt: skip
+        (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=soundsift")):
+            run(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                subject,
+            )
+            run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", "san.ext")  # fmt: skip
+        return cls(folder / "ca.pem", folder / "server.pem", folder / "server.key", folder / "client.pem",
+                   folder / "client.key")  # fmt: skip
 
 
 @dataclass
@@ -104,7 +154,9 @@ class Recorder:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", clean_session=not persistent
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        if broker.tls:
+            self.client.tls_set(str(broker.tls.ca), str(broker.tls.client_cert), str(broker.tls.client_key))
+        self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = lambda client, *_: [client.subscribe(topic, qos=1) for topic in self.topics]
         self.client.on_message = self._keep
         self.client.connect("127.0.0.1", broker.port)
