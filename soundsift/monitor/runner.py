@@ -339,12 +339,16 @@ class StreamMonitor:
             return
         started = time.perf_counter()
         decoded = DecodedAudio(ring.copy(), self.rate, self.source_name, False)
-        outcome = self.shared.scorer.submit(self.classifier.featurize(decoded)).result()
-        if isinstance(outcome, SoundsiftError):
+        try:
+            outcome = self.shared.scorer.submit(self.classifier.featurize(decoded)).result()
+            if isinstance(outcome, SoundsiftError):
+                raise outcome
+            result = self.classifier.score_embedding(decoded, outcome, self.prepared, self.decision)
+        except Exception:  # one window that cannot be scored must not end the stream: counted, logged
             self.stats.failed += 1
+            logger.exception("stream %s: a window could not be scored", self.config.name)
             self._judge(now, {})
             return
-        result = self.classifier.score_embedding(decoded, outcome, self.prepared, self.decision)
         self.stats.busy_s += time.perf_counter() - started
         self.stats.scored += 1
         scores = {score.label: score.score for score in result.scores}
@@ -417,6 +421,9 @@ class MonitorService:
             for stream in config.streams:
                 self.streams.append(StreamMonitor(stream, self.shared, webhook_drain_s=config.webhook_drain_s))
         except BaseException:
+            for started in self.streams:
+                if started.mqtt:
+                    started.mqtt.client.loop_stop()
             self._close_sinks()
             raise
         self.started = time.monotonic()
