@@ -177,3 +177,11 @@ def test_only_one_stream_reads_stdin(tmp_path, capsys):
     )
     assert main(["monitor", "--config", str(path)]) == 2
     assert "only one stream can read stdin" in capsys.readouterr().err
+
+
+def test_an_evidence_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["monitor", "--labels", "dog, siren", "--evidence-dir", str(blocker / "clips"), "--model", "x"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot create the evidence folder" in error and "Traceback" not in error

@@ -134,6 +134,7 @@ def single_stream(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
     from soundsift.monitor.config import load_config
+    from soundsift.monitor.evidence import EvidenceStore
     from soundsift.monitor.runner import MonitorService, build_config
 
     try:
@@ -143,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             config = load_config(args.config, shared_settings(args))
         else:
             config = build_config({**single_stream(args), **shared_settings(args)})
+        if config.evidence:  # a folder that cannot be made fails now, not after the model has loaded
+            EvidenceStore(config.evidence)
     except ConfigurationError as error:
         raise UsageError(str(error)) from None
     classifier = Classifier(settings_from_args(args))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from soundsift.errors import ConfigurationError
 from soundsift.monitor.config import EvidenceConfig
 
 logger = logging.getLogger("soundsift.monitor")
@@ -65,15 +66,21 @@ class EvidenceStore:
 
     def __init__(self, config: EvidenceConfig) -> None:
         self.config = config
+        self.dir = config.dir.expanduser().resolve()  # events carry absolute paths, whatever the cwd
         self.suffix = SUFFIXES[config.format]
         self._lock = threading.Lock()
         self.written = self.deleted = 0
-        config.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot create the evidence folder: {error.strerror}", source=str(self.dir)
+            ) from None
         self.prune()
 
     def path_for(self, stream: str, label_id: str, when: datetime) -> Path:
         stamp = when.strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
-        return self.config.dir / stream / f"{stamp}_{label_id}{self.suffix}"
+        return self.dir / stream / f"{stamp}_{label_id}{self.suffix}"
 
     def write(self, path: Path, samples: np.ndarray, rate: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +99,7 @@ class EvidenceStore:
         Only this store's clips (one level of stream folders, our suffix) are ever touched."""
         with self._lock:
             clips = []
-            for path in self.config.dir.glob(f"*/*{self.suffix}"):
+            for path in self.dir.glob(f"*/*{self.suffix}"):
                 try:
                     stat = path.stat()
                 except FileNotFoundError:  # deleted meanwhile (by hand, or another process)
