@@ -27,8 +27,8 @@ import pytest
 import soundfile
 
 from soundsift.cli.main import main
-from soundsift.monitor.config import MonitorConfig, object_id
-from soundsift.monitor.mqtt import node_id
+from soundsift.monitor.config import MonitorConfig, MqttConfig, object_id
+from soundsift.monitor.mqtt import MqttSink, node_id
 from soundsift.monitor.runner import MonitorService
 from tests.data.audio import tone
 from tests.monitor.broker import Broker, Recorder, TlsFiles, retained
@@ -315,3 +315,18 @@ def test_mqtts_with_a_ca_and_a_client_certificate(classifier, tmp_path):
         recorder.close()
     finally:
         broker.stop()
+
+
+def test_configs_are_sent_again_when_home_assistant_restarts(broker):
+    sink = MqttSink(MqttConfig(url=f"{broker.url}/test", drain_s=2.0), "den", ["doorbell"], model="tiny")
+    recorder = Recorder(broker, "homeassistant/binary_sensor/#")
+    try:
+        assert sink.connected.wait(10), "the sink did not connect"
+        recorder.wait_for(lambda: recorder.messages, what="the discovery config")
+        seen = len(recorder.messages)
+        recorder.client.publish("homeassistant/status", "online", qos=1)  # Home Assistant's birth message
+        recorder.wait_for(lambda: len(recorder.messages) > seen, what="the config sent again")
+        assert json.loads(recorder.messages[-1].payload)["name"] == "doorbell"
+    finally:
+        sink.close()
+        recorder.close()
