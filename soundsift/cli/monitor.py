@@ -107,11 +107,11 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def single_stream(args: argparse.Namespace) -> dict[str, Any]:
-    if not args.labels:
-        raise UsageError("give --labels (one stream) or --config FILE (several)")
+    if not args.labels and not args.adapter:
+        raise UsageError("give --labels or --adapter (one stream), or --config FILE (several)")
     stream: dict[str, Any] = {
         "name": args.name,
-        "labels": args.labels,
+        "labels": args.labels or None,
         "source": args.source,
         "source_rate": args.source_rate,
         "speed": args.speed,
@@ -128,6 +128,8 @@ def single_stream(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.alert:
         stream["alert"] = args.alert
+    if args.adapter:
+        stream["adapter"] = args.adapter
     return {"streams": [stream]}
 
 
@@ -155,10 +157,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     # systemd and Docker stop with SIGTERM: finish like Ctrl-C (states OFF, streams offline, clips written).
     previous = signal.signal(signal.SIGTERM, lambda *_: service.stop())
-    for stream in config.streams:
+    for stream in service.streams:
         print(
-            f"listening to {stream.name}: {service.streams[config.streams.index(stream)].source_name}; alerts for "
-            f"{', '.join(stream.alert_labels)}",
+            f"listening to {stream.config.name}: {stream.source_name}; alerts for {', '.join(stream.alert)}",
             file=sys.stderr,
         )
     if service.health_server:

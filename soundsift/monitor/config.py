@@ -40,11 +40,11 @@ class StreamConfig(_Strict):
     source: str = Field("mic", min_length=1, description="mic, a file, '-' (PCM on stdin), or a URL PyAV opens.")
     source_rate: int = Field(16_000, ge=8_000, le=192_000, description="Sample rate of mic and stdin audio.")
     speed: float = Field(1.0, gt=0, le=1000, description="Replay speed of a file source.")
-    labels: str | list[str] | dict[str, list[str]] = Field(
-        description="Every label scored (the label forms of --labels)."
+    labels: str | list[str] | dict[str, list[str]] | None = Field(
+        None, description="Every zero-shot label scored (the label forms of --labels); optional with an adapter."
     )
     alert: list[str] | None = Field(None, description="Labels that raise events (default: every label).")
-    adapter: Path | None = Field(None, description="An adapter file for this stream's labels (not supported yet).")
+    adapter: Path | None = Field(None, description="An adapter file (`soundsift teach`): its taught labels come first.")
     window_s: float = Field(2.0, gt=0, le=60)
     hop_s: float = Field(1.0, gt=0, le=60)
     threshold: float = Field(0.5, ge=0, le=1, description="Score that counts as heard.")
@@ -64,9 +64,11 @@ class StreamConfig(_Strict):
 
     @field_validator("labels")
     @classmethod
-    def _usable_labels(cls, labels: str | list[str] | dict[str, list[str]]) -> Any:
+    def _usable_labels(cls, labels: str | list[str] | dict[str, list[str]] | None) -> Any:
+        if labels is None:
+            return labels
         try:
-            label_names(labels, min_labels=2)
+            label_names(labels, min_labels=1)
         except LabelError as error:
             raise ValueError(str(error)) from None
         return labels
@@ -95,19 +97,22 @@ class StreamConfig(_Strict):
 
     @field_validator("adapter")
     @classmethod
-    def _no_adapters_yet(cls, adapter: Path | None) -> Path | None:
-        if adapter is not None:
-            raise ValueError("adapters are not supported by the monitor yet; give the stream's labels instead")
+    def _readable_adapter(cls, adapter: Path | None) -> Path | None:
+        if adapter is not None and not adapter.is_file():
+            raise ValueError(f"{adapter} is not a file")
         return adapter
 
     @model_validator(mode="after")
     def _consistent(self) -> StreamConfig:
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s ({self.hop_s}) must be at most window_s ({self.window_s})")
-        names = set(label_names(self.labels))
+        if self.labels is not None and self.adapter is None and len(label_names(self.labels)) < 2:
+            raise ValueError("labels: give at least 2 labels (or an adapter)")
+        # With an adapter, its taught labels are known once it is loaded: the monitor checks them then.
+        names = set(label_names(self.labels)) if self.labels is not None else set()
         unknown = [label for label in self.alert or () if label not in names]
         unknown += [label for label in self.thresholds if label not in names]
-        if unknown:
+        if unknown and self.adapter is None and self.labels is not None:
             raise ValueError(f"alert or thresholds name labels not in labels: {', '.join(sorted(set(unknown)))}")
         if any(not 0 <= value <= 1 for value in self.thresholds.values()):
             raise ValueError("thresholds must be between 0 and 1")
@@ -115,7 +120,8 @@ class StreamConfig(_Strict):
 
     @property
     def alert_labels(self) -> list[str]:
-        return self.alert if self.alert else label_names(self.labels)
+        """The alert labels as configured (with an adapter, the monitor adds its taught labels)."""
+        return self.alert if self.alert else label_names(self.labels) if self.labels is not None else []
 
     @property
     def confirm_n(self) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from soundsift._version import __version__
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import DecodedAudio, is_silent, resample
 from soundsift.core.classifier import Classifier
 from soundsift.errors import ConfigurationError, SoundsiftError
@@ -183,12 +184,16 @@ class StreamMonitor:
         self.config, self.shared, self.webhook_drain_s = config, shared, webhook_drain_s
         self.classifier = shared.classifier
         self.rate = self.classifier.sample_rate
-        self.prepared = self.classifier.prepare_labels(config.labels)
-        alert = config.alert_labels
-        unknown = set(alert) - set(self.prepared.names)
+        try:
+            adapter = Adapter.load(config.adapter) if config.adapter else None
+            self.prepared = self.classifier.prepare_labels(config.labels, adapter=adapter)
+        except SoundsiftError as error:  # no labels, bad labels, an unreadable adapter or one of another model
+            raise ConfigurationError(f"stream {config.name}: {error}") from None
+        alert = config.alert or self.prepared.names
+        unknown = (set(alert) | set(config.thresholds)) - set(self.prepared.names)
         if unknown:
             raise ConfigurationError(
-                f"stream {config.name}: alert labels not in its labels: {', '.join(sorted(unknown))}"
+                f"stream {config.name}: alert or thresholds name labels not in its labels: {', '.join(sorted(unknown))}"
             )
         self.alert = alert
         self.decision = self.classifier.decision()
