@@ -66,3 +66,18 @@ def test_a_damaged_adapter_is_a_usage_error(tiny_model_dir, tmp_path, monkeypatc
     assert main(["monitor", "--adapter", str(damaged), "--source", "mic", "--db", str(tmp_path / "e.db")]) == 2
     error = capsys.readouterr().err
     assert "damaged.adapter" in error and "Traceback" not in error
+
+
+def test_the_models_adapter_serves_every_stream_of_a_config(tiny_model_dir, adapter_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+    source = write_soundfile(tmp_path / "shed.wav", tone(2.0, 16_000, frequency=90.0), 16_000)
+    (tmp_path / "monitors.yaml").write_text(
+        f"streams:\n  - name: shed\n    source: {source}\n    labels: speech\n    alert: [hum]\n"
+        "    threshold: 0\n    confirm: 1/1\n    window_s: 1\n    hop_s: 0.5\n    speed: 8\n"
+    )
+    database = tmp_path / "events.db"
+    command = ["monitor", "--config", str(tmp_path / "monitors.yaml"), "--adapter", str(adapter_file)]
+    assert main([*command, "--db", str(database)]) == 0
+    with sqlite3.connect(database) as db:
+        assert [row[0] for row in db.execute("SELECT label FROM events")] == ["hum"]

@@ -139,18 +139,19 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.monitor.evidence import EvidenceStore
     from soundsift.monitor.runner import MonitorService, build_config
 
+    settings = settings_from_args(args)
     try:
         if args.config:
             if args.labels or args.alert or args.webhook:
                 raise UsageError("--labels, --alert and --webhook belong in the --config file's streams")
-            config = load_config(args.config, shared_settings(args))
+            config = load_config(args.config, shared_settings(args), adapter=bool(settings.adapter))
         else:
             config = build_config({**single_stream(args), **shared_settings(args)})
         if config.evidence:  # a folder that cannot be made fails now, not after the model has loaded
             EvidenceStore(config.evidence)
     except ConfigurationError as error:
         raise UsageError(str(error)) from None
-    classifier = Classifier(settings_from_args(args))
+    classifier = Classifier(settings)
     try:
         service = MonitorService(classifier, config)
     except ConfigurationError as error:

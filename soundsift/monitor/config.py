@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from soundsift.core.labels import label_names
 from soundsift.errors import ConfigurationError, LabelError
@@ -103,16 +111,18 @@ class StreamConfig(_Strict):
         return adapter
 
     @model_validator(mode="after")
-    def _consistent(self) -> StreamConfig:
+    def _consistent(self, info: ValidationInfo) -> StreamConfig:
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s ({self.hop_s}) must be at most window_s ({self.window_s})")
-        if self.labels is not None and self.adapter is None and len(label_names(self.labels)) < 2:
+        # With an adapter (the stream's, or the model's: context "adapter"), its taught labels are known
+        # only once it is loaded, and the monitor checks the alert labels then.
+        adapter = self.adapter is not None or bool((info.context or {}).get("adapter"))
+        if self.labels is not None and not adapter and len(label_names(self.labels)) < 2:
             raise ValueError("labels: give at least 2 labels (or an adapter)")
-        # With an adapter, its taught labels are known once it is loaded: the monitor checks them then.
         names = set(label_names(self.labels)) if self.labels is not None else set()
         unknown = [label for label in self.alert or () if label not in names]
         unknown += [label for label in self.thresholds if label not in names]
-        if unknown and self.adapter is None and self.labels is not None:
+        if unknown and not adapter and self.labels is not None:
             raise ValueError(f"alert or thresholds name labels not in labels: {', '.join(sorted(set(unknown)))}")
         if any(not 0 <= value <= 1 for value in self.thresholds.values()):
             raise ValueError("thresholds must be between 0 and 1")
@@ -254,9 +264,10 @@ class MonitorConfig(_Strict):
         return streams
 
 
-def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> MonitorConfig:
+def load_config(path: Path, overrides: Mapping[str, Any] | None = None, *, adapter: bool = False) -> MonitorConfig:
     """Read a YAML monitor config; ``overrides`` replace its top-level keys (the CLI's --mqtt, --db ...),
-    and within the mqtt and evidence sections only the keys they give.
+    and within the mqtt and evidence sections only the keys they give. ``adapter``: the model has an
+    adapter, whose taught labels every stream scores.
     Raises ConfigurationError naming the file, the stream and the field."""
     yaml = YAML.require("a --config file")
     try:
@@ -271,7 +282,7 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Monit
         both = isinstance(value, dict) and isinstance(data.get(key), dict)
         data = {**data, key: {**data[key], **value} if both else value}
     try:
-        return MonitorConfig.model_validate(data)
+        return MonitorConfig.model_validate(data, context={"adapter": adapter})
     except ValidationError as error:
         raise ConfigurationError(config_error(error, data), source=str(path)) from None
 
