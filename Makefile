@@ -33,10 +33,10 @@ serve: install
 demo: install
 	$(BIN)/soundsift classify soundsift/examples/*.ogg --labels "$(EXAMPLE_LABELS)"
 
-# Debian packages the tests drive: Chromium (browser tests) and a CJK font (the Chinese page in its
-# screenshots, the CLI's timeline plots). Installed when missing and we may
+# Debian packages the tests drive: Chromium (browser tests), a CJK font (the Chinese page in its
+# screenshots, the CLI's timeline plots) and Mosquitto (MQTT broker tests). Installed when missing and we may
 # (root, apt-get present); otherwise the tests that need them say so.
-SYSTEM_PACKAGES ?= chromium fonts-wqy-microhei fonts-noto-color-emoji
+SYSTEM_PACKAGES ?= chromium fonts-wqy-microhei fonts-noto-color-emoji mosquitto
 system-packages:
 	@missing=""; for package in $(SYSTEM_PACKAGES); do \
 		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \

@@ -165,7 +165,7 @@ def test_cli_monitor_and_its_errors(tiny_model_dir, recording, tmp_path, monkeyp
     assert "ALERT" in output.out and "real-time factor" in output.err
     assert [row[1] for row in logged(database)] == ["siren"]
     assert main(argv(alert="cat")) == 2
-    assert "not in --labels" in capsys.readouterr().err
+    assert "not in labels" in capsys.readouterr().err
     assert main(argv(confirm="3/2")) == 2
     assert main(argv(confirm="two")) == 2
 

@@ -1,10 +1,12 @@
-"""`soundsift monitor`: listen continuously and alert."""
+"""`soundsift monitor`: listen continuously to one stream (flags) or several (--config) and alert."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from soundsift.cli.common import EXIT_OK, UsageError, add_model_options, add_translation_options, settings_from_args
 from soundsift.errors import ConfigurationError
@@ -17,11 +19,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Score the last --window seconds every --hop seconds against --labels; an --alert label "
         "fires when its score reached --threshold in N of the last M hops (--confirm N/M), then stays quiet for "
         "--cooldown seconds. Windows quieter than --gate-db are not scored. Alerts are printed, stored in a "
-        "SQLite log (--db) and optionally POSTed as JSON to --webhook. Live sources reconnect with backoff; "
-        "when scoring cannot keep up, hops are skipped and counted.",
+        "SQLite log (--db) and optionally POSTed as JSON to --webhook and published to an MQTT broker (--mqtt, "
+        "with Home Assistant discovery). --config FILE listens to several streams with one model (see "
+        "docs/smart-home.md). Live sources reconnect with backoff; when scoring cannot keep up, hops are skipped "
+        "and counted.",
     )
-    parser.add_argument("--labels", required=True, help="every label to score (comma-separated)")
-    parser.add_argument("--alert", required=True, help="labels that raise alerts (a subset of --labels)")
+    parser.add_argument("--config", type=Path, help="YAML file of streams (replaces --labels, --source ...)")
+    parser.add_argument("--labels", help="every label to score (comma-separated)")
+    parser.add_argument("--alert", help="labels that raise alerts (a subset of --labels; default: all)")
     add_translation_options(parser)
     parser.add_argument(
         "--source",
@@ -29,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="mic (default; needs sounddevice), a file (replayed in real time), '-' for raw 16-bit mono PCM on "
         "stdin, or anything PyAV opens: rtsp://..., http://..., alsa:hw:0, pulse:default",
     )
+    parser.add_argument("--name", default="default", help="the stream's name in MQTT topics and events (default)")
     parser.add_argument("--source-rate", type=int, default=16_000, help="sample rate of mic/stdin audio (16000)")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed for a file source (default 1.0)")
     live = parser.add_argument_group("scoring and alerts")
@@ -44,55 +50,134 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     live.add_argument("--confirm", default="2/3", help="N/M: alert when heard in N of the last M hops (2/3)")
     live.add_argument("--cooldown", type=float, default=30.0, help="seconds before a label alerts again (30)")
+    live.add_argument("--hold", type=float, default=5.0, help="seconds a label's MQTT state stays ON (5)")
     live.add_argument("--gate-db", type=float, default=-50.0, help="skip windows quieter than this dBFS (-50)")
     live.add_argument("--duration", type=float, help="stop after this many seconds of audio")
-    sinks = parser.add_argument_group("where alerts go")
-    sinks.add_argument("--db", type=Path, default=Path("soundsift-events.db"), help="SQLite event log")
+    sinks = parser.add_argument_group("where alerts go (with --config, these replace the file's shared settings)")
+    sinks.add_argument("--db", type=Path, help="SQLite event log (default soundsift-events.db)")
     sinks.add_argument("--webhook", help="POST each alert as JSON to this URL (retried, never blocks listening)")
     sinks.add_argument("--webhook-timeout", type=float, default=5.0, help="seconds per webhook attempt (5)")
+    sinks.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish to this broker: mqtt://[user[:password]@]host[:port][/prefix] or mqtts://... "
+        "(a password can come from SOUNDSIFT_MQTT_PASSWORD)",
+    )
+    sinks.add_argument("--mqtt-ca", type=Path, help="mqtts: CA certificates that signed the broker's")
+    sinks.add_argument("--mqtt-cert", type=Path, help="mqtts: client certificate (PEM)")
+    sinks.add_argument("--mqtt-key", type=Path, help="mqtts: the client certificate's key (PEM)")
+    sinks.add_argument("--no-discovery", action="store_true", help="no Home Assistant discovery configs")
+    sinks.add_argument("--evidence-dir", type=Path, help="write a clip of each event here (FLAC)")
+    sinks.add_argument("--evidence-before", type=float, help="seconds of a clip before the event (5)")
+    sinks.add_argument("--evidence-after", type=float, help="seconds of a clip after the event (5)")
+    sinks.add_argument("--health-port", type=int, help="answer GET / with the streams' state as JSON (0: any port)")
+    sinks.add_argument("--health-host", default="127.0.0.1", help="address of the health port (127.0.0.1)")
     add_model_options(parser)
     parser.set_defaults(handler=run)
 
 
+def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The top-level settings given as flags (with --config they replace the file's)."""
+    values: dict[str, Any] = {}
+    if args.db is not None:
+        values["database"] = args.db
+    if args.mqtt:
+        mqtt: dict[str, Any] = {"url": args.mqtt}
+        if args.no_discovery:
+            mqtt["discovery"] = False
+        for key, value in (("ca_certs", args.mqtt_ca), ("certfile", args.mqtt_cert), ("keyfile", args.mqtt_key)):
+            if value is not None:
+                mqtt[key] = value
+        values["mqtt"] = mqtt
+    elif args.mqtt_ca or args.mqtt_cert or args.mqtt_key:
+        raise UsageError("--mqtt-ca, --mqtt-cert and --mqtt-key need --mqtt mqtts://...")
+    if args.evidence_dir is not None:
+        values["evidence"] = {"dir": args.evidence_dir}
+    if args.evidence_before is not None or args.evidence_after is not None:
+        if args.evidence_dir is None and not args.config:
+            raise UsageError("--evidence-before and --evidence-after need --evidence-dir")
+        evidence = values.setdefault("evidence", {})
+        for key, value in (("before_s", args.evidence_before), ("after_s", args.evidence_after)):
+            if value is not None:
+                evidence[key] = value
+    if args.health_port is not None:
+        values["health_port"] = args.health_port
+        values["health_host"] = args.health_host
+    return values
+
+
+def single_stream(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.labels and not args.adapter:
+        raise UsageError("give --labels or --adapter (one stream), or --config FILE (several)")
+    stream: dict[str, Any] = {
+        "name": args.name,
+        "labels": args.labels or None,
+        "source": args.source,
+        "source_rate": args.source_rate,
+        "speed": args.speed,
+        "window_s": args.window,
+        "hop_s": args.hop,
+        "threshold": args.alert_threshold,
+        "confirm": args.confirm,
+        "cooldown_s": args.cooldown,
+        "hold_s": args.hold,
+        "gate_db": args.gate_db,
+        "max_seconds": args.duration,
+        "webhook": args.webhook,
+        "webhook_timeout_s": args.webhook_timeout,
+    }
+    if args.alert:
+        stream["alert"] = args.alert
+    if args.adapter:
+        stream["adapter"] = args.adapter
+    return {"streams": [stream]}
+
+
 def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
-    from soundsift.core.labels import label_names
-    from soundsift.monitor.runner import Monitor, MonitorOptions
+    from soundsift.monitor.config import load_config
+    from soundsift.monitor.evidence import EvidenceStore
+    from soundsift.monitor.runner import MonitorService, build_config
 
+    settings = settings_from_args(args)
     try:
-        needed, window = (int(part) for part in args.confirm.split("/"))
-    except ValueError:
-        raise UsageError(f"--confirm {args.confirm!r}: expected N/M, e.g. 2/3") from None
-    options = MonitorOptions(
-        labels=args.labels,
-        alert=label_names(args.alert, min_labels=1),
-        source=args.source,
-        window_s=args.window,
-        hop_s=args.hop,
-        threshold=args.alert_threshold,
-        confirm_n=needed,
-        confirm_m=window,
-        cooldown_s=args.cooldown,
-        gate_db=args.gate_db,
-        database=args.db,
-        webhook=args.webhook,
-        webhook_timeout_s=args.webhook_timeout,
-        speed=args.speed,
-        source_rate=args.source_rate,
-        max_seconds=args.duration,
-    )
-    try:
-        monitor = Monitor(Classifier(settings_from_args(args)), options)
+        if args.config:
+            if args.labels or args.alert or args.webhook:
+                raise UsageError("--labels, --alert and --webhook belong in the --config file's streams")
+            config = load_config(args.config, shared_settings(args), adapter=bool(settings.adapter))
+        else:
+            config = build_config({**single_stream(args), **shared_settings(args)})
+        if config.evidence:  # a folder that cannot be made fails now, not after the model has loaded
+            EvidenceStore(config.evidence)
     except ConfigurationError as error:
         raise UsageError(str(error)) from None
-    print(f"listening to {args.source}; alerts for {', '.join(options.alert)} (Ctrl-C stops)", file=sys.stderr)
+    classifier = Classifier(settings)
     try:
-        stats = monitor.run()
+        service = MonitorService(classifier, config)
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
+    # systemd and Docker stop with SIGTERM: finish like Ctrl-C (states OFF, streams offline, clips written).
+    previous = signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    for stream in service.streams:
+        print(
+            f"listening to {stream.config.name}: {stream.source_name}; alerts for {', '.join(stream.alert)}",
+            file=sys.stderr,
+        )
+    if service.health_server:
+        print(f"health on http://{service.health_server.host}:{service.health_server.port}/", file=sys.stderr)
+    print("(Ctrl-C stops)", file=sys.stderr)
+    try:
+        results = service.run()
     except KeyboardInterrupt:
-        monitor.stop()
-        stats = monitor.stats
-    print(stats.render(), file=sys.stderr)
-    if stats.real_time_factor > 1:
+        service.stop()
+        results = {stream.config.name: stream.stats for stream in service.streams}
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    slow = False
+    for name, stats in results.items():
+        print(f"{name}: {stats.render()}" if len(results) > 1 else stats.render(), file=sys.stderr)
+        slow = slow or stats.real_time_factor > 1
+    if slow:
         print(
             "warning: scoring is slower than real time; windows were skipped (try --backend onnx --quantize int8, "
             "a longer --hop, or a GPU)",

@@ -1,10 +1,13 @@
-"""Live monitoring: listen continuously, score the last window every hop, alert on confirmed sounds.
+"""Live monitoring: listen continuously to one or more streams, score the last window of each every hop,
+and raise events on confirmed sounds.
 
 Sources: the default microphone (sounddevice), any stream or device PyAV opens (rtsp://, http://,
-alsa:hw:0, pulse:default), raw 16-bit PCM on stdin ("-"), or a file replayed in real time. Audio is
-read on its own thread; if scoring falls behind, whole hops are skipped (and counted) rather than
-queueing without end. Alerts go to stdout, a SQLite log and optionally a webhook; a failing webhook
-is retried on its own thread and never stops listening.
+alsa:hw:0, pulse:default), raw 16-bit PCM on stdin ("-"), or a file replayed in real time. Each stream
+reads on its own thread and judges on another; one model serves every stream (`SharedScorer`: the
+windows due at the same time are embedded in one batch). If scoring falls behind, whole hops are
+skipped (and counted) rather than queueing without end. Events go to stdout, a SQLite log, and
+optionally a webhook, an MQTT broker (with Home Assistant discovery) and an evidence clip; a failing
+sink never stops listening, and nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -13,25 +16,60 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from soundsift._version import __version__
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import DecodedAudio, is_silent, resample
 from soundsift.core.classifier import Classifier
 from soundsift.errors import ConfigurationError, SoundsiftError
-from soundsift.monitor.gate import AlertGate
+from soundsift.monitor.config import MonitorConfig, MqttConfig, StreamConfig, config_error, object_id, redact_url
+from soundsift.monitor.evidence import EvidenceStore, StreamEvidence
+from soundsift.monitor.gate import AlertGate, LabelStates
+from soundsift.monitor.health import HealthServer
+from soundsift.monitor.mqtt import MqttSink
+from soundsift.monitor.scorer import SharedScorer
 from soundsift.monitor.sinks import EventLog, Webhook
 from soundsift.monitor.sources import is_finite, open_source
 
 logger = logging.getLogger("soundsift.monitor")
 
+# What the single-stream options are called on the command line, for error messages.
+FLAGS = {
+    "labels": "--labels",
+    "alert": "--alert",
+    "source": "--source",
+    "window_s": "--window",
+    "hop_s": "--hop",
+    "threshold": "--threshold",
+    "confirm": "--confirm",
+    "cooldown_s": "--cooldown",
+    "hold_s": "--hold",
+    "gate_db": "--gate-db",
+    "name": "--name",
+    "webhook": "--webhook",
+    "url": "--mqtt",
+    "ca_certs": "--mqtt-ca",
+    "certfile": "--mqtt-cert",
+    "keyfile": "--mqtt-key",
+    "dir": "--evidence-dir",
+    "before_s": "--evidence-before",
+    "after_s": "--evidence-after",
+    "health_port": "--health-port",
+}
+
 
 @dataclass
 class MonitorOptions:
+    """The single-stream options of `Monitor` (the library's form of the CLI flags)."""
+
     labels: str
     alert: list[str]
     source: str = "mic"
@@ -52,6 +90,35 @@ class MonitorOptions:
     max_seconds: float | None = None
     reconnect_max_s: float = 30.0
 
+    def to_config(self) -> MonitorConfig:
+        stream = {
+            "labels": self.labels,
+            "alert": self.alert,
+            "source": self.source,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "threshold": self.threshold,
+            "confirm": f"{self.confirm_n}/{self.confirm_m}",
+            "cooldown_s": self.cooldown_s,
+            "gate_db": self.gate_db,
+            "webhook": self.webhook,
+            "webhook_timeout_s": self.webhook_timeout_s,
+            "webhook_retries": self.webhook_retries,
+            "speed": self.speed,
+            "source_rate": self.source_rate,
+            "max_seconds": self.max_seconds,
+            "reconnect_max_s": self.reconnect_max_s,
+        }
+        return build_config({"streams": [stream], "database": self.database, "webhook_drain_s": self.webhook_drain_s})
+
+
+def build_config(data: Mapping[str, Any]) -> MonitorConfig:
+    """A single-stream config from flag values; ConfigurationError names the flags at fault."""
+    try:
+        return MonitorConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigurationError(config_error(error, data, flags=FLAGS)) from None
+
 
 @dataclass
 class MonitorStats:
@@ -60,11 +127,16 @@ class MonitorStats:
     gated: int = 0
     skipped: int = 0
     alerts: int = 0
+    failed: int = 0
     bad_chunks: int = 0
     reconnects: int = 0
     audio_s: float = 0.0
     busy_s: float = 0.0
     webhook_undelivered: int = 0
+    mqtt_undelivered: int = 0
+    state: str = "starting"
+    """starting, listening, reconnecting, ended or failed."""
+    last_event: dict[str, Any] | None = None
 
     @property
     def real_time_factor(self) -> float:
@@ -81,99 +153,175 @@ class MonitorStats:
                 if self.webhook_undelivered
                 else ""
             )
+            + (f"; {self.mqtt_undelivered} MQTT messages unacknowledged" if self.mqtt_undelivered else "")
         )
 
+    def health(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["real_time_factor"] = round(self.real_time_factor, 3)
+        values["audio_s"], values["busy_s"] = round(self.audio_s, 2), round(self.busy_s, 2)
+        return values
 
-class Monitor:
-    def __init__(self, classifier: Classifier, options: MonitorOptions, *, emit: Callable[[str], None] = print) -> None:
-        if not 1 <= options.confirm_n <= options.confirm_m:
-            raise ConfigurationError("--confirm needs 1 <= N <= M")
-        if not 0 < options.hop_s <= options.window_s:
-            raise ConfigurationError("--hop must be above 0 and at most --window")
-        self.classifier, self.options, self.emit = classifier, options, emit
-        self.prepared = classifier.prepare_labels(options.labels)
-        unknown = set(options.alert) - set(self.prepared.names)
+
+@dataclass
+class _Shared:
+    """What every stream of one process uses."""
+
+    classifier: Classifier
+    scorer: SharedScorer
+    log: EventLog
+    emit: Callable[[str], None]
+    stop: threading.Event
+    evidence: EvidenceStore | None = None
+    mqtt: MqttConfig | None = None
+    logs: dict[Path, EventLog] = field(default_factory=dict)
+
+
+class StreamMonitor:
+    """One stream: its reader thread, its windows, its gate and label states, and its sinks."""
+
+    def __init__(self, config: StreamConfig, shared: _Shared, *, webhook_drain_s: float) -> None:
+        self.config, self.shared, self.webhook_drain_s = config, shared, webhook_drain_s
+        self.classifier = shared.classifier
+        self.rate = self.classifier.sample_rate
+        try:
+            adapter = Adapter.load(config.adapter) if config.adapter else None
+            self.prepared = self.classifier.prepare_labels(config.labels, adapter=adapter)
+        except SoundsiftError as error:  # no labels, bad labels, an unreadable adapter or one of another model
+            raise ConfigurationError(f"stream {config.name}: {error}") from None
+        alert = config.alert or self.prepared.names
+        unknown = (set(alert) | set(config.thresholds)) - set(self.prepared.names)
         if unknown:
-            raise ConfigurationError(f"--alert names labels not in --labels: {', '.join(sorted(unknown))}")
-        self.gate = AlertGate(
-            options.alert, needed=options.confirm_n, window=options.confirm_m, cooldown_s=options.cooldown_s
-        )
-        self.log = EventLog(options.database)
+            raise ConfigurationError(
+                f"stream {config.name}: alert or thresholds name labels not in its labels: {', '.join(sorted(unknown))}"
+            )
+        self.alert = alert
+        self.decision = self.classifier.decision()
+        self.gate = AlertGate(alert, needed=config.confirm_n, window=config.confirm_m, cooldown_s=config.cooldown_s)
+        self.states = LabelStates(alert, hold_s=config.hold_s)
+        self.stats = MonitorStats()
+        self.source_name = redact_url(config.source)
+        self.log = shared.log
+        if config.database is not None:
+            self.log = shared.logs.setdefault(config.database, EventLog(config.database))
         self.webhook = (
             Webhook(
-                options.webhook,
-                timeout_s=options.webhook_timeout_s,
-                retries=options.webhook_retries,
+                config.webhook,
+                timeout_s=config.webhook_timeout_s,
+                retries=config.webhook_retries,
                 on_done=lambda alert, delivered: self.log.set_webhook_state(
                     alert["id"], "sent" if delivered else "failed"
                 ),
             )
-            if options.webhook
+            if config.webhook
             else None
         )
-        self.stats = MonitorStats()
-        self.rate = classifier.sample_rate
-        self._stop = threading.Event()
+        self.mqtt = (
+            MqttSink(
+                shared.mqtt,
+                config.name,
+                alert,
+                model=self.classifier.model_id,
+                on_event_delivered=lambda event_id: self.log.set_delivery(event_id, "mqtt", "sent"),
+            )
+            if shared.mqtt is not None and config.mqtt
+            else None
+        )
+        self.evidence = (
+            StreamEvidence(
+                shared.evidence,
+                config.name,
+                self.rate,
+                longest_event_s=config.window_s + config.hop_s * config.confirm_m,
+            )
+            if shared.evidence is not None and config.evidence
+            else None
+        )
 
     def stop(self) -> None:
-        self._stop.set()
+        self.shared.stop.set()
 
     def run(self) -> MonitorStats:
         audio: queue.Queue[np.ndarray | None] = queue.Queue()
-        reader = threading.Thread(target=self._read, args=(audio,), name="soundsift-source", daemon=True)
+        reader = threading.Thread(
+            target=self._read, args=(audio,), name=f"soundsift-source-{self.config.name}", daemon=True
+        )
         reader.start()
         try:
             self._consume(audio)
         finally:
-            self._stop.set()
+            if self.stats.state not in ("failed", "ended"):
+                self.stats.state = "ended"
+            if self.evidence:
+                self.evidence.flush()
             if self.webhook:
-                self.webhook.close(self.options.webhook_drain_s)
+                self.webhook.close(self.webhook_drain_s)
                 self.stats.webhook_undelivered = self.webhook.undelivered
-            self.log.close()
+            if self.mqtt:
+                self._set_states_off()
+                self.mqtt.close()
+                self.stats.mqtt_undelivered = self.mqtt.undelivered
         return self.stats
 
+    # ---- reading --------------------------------------------------------------------------------
+
     def _read(self, audio: queue.Queue) -> None:
-        """Reader thread: open the source, reconnect with backoff when it drops, end when a file ends."""
+        """Reader thread: open the source, reconnect with backoff when it drops, end when a file ends.
+        The stream is reported offline while its source is down, online once it delivers audio again."""
+        config, stopping = self.config, self.shared.stop
         backoff = 1.0
-        while not self._stop.is_set():
+        while not stopping.is_set():
             try:
                 opener = open_source(
-                    self.options.source,
-                    rate=self.options.source_rate,
-                    speed=self.options.speed,
-                    on_bad_chunk=self._count_bad_chunk,
+                    config.source, rate=config.source_rate, speed=config.speed, on_bad_chunk=self._count_bad_chunk
                 )
                 for block, rate in opener():
-                    if self._stop.is_set():
+                    if stopping.is_set():
                         break
+                    if self.stats.state != "listening":
+                        self._set_state("listening")
                     audio.put(resample(block, rate, self.rate))
                     backoff = 1.0
-                if is_finite(self.options.source):
+                if is_finite(config.source):
                     break
+                raise ConnectionError("the stream ended")
             except SoundsiftError as error:
-                logger.error("%s", error)
+                logger.error("stream %s: %s", config.name, error)
+                self._set_state("failed")
                 break
             except Exception as error:  # a live source dropped: reconnect
                 self.stats.reconnects += 1
-                logger.warning("source failed (%s); reconnecting in %.0f s", error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(self.options.reconnect_max_s, backoff * 2)
+                self._set_state("reconnecting")
+                logger.warning(
+                    "stream %s: source failed (%s); reconnecting in %.0f s", config.name, error or "no audio", backoff
+                )
+                stopping.wait(backoff)
+                backoff = min(config.reconnect_max_s, backoff * 2)
         audio.put(None)
+
+    def _set_state(self, state: str) -> None:
+        self.stats.state = state
+        if self.mqtt:
+            self.mqtt.set_online(state == "listening")
 
     def _count_bad_chunk(self) -> None:
         self.stats.bad_chunks += 1
 
+    # ---- judging --------------------------------------------------------------------------------
+
     def _consume(self, audio: queue.Queue) -> None:
-        window, hop = round(self.options.window_s * self.rate), round(self.options.hop_s * self.rate)
+        window, hop = round(self.config.window_s * self.rate), round(self.config.hop_s * self.rate)
         ring = np.zeros(0, dtype=np.float32)
         pending = 0
-        while not self._stop.is_set():
+        while not self.shared.stop.is_set():
             try:
                 block = audio.get(timeout=0.5)
             except queue.Empty:
                 continue
             if block is None:
                 return
+            if self.evidence:
+                self.evidence.feed(block)
             ring = np.concatenate([ring, block])[-window:]
             pending += len(block)
             self.stats.audio_s += len(block) / self.rate
@@ -185,35 +333,192 @@ class Monitor:
                     self.stats.skipped += 1
                     continue
                 self._score(ring)
-            if self.options.max_seconds and self.stats.audio_s >= self.options.max_seconds:
+            if self.config.max_seconds and self.stats.audio_s >= self.config.max_seconds:
                 return
 
     def _score(self, ring: np.ndarray) -> None:
         now = self.stats.audio_s
-        if is_silent(ring, self.options.gate_db):
+        if is_silent(ring, self.config.gate_db):
             self.stats.gated += 1
-            self.gate.update(now, {})
+            self._judge(now, {})
             return
         started = time.perf_counter()
-        result = self.classifier.score(DecodedAudio(ring.copy(), self.rate, self.options.source, False), self.prepared)
+        decoded = DecodedAudio(ring.copy(), self.rate, self.source_name, False)
+        try:
+            outcome = self.shared.scorer.submit(self.classifier.featurize(decoded)).result()
+            if isinstance(outcome, SoundsiftError):
+                raise outcome
+            result = self.classifier.score_embedding(decoded, outcome, self.prepared, self.decision)
+        except Exception:  # one window that cannot be scored must not end the stream: counted, logged
+            self.stats.failed += 1
+            logger.exception("stream %s: a window could not be scored", self.config.name)
+            self._judge(now, {})
+            return
         self.stats.busy_s += time.perf_counter() - started
         self.stats.scored += 1
         scores = {score.label: score.score for score in result.scores}
-        for label in self.gate.update(
-            now, {label: scores[label] >= self.options.threshold for label in self.options.alert}
-        ):
+        if self.mqtt:
+            self.mqtt.scores(now, scores)
+        self._judge(now, scores)
+
+    def _judge(self, now: float, scores: Mapping[str, float]) -> None:
+        heard = {label: scores.get(label, -1.0) >= self.config.threshold_of(label) for label in self.alert}
+        for label in self.gate.update(now, heard):
             self._alert(label, scores[label], now)
+        for label, on in self.states.update(now, self.gate.confirmed).items():
+            if self.mqtt:
+                self.mqtt.state(label, on)
+
+    def _set_states_off(self) -> None:
+        for label, on in self.states.on.items():
+            if on and self.mqtt:
+                self.mqtt.state(label, False)
 
     def _alert(self, label: str, score: float, stream_time_s: float) -> None:
-        alert = {
-            "time_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        first = self.gate.first_heard_s(label)
+        start_s = max(0.0, (first if first is not None else stream_time_s) - self.config.window_s)
+        now = datetime.now(timezone.utc)
+        clip = self.evidence.start(object_id(label), start_s, stream_time_s, now) if self.evidence else None
+        alert: dict[str, Any] = {
+            "time_utc": now.isoformat(timespec="milliseconds"),
+            "stream": self.config.name,
             "stream_time_s": round(stream_time_s, 2),
+            "start_s": round(start_s, 2),
+            "end_s": round(stream_time_s, 2),
             "label": label,
             "score": round(score, 4),
-            "source": self.options.source,
+            "source": self.source_name,
+            "evidence": str(clip) if clip else None,
+            "soundsift_version": __version__,
         }
         self.stats.alerts += 1
-        self.emit(f"ALERT {alert['time_utc']}  {label}  score {score:.2f}  (stream {stream_time_s:.1f} s)")
-        event_id = self.log.add(alert, webhook="pending" if self.webhook else None)
+        self.stats.last_event = alert
+        self.shared.emit(
+            f"ALERT {alert['time_utc']}  {self.config.name}  {label}  score {score:.2f}  (stream {stream_time_s:.1f} s)"
+        )
+        pending = {"webhook": "pending" if self.webhook else None, "mqtt": "pending" if self.mqtt else None}
+        event_id = self.log.add(alert, **pending)
+        alert = {"id": event_id, **alert}
         if self.webhook:
-            self.webhook.send({"id": event_id, **alert})
+            self.webhook.send(alert)
+        if self.mqtt:
+            self.mqtt.event(alert)
+
+
+class MonitorService:
+    """Every stream of a `MonitorConfig`, one model for all of them, and the shared sinks."""
+
+    def __init__(self, classifier: Classifier, config: MonitorConfig, *, emit: Callable[[str], None] = print) -> None:
+        self.config = config
+        self._stop = threading.Event()
+        self.scorer = SharedScorer(classifier)
+        self.shared = _Shared(
+            classifier=classifier,
+            scorer=self.scorer,
+            log=EventLog(config.database),
+            emit=emit,
+            stop=self._stop,
+            evidence=EvidenceStore(config.evidence) if config.evidence else None,
+            mqtt=config.mqtt,
+        )
+        self.streams: list[StreamMonitor] = []
+        try:
+            for stream in config.streams:
+                self.streams.append(StreamMonitor(stream, self.shared, webhook_drain_s=config.webhook_drain_s))
+        except BaseException:
+            for started in self.streams:
+                if started.mqtt:
+                    started.mqtt.client.loop_stop()
+            self._close_sinks()
+            raise
+        self.started = time.monotonic()
+        self.health_server: HealthServer | None = None
+        if config.health_port is not None:
+            try:
+                self.health_server = HealthServer(config.health_host, config.health_port, self.health)
+            except OSError as error:
+                self._close_sinks()
+                raise ConfigurationError(
+                    f"cannot serve health on {config.health_host}:{config.health_port}: {error.strerror}"
+                ) from None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def health(self) -> dict[str, Any]:
+        """The streams' state, for supervisors (`--health-port`)."""
+        streams = {
+            stream.config.name: {
+                "source": stream.source_name,
+                "mqtt_connected": stream.mqtt.connected.is_set() if stream.mqtt else None,
+                **stream.stats.health(),
+            }
+            for stream in self.streams
+        }
+        stats = self.scorer.stats
+        return {
+            "ok": all(entry["state"] in ("starting", "listening", "ended") for entry in streams.values()),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "model": self.shared.classifier.model_id,
+            "version": __version__,
+            "scorer": {
+                "batches": stats.batches,
+                "windows": stats.windows,
+                "mean_batch": round(stats.mean_batch, 2),
+                "largest_batch": stats.largest_batch,
+            },
+            "streams": streams,
+        }
+
+    def run(self) -> dict[str, MonitorStats]:
+        """Listen until every stream has ended (files, stdin) or `stop` is called."""
+        self.scorer.start()
+        if self.health_server:
+            self.health_server.start()
+        threads = [
+            threading.Thread(target=stream.run, name=f"soundsift-stream-{stream.config.name}", daemon=True)
+            for stream in self.streams
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                for thread in threads:
+                    thread.join(0.2)
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join()
+            self.scorer.close()
+            if self.health_server:
+                self.health_server.close()
+            self._close_sinks()
+        return {stream.config.name: stream.stats for stream in self.streams}
+
+    def _close_sinks(self) -> None:
+        for log in [self.shared.log, *self.shared.logs.values()]:
+            log.close()
+
+
+class Monitor:
+    """One stream from `MonitorOptions` (the library form of `soundsift monitor`'s flags)."""
+
+    def __init__(self, classifier: Classifier, options: MonitorOptions, *, emit: Callable[[str], None] = print) -> None:
+        self.options = options
+        self.service = MonitorService(classifier, options.to_config(), emit=emit)
+        (self.stream,) = self.service.streams
+
+    @property
+    def stats(self) -> MonitorStats:
+        return self.stream.stats
+
+    @property
+    def webhook(self) -> Webhook | None:
+        return self.stream.webhook
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def run(self) -> MonitorStats:
+        self.service.run()
+        return self.stats

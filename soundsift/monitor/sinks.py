@@ -11,14 +11,26 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 logger = logging.getLogger("soundsift.monitor")
 
 
 class EventLog:
-    """One row per alert in SQLite, with the webhook delivery state of each: 'pending' until the
-    webhook answered, then 'sent' or 'failed' (NULL without a webhook). Alerts that never reached
-    the webhook therefore stay findable, and can be sent again."""
+    """One row per alert in SQLite: when, which stream and label, the score, the event's span in
+    stream seconds, its evidence clip, and the delivery state of each sink ('pending' until the
+    webhook answered or the broker acknowledged, then 'sent' or 'failed'; NULL without that sink).
+    Alerts that never reached a sink therefore stay findable, and can be sent again."""
+
+    # Columns added since the first release, created in logs written by an older soundsift.
+    _ADDED: ClassVar[dict[str, str]] = {
+        "webhook": "TEXT",
+        "stream": "TEXT",
+        "start_s": "REAL",
+        "end_s": "REAL",
+        "evidence": "TEXT",
+        "mqtt": "TEXT",
+    }
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
@@ -26,26 +38,44 @@ class EventLog:
         with self._lock:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time_utc TEXT NOT NULL, "
-                "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL, "
-                "webhook TEXT)"
+                "stream_time_s REAL NOT NULL, label TEXT NOT NULL, score REAL NOT NULL, source TEXT NOT NULL)"
             )
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
-            if "webhook" not in columns:  # a log written by an older soundsift
-                self._db.execute("ALTER TABLE events ADD COLUMN webhook TEXT")
+            for name, kind in self._ADDED.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
             self._db.commit()
 
-    def add(self, alert: dict, *, webhook: str | None) -> int:
+    def add(self, alert: dict, *, webhook: str | None, mqtt: str | None = None) -> int:
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook) VALUES (?, ?, ?, ?, ?, ?)",
-                (alert["time_utc"], alert["stream_time_s"], alert["label"], alert["score"], alert["source"], webhook),
+                "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook, stream, start_s, end_s, "
+                "evidence, mqtt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    alert["time_utc"],
+                    alert["stream_time_s"],
+                    alert["label"],
+                    alert["score"],
+                    alert["source"],
+                    webhook,
+                    alert.get("stream"),
+                    alert.get("start_s"),
+                    alert.get("end_s"),
+                    alert.get("evidence"),
+                    mqtt,
+                ),
             )
             self._db.commit()
             return int(cursor.lastrowid or 0)
 
     def set_webhook_state(self, event_id: int, state: str) -> None:
+        self.set_delivery(event_id, "webhook", state)
+
+    def set_delivery(self, event_id: int, sink: str, state: str) -> None:
+        if sink not in ("webhook", "mqtt"):
+            raise ValueError(f"unknown sink {sink!r}")
         with self._lock:
-            self._db.execute("UPDATE events SET webhook = ? WHERE id = ?", (state, event_id))
+            self._db.execute(f"UPDATE events SET {sink} = ? WHERE id = ?", (state, event_id))
             self._db.commit()
 
     def close(self) -> None:
