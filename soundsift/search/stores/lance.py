@@ -1,0 +1,125 @@
+"""The default store: LanceDB embedded in the index folder (see soundsift.search.stores)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from soundsift.search.stores import LANCEDB, Candidate, WindowRows, id_list
+
+TABLE = "windows"
+# Approximate search: IVF partitions, each an HNSW graph over 8-bit scalar-quantized vectors; the
+# candidates are re-scored with the full vectors (refine), which is what keeps recall@10 high.
+# Figures for these settings: docs/search.md (benchmarks/search_scale.py).
+INDEX_TYPE = "IVF_HNSW_SQ"
+NPROBES = 16
+EF = 200
+REFINE_FACTOR = 4
+ROWS_PER_PARTITION = 100_000
+# Deletes and adds of a run are compacted at its end; versions older than this are dropped then
+# (not at once: a server searching beside the run may still read the previous version).
+CLEANUP_AFTER = timedelta(minutes=5)
+
+
+class LanceStore:
+    kind = "lance"
+
+    def __init__(self, path: Path, dim: int) -> None:
+        lancedb = LANCEDB.require("the default search index (LanceDB)")
+        self.path, self.dim = path, dim
+        # Interval 0: every query sees the latest committed version, also one written by another
+        # process (an index run beside a running server).
+        self._db = lancedb.connect(str(path), read_consistency_interval=timedelta(0))
+        self._table: Any = self._open_table()
+
+    def _open_table(self) -> Any:
+        import pyarrow as pa
+
+        schema = pa.schema(
+            [
+                ("id", pa.int64()),
+                ("file_id", pa.int64()),
+                ("start_s", pa.float64()),
+                ("end_s", pa.float64()),
+                ("vector", pa.list_(pa.float32(), self.dim)),
+            ]
+        )
+        return self._db.create_table(TABLE, schema=schema, exist_ok=True)
+
+    def count(self) -> int:
+        return int(self._table.count_rows())
+
+    def add(self, rows: WindowRows) -> None:
+        if not len(rows):
+            return
+        import pyarrow as pa
+
+        flat = pa.array(np.ascontiguousarray(rows.vectors, dtype=np.float32).ravel())
+        self._table.add(
+            pa.table(
+                {
+                    "id": pa.array(rows.ids, pa.int64()),
+                    "file_id": pa.array(rows.file_ids, pa.int64()),
+                    "start_s": pa.array(rows.starts, pa.float64()),
+                    "end_s": pa.array(rows.ends, pa.float64()),
+                    "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+                }
+            )
+        )
+
+    def delete_files(self, file_ids: Sequence[int]) -> None:
+        for start in range(0, len(file_ids), 1000):
+            self._table.delete(f"file_id IN ({id_list(file_ids[start : start + 1000])})")
+
+    def search(
+        self, vector: np.ndarray, k: int, *, file_ids: Collection[int] | None = None, exact: bool = False
+    ) -> list[Candidate]:
+        if file_ids is not None and not file_ids:
+            return []
+        query = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("dot").limit(k)
+        if file_ids is not None:
+            query = query.where(f"file_id IN ({id_list(file_ids)})", prefilter=True)
+        if exact:
+            query = query.bypass_vector_index()
+        elif self.has_ann_index():
+            query = query.nprobes(NPROBES).ef(EF).refine_factor(REFINE_FACTOR)
+        found = query.select(["id", "file_id", "start_s", "end_s", "vector", "_distance"]).to_arrow().to_pydict()
+        return [
+            Candidate(int(i), int(f), float(s), float(e), 1.0 - float(d), np.asarray(v, dtype=np.float32))
+            for i, f, s, e, d, v in zip(
+                found["id"], found["file_id"], found["start_s"], found["end_s"], found["_distance"], found["vector"]
+            )
+        ]
+
+    def has_ann_index(self) -> bool:
+        return any(index.columns == ["vector"] for index in self._table.list_indices())
+
+    def optimize(self, ann_threshold: int) -> None:
+        rows = self.count()
+        if rows >= ann_threshold and rows > 0 and not self.has_ann_index():
+            self.build_ann_index(rows)
+        # Compaction, folding new rows into the vector index, dropping old versions.
+        self._table.optimize(cleanup_older_than=CLEANUP_AFTER)
+
+    def build_ann_index(self, rows: int | None = None) -> None:
+        rows = rows or self.count()
+        self._table.create_index(
+            metric="dot",
+            vector_column_name="vector",
+            index_type=INDEX_TYPE,
+            num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
+            replace=True,
+        )
+
+    def drop_ann_index(self) -> None:
+        for index in self._table.list_indices():
+            if index.columns == ["vector"]:
+                self._table.drop_index(index.name)
+
+    def close(self) -> None:
+        self._table = None
