@@ -28,9 +28,7 @@ class SearchResult(BaseModel):
         default_factory=list, description="Per comma-separated description: the English the model saw, if translated."
     )
     excluded: list[str] = Field(default_factory=list, description="Sounds a hit must not be more like than the query.")
-    vetoed: int = Field(
-        default=0, description="Candidate windows dropped: an excluded sound matched them better."
-    )
+    vetoed: int = Field(default=0, description="Candidate windows dropped: an excluded sound matched them better.")
     warnings: list[str] = Field(default_factory=list)
     model: str
     windows_searched: int = Field(description="Windows in the index when the search ran.")
@@ -49,9 +47,7 @@ class IndexReport(BaseModel):
     added: int = 0
     changed: int = 0
     unchanged: int = 0
-    touched: int = Field(
-        default=0, description="Modified time changed, content hash did not: kept as they were."
-    )
+    touched: int = Field(default=0, description="Modified time changed, content hash did not: kept as they were.")
     resumed: int = Field(default=0, description="Files an interrupted run left unfinished, indexed now.")
     removed: int = Field(default=0, description="Files gone from disk, dropped from the index.")
     failed: list[FileProblem] = Field(default_factory=list)
@@ -77,9 +73,7 @@ class IndexStatus(BaseModel):
     store: str | None = None
     files_indexed: int = 0
     files_failed: int = 0
-    files_pending: int = Field(
-        default=0, description="Left unfinished by an interrupted run; the next run redoes them"
-    )
+    files_pending: int = Field(default=0, description="Left unfinished by an interrupted run; the next run redoes them")
     windows: int = 0
     audio_hours: float = 0.0
     approximate_index: bool = Field(

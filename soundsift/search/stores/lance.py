@@ -16,7 +16,6 @@ TABLE = "windows"
 # Approximate search: IVF partitions, each an HNSW graph over 8-bit scalar-quantized vectors; the
 # candidates are re-scored with the full vectors (refine), which is what keeps recall@10 high.
 # Figures for these settings: docs/search.md (benchmarks/search_scale.py).
-INDEX_TYPE = "IVF_HNSW_SQ"
 NPROBES = 16
 EF = 200
 REFINE_FACTOR = 4
@@ -108,13 +107,10 @@ class LanceStore:
 
     def build_ann_index(self, rows: int | None = None) -> None:
         rows = rows or self.count()
-        self._table.create_index(
-            metric="dot",
-            vector_column_name="vector",
-            index_type=INDEX_TYPE,
-            num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
-            replace=True,
-        )
+        from lancedb.index import IvfHnswSq
+
+        config = IvfHnswSq(distance_type="dot", num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)))
+        self._table.create_index("vector", config=config, replace=True)  # new API: the column comes first
 
     def drop_ann_index(self) -> None:
         for index in self._table.list_indices():
