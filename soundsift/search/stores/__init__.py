@@ -2,7 +2,7 @@
 
 - ``lance`` (default): LanceDB embedded in the index folder. Columnar files on disk, so it holds
   millions of windows on one machine without loading them; rows are added and deleted in place;
-  exact (flat) search until ``ann_threshold`` windows, then an IVF-HNSW-SQ index with exact
+  exact (flat) search until ``ann_threshold`` windows, then an IVF-PQ index with exact
   re-scoring of the candidates; rows added after the index was built are searched exactly and
   folded into it by the next run's optimize step.
 - ``qdrant:URL``: a Qdrant server or cluster (it shards, replicates and builds HNSW itself), for
