@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -278,3 +280,38 @@ def test_cli_index_and_search(tmp_path: Path, tiny_model_dir: Path, library_fold
     assert main(["search", "--like", str(tmp_path / "missing.wav"), "--index", index]) == 1
     assert main(["index", "--status", "--index", index]) == 0
     assert "7 files, 21 windows" in capsys.readouterr().out
+
+
+def test_the_qdrant_store_in_local_mode(tmp_path: Path, classifier: Classifier, library_folder: Path) -> None:
+    """The Qdrant backend's calls, through qdrant-client's embedded mode (a real server is not
+    reachable from the test machines: `qdrant:http://...` is untested against one)."""
+    pytest.importorskip("qdrant_client")
+    library = Library(tmp_path / "index", classifier=classifier, store="qdrant:local")
+    assert library.add([library_folder]).added == 7
+    clip = library_folder / "sub" / "clip1.wav"
+    assert library.search(like=str(clip), top=1).hits[0].path == str(clip.resolve())
+    clip.unlink()
+    assert library.add([library_folder]).removed == 1
+    assert library.status().windows == 20 and library.search(text="rain", top=50, path_glob="*/sub/*").hits
+    library.close()
+    with pytest.raises(IndexMismatchError):
+        Library(tmp_path / "index", classifier=classifier, store="lance").search(text="rain")
+
+
+@pytest.mark.slow
+def test_the_ray_engine_indexes_the_same_windows(tmp_path: Path, tiny_model_dir: Path, library_folder: Path) -> None:
+    """`soundsift index --engine ray` in its own process (Ray starts a private local instance)."""
+    pytest.importorskip("ray")
+    index = tmp_path / "index"
+    command = [sys.executable, "-m", "soundsift", "index", str(library_folder), "--index", str(index), "--json"]
+    command += ["--engine", "ray", "--model", str(tiny_model_dir), "--device", "cpu", "--no-progress"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_DEDUP_LOGS": "0"}
+    )
+    assert done.returncode == 1, done.stderr[-2000:]  # the corrupt file
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (report["added"], len(report["failed"]), report["windows_added"]) == (7, 1, 21)
+    assert report["failed"][0]["error"] == "audio_decode_error"
+    library = Library(index, model=str(tiny_model_dir), device="cpu")
+    clip = library_folder / "clip2.wav"
+    assert library.search(like=str(clip), top=1).hits[0].path == str(clip.resolve())

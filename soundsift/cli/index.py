@@ -41,7 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument(
         "--ann-threshold",
         type=int,
-        help="build the approximate (ANN) index once the index holds this many windows (default 100000)",
+        help="build the approximate (ANN) index once the index holds this many windows (default 20000)",
     )
     execution = parser.add_argument_group("execution")
     execution.add_argument("--workers", type=int, default=2, help="decoding threads (local engine, default 2)")

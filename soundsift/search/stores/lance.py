@@ -14,19 +14,33 @@ from soundsift.search.stores import LANCEDB, Candidate, WindowRows, id_list
 
 TABLE = "windows"
 # Approximate search: IVF partitions of product-quantized vectors (PQ codes of 16-dimension
-# pieces, 8 bits each); the nearest REFINE_FACTOR x k candidates are re-scored with the full vectors,
-# which is what keeps recall@10 at 0.99-1.0. IVF-PQ over IVF-HNSW-SQ: on 2 cores the HNSW variant
-# took 172 s to build for 100k 512-d vectors, IVF-PQ with these settings 42 s, at the same recall and
-# latency (benchmarks/search_scale.py, docs/search.md). k-means runs 10 iterations on 64 samples per
-# partition: building is the cost here, and refine absorbs coarser partitions.
-NPROBES = 20
-REFINE_FACTOR = 10
+# pieces, 8 bits each); the nearest REFINE_FACTOR x k candidates are re-scored with the full
+# vectors. The re-scoring is what holds recall: PQ codes cannot order many near-identical windows
+# (hours of similar background), and at 1M clustered windows recall@10 was 0.51 with 10 x k
+# candidates, 1.00 with 50 x k (p50 25 -> 30 ms). IVF-PQ over IVF-HNSW-SQ: on 2 cores the HNSW
+# variant took 172 s to build for 100k 512-d vectors, IVF-PQ 29 s, at the same recall and latency.
+# k-means runs 10 iterations on 64 samples per partition: building is the cost here, and re-scoring
+# absorbs coarser partitions. A tenth of the partitions is probed (at least 20).
+# Figures: benchmarks/search_scale.py, docs/search.md.
+MIN_NPROBES = 20
+PROBED_FRACTION = 0.1
+REFINE_FACTOR = 50
 DIMS_PER_SUBVECTOR = 16
 KMEANS_ITERATIONS = 10
 KMEANS_SAMPLES_PER_PARTITION = 64
 # Deletes and adds of a run are compacted at its end; versions older than this are dropped then
 # (not at once: a server searching beside the run may still read the previous version).
 CLEANUP_AFTER = timedelta(minutes=5)
+
+
+def partitions_for(rows: int) -> int:
+    """IVF partitions: about sqrt(N), 316 at 100k windows, 1,000 at 1M."""
+    return max(1, math.isqrt(rows))
+
+
+def probes_for(indexed_rows: int) -> int:
+    """Partitions searched: a tenth of them, at least MIN_NPROBES."""
+    return max(MIN_NPROBES, math.ceil(PROBED_FRACTION * partitions_for(indexed_rows)))
 
 
 class LanceStore:
@@ -89,8 +103,8 @@ class LanceStore:
             query = query.where(f"file_id IN ({id_list(file_ids)})", prefilter=True)
         if exact:
             query = query.bypass_vector_index()
-        elif self.has_ann_index():
-            query = query.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+        elif (indexed := self._indexed_rows()) is not None:
+            query = query.nprobes(probes_for(indexed)).refine_factor(REFINE_FACTOR)
         found = query.select(["id", "file_id", "start_s", "end_s", "vector", "_distance"]).to_arrow().to_pydict()
         return [
             Candidate(int(i), int(f), float(s), float(e), 1.0 - float(d), np.asarray(v, dtype=np.float32))
@@ -100,7 +114,14 @@ class LanceStore:
         ]
 
     def has_ann_index(self) -> bool:
-        return any(index.columns == ["vector"] for index in self._table.list_indices())
+        return self._indexed_rows() is not None
+
+    def _indexed_rows(self) -> int | None:
+        """Rows in the vector index when there is one (its partition count follows from it)."""
+        for index in self._table.list_indices():
+            if index.columns == ["vector"]:
+                return int(getattr(index, "num_indexed_rows", 0) or 0)
+        return None
 
     def optimize(self, ann_threshold: int) -> None:
         rows = self.count()
@@ -115,7 +136,7 @@ class LanceStore:
 
         config = IvfPq(
             distance_type="dot",
-            num_partitions=max(1, math.isqrt(rows)),  # about sqrt(N): 316 at 100k, 1,000 at 1M windows
+            num_partitions=partitions_for(rows),
             num_sub_vectors=max(1, self.dim // DIMS_PER_SUBVECTOR),
             max_iterations=KMEANS_ITERATIONS,
             sample_rate=KMEANS_SAMPLES_PER_PARTITION,
