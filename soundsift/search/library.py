@@ -50,9 +50,9 @@ from soundsift.search.results import FileProblem, IndexReport, IndexStatus, Sear
 from soundsift.search.stores import DEFAULT_STORE, VectorStore, check_store_spec, open_store
 
 # Below this many windows every search compares every window; above it an approximate index is
-# built. Exact search in LanceDB costs about 3.6 ms per 1,000 512-d windows on 2 cores (360 ms p50 at
-# 100k) against 8 ms for the IVF-PQ index at recall@10 1.0, and the index builds in 29 s at 100k:
-# at 20k windows (about 14 hours of audio) exact search is still ~70 ms. docs/search.md.
+# built. Exact search in LanceDB costs about 3 ms per 1,000 512-d windows on 2 cores (293 ms p50 at
+# 100k) against 13 ms for the IVF-PQ index at recall@10 1.0, and the index builds in 26 s at 100k:
+# at 20k windows (about 14 hours of audio) exact search is still ~60 ms. docs/search.md.
 DEFAULT_ANN_THRESHOLD = 20_000
 LOCK_NAME = "lock"
 Progress = Callable[[int, int], None]

@@ -79,7 +79,8 @@ async def run_search(
 def render(result: SearchResult, waveforms: list[str], language: str) -> str:
     how = message(language, "search_exact" if result.exact else "search_approximate")
     summary = message(language, "search_summary", count=len(result.hits), windows=result.windows_searched, how=how)
-    parts = [f'<p class="search-summary">{html.escape(summary)}</p>', '<ol class="search-hits">']
+    asked = html.escape(result.query or result.example or "", quote=True)
+    parts = [f'<p class="search-summary">{html.escape(summary)}</p>', f'<ol class="search-hits" data-query="{asked}">']
     for hit, waveform in zip(result.hits, waveforms, strict=True):
         name = html.escape(Path(hit.path).name)
         span = f"{_clock(hit.start_s)}–{_clock(hit.end_s)}"
