@@ -88,7 +88,10 @@ class QdrantStore:
             query_filter=self._files_filter(file_ids) if file_ids is not None else None,
             with_vectors=True,
             with_payload=True,
-            search_params=self.models.SearchParams(exact=exact, hnsw_ef=max(HNSW_EF_MIN, 2 * k)),
+            # Local mode always compares every vector (and warns about any search parameters).
+            search_params=None
+            if self.local
+            else self.models.SearchParams(exact=exact, hnsw_ef=max(HNSW_EF_MIN, 2 * k)),
         ).points
         return [
             Candidate(
