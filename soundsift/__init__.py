@@ -27,6 +27,7 @@ from soundsift.errors import (
     ProcessingError,
     SoundsiftError,
 )
+from soundsift.search.library import Library
 from soundsift.serving.settings import ServerSettings
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidTextError",
     "LabelError",
     "LabelScore",
+    "Library",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelSettings",

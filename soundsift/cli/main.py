@@ -10,11 +10,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from soundsift.cli import batch, classify, detect, eval, export, monitor, serve, teach
+from soundsift.cli import batch, classify, detect, eval, export, index, monitor, search, serve, teach
 from soundsift.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 from soundsift.errors import AdapterError, ConfigurationError, ExamplesError, LabelError, ModelLoadError
 
-SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export)
+SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, search)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,6 +70,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--no-ui", dest="ui", action="store_false", default=None, help="serve the HTTP API only, not the web page"
     )
+    search = parser.add_argument_group("search")
+    search.add_argument("--search-index", metavar="DIR", help="index folder /api/search uses (SOUNDSIFT_SEARCH_INDEX)")
+    search.add_argument(
+        "--library-roots",
+        metavar="DIR[:DIR...]",
+        help="folders POST /api/index may index (SOUNDSIFT_LIBRARY_ROOTS); unset: indexing over HTTP is off",
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run)
 

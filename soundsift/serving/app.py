@@ -29,7 +29,7 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
-from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login
+from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, search
 from soundsift.serving.service import ClassificationService
 from soundsift.serving.settings import ServerSettings
 
@@ -39,11 +39,12 @@ def create_app(service: ClassificationService) -> FastAPI:
     settings = service.settings
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         print(f"Running on local URL: http://{_display_host(settings.host)}:{settings.port}", flush=True)
         print(f"Model {service.classifier.model_id} ready on {', '.join(service.devices)}", flush=True)
         yield
+        await asyncio.get_running_loop().run_in_executor(None, app.state.search.shutdown)
         await service.stop()
 
     app = FastAPI(
@@ -54,10 +55,11 @@ def create_app(service: ClassificationService) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    search.install(app, service)
     install_error_handlers(app)
     app.include_router(health.router)
     api = [Security(bearer_scheme), Depends(require_ready)]
-    for module in (classify, detect, embed, info, adapters):
+    for module in (classify, detect, embed, info, adapters, search):
         app.include_router(module.router, dependencies=api, responses=ERROR_RESPONSES)
     if settings.api_key:
         app.include_router(login.router)

@@ -37,7 +37,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SESSION_COOKIE = "soundsift_session"
 # Routes that never run the model or read user data: supervisors and browsers reach them unauthenticated.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/logout", "/docs", "/openapi.json"})
-MODEL_ROUTES = frozenset({"/api/classify", "/api/classify/batch", "/api/detect", "/api/embed/audio", "/api/embed/text"})
+MODEL_ROUTES = frozenset(
+    {"/api/classify", "/api/classify/batch", "/api/detect", "/api/embed/audio", "/api/embed/text", "/api/search"}
+)
 # JSON bodies sent to Gradio's routes are small (component values, never file contents).
 _GRADIO_JSON_LIMIT = 1 << 20
 STRICT_UTF8 = "soundsift-strict-utf-8"

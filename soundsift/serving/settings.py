@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 
 from pydantic import Field, field_validator
 
@@ -47,6 +49,14 @@ class ServerSettings(SoundsiftSettings):
     max_teach_clips: int = Field(
         256, ge=1, le=10_000, description="Most clips (examples and negatives) in one teaching request."
     )
+    search_index: str | None = Field(
+        None, description="Index folder that /api/search searches and /api/index extends (soundsift index --index)."
+    )
+    library_roots: str | None = Field(
+        None,
+        description="Folders POST /api/index may index, separated by ':'; paths are resolved (symlinks "
+        "followed) and anything outside them is refused. Unset: indexing over HTTP is off.",
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -57,6 +67,12 @@ class ServerSettings(SoundsiftSettings):
         if gpus in ("all", "none") or all(part.strip().isdigit() for part in gpus.split(",")):
             return gpus
         raise ValueError(f"gpus {gpus!r} is not 'all', 'none' or a comma-separated list of GPU indices")
+
+    @property
+    def library_root_paths(self) -> list[Path]:
+        """The library roots, resolved (symlinks followed); empty when indexing over HTTP is off."""
+        parts = (self.library_roots or "").split(os.pathsep)
+        return [Path(os.path.realpath(os.path.expanduser(part.strip()))) for part in parts if part.strip()]
 
     @property
     def loopback_only(self) -> bool:

@@ -9,7 +9,8 @@ import gradio as gr
 from fastapi import FastAPI
 
 from soundsift.i18n.page_text import TEXT
-from soundsift.serving.page import classify_tab, detect_tab, live_tab, teach_tab
+from soundsift.search import Library
+from soundsift.serving.page import classify_tab, detect_tab, live_tab, search_tab, teach_tab
 from soundsift.serving.service import ClassificationService
 
 # Never readable through the page, whatever else is configured.
@@ -25,11 +26,14 @@ CSS = """
 *:focus-visible { outline: 3px solid #2563eb !important; outline-offset: 2px; }
 /* Contrast of at least 4.5:1 (WCAG AA) where the default theme falls short. */
 .hint p, .show-api, #audio-input time, #long-audio time, .playback > span { color: var(--body-text-color) !important; }
+.search-hits { padding-left: 1.4em; } .search-hit { margin-bottom: 12px; } .search-hit audio { width: 100%; }
 button.primary { background: #c2410c !important; border-color: #c2410c !important; color: #fff !important; }
 """
 
 
-def build_ui(service: ClassificationService, upload_root: Path) -> tuple[gr.Blocks, gr.I18n]:
+def build_ui(
+    service: ClassificationService, upload_root: Path, library: Library | None = None
+) -> tuple[gr.Blocks, gr.I18n]:
     i18n = gr.I18n(**TEXT)
     with gr.Blocks(title="soundsift") as page:
         gr.Markdown(i18n("title"))
@@ -42,13 +46,17 @@ def build_ui(service: ClassificationService, upload_root: Path) -> tuple[gr.Bloc
         if service.settings.max_adapters:
             with gr.Tab(i18n("teach_tab"), elem_id="teach-tab"):
                 teach_tab.build(service, i18n, upload_root, adapter_choice)
+        if library is not None:  # the server was given a search index
+            with gr.Tab(i18n("search_tab"), elem_id="search-tab"):
+                search_tab.build(service, i18n, upload_root, library)
         # Adapters taught elsewhere (the API, another tab) are offered as soon as the page opens.
         page.load(lambda: teach_tab.adapter_dropdown(service), outputs=[adapter_choice], api_visibility="private")
     return page, i18n
 
 
 def mount_ui(app: FastAPI, service: ClassificationService, upload_root: Path) -> None:
-    page, i18n = build_ui(service, upload_root)
+    search = getattr(app.state, "search", None)
+    page, i18n = build_ui(service, upload_root, search.library if search is not None else None)
     # Gradio's queue is unbounded by default; the service admits at most max_queue requests anyway.
     page.queue(default_concurrency_limit=service.settings.max_queue, max_size=service.settings.max_queue)
     gr.mount_gradio_app(

@@ -1,0 +1,177 @@
+"""Search at scale: indexing speed, query latency, recall of the approximate index, size on disk.
+
+1. Indexing: `Library.add` over ESC-50 clips (../shared) with the full-size CLAP (random weights,
+   same compute as the real one; benchmarks/random_model.py), torch on ``--threads`` cores:
+   clips/s, windows/s and seconds of audio per second.
+2. Vectors: ``--sizes`` synthetic 512-d unit vectors (clustered like real embeddings: 2,000 centres
+   plus noise) in the LanceDB store the index uses: time to add and to build the ANN index
+   (IVF-PQ with exact re-scoring), query latency p50/p95 exact and approximate, recall@10 of approximate against
+   exact (queries are perturbed stored vectors), bytes on disk per window and per hour of audio
+   (5 s windows every 2.5 s: 1,440 windows an hour).
+
+    python benchmarks/search_scale.py                          # 100k and 1M vectors, 2 cores
+    python benchmarks/search_scale.py --sizes 100000 --json scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS.parent))
+ESC50 = BENCHMARKS.parents[1] / "shared" / "data" / "esc50-16k-fold1"
+WINDOWS_PER_HOUR = 3600 / 2.5
+DIM = 512
+
+
+def percentile(values: list[float], percent: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(percent / 100 * (len(ordered) - 1)))]
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def index_speed(clips: int, threads: int, workers: int, model_dir: Path, scratch: Path) -> dict[str, float]:
+    import torch
+
+    from soundsift import Library
+
+    torch.set_num_threads(threads)
+    files = sorted((ESC50 / "audio").glob("*.wav"))[:clips]
+    source = scratch / "clips"
+    source.mkdir(parents=True)
+    for path in files:
+        os.symlink(path, source / path.name)
+    library = Library(scratch / "index", model=str(model_dir), device="cpu", batch_size=8)
+    assert library.classifier.model_id  # load the model outside the timing
+    started = time.perf_counter()
+    report = library.add([source], workers=workers)
+    wall = time.perf_counter() - started
+    size = folder_bytes(scratch / "index")
+    return {
+        "clips": report.added,
+        "windows": report.windows_added,
+        "audio_s": report.audio_s,
+        "wall_s": round(wall, 2),
+        "clips_per_s": round(report.added / wall, 2),
+        "windows_per_s": round(report.windows_added / wall, 2),
+        "audio_s_per_s": round(report.audio_s / wall, 1),
+        "index_bytes": size,
+        "index_bytes_per_window": round(size / max(1, report.windows_added)),
+    }
+
+
+def clustered(count: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    picks = rng.integers(0, len(centres), count)
+    vectors = centres[picks] + rng.normal(scale=0.6 / np.sqrt(DIM), size=(count, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def vector_scale(size: int, queries: int, exact_queries: int, scratch: Path) -> dict[str, float]:
+    from soundsift.search.stores import WindowRows
+    from soundsift.search.stores.lance import LanceStore
+
+    rng = np.random.default_rng(size)
+    centres = rng.normal(size=(2000, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    store = LanceStore(scratch / f"v{size}.lance", DIM)
+    chunk = 100_000
+    started = time.perf_counter()
+    kept: list[np.ndarray] = []
+    for offset in range(0, size, chunk):
+        count = min(chunk, size - offset)
+        vectors = clustered(count, rng, centres)
+        ids = np.arange(offset, offset + count, dtype=np.int64)
+        store.add(WindowRows(ids, ids // 100, (ids % 100) * 2.5, (ids % 100) * 2.5 + 5, vectors))
+        kept.append(vectors[: max(1, queries // max(1, size // chunk))])
+    add_s = time.perf_counter() - started
+    started = time.perf_counter()
+    store.optimize(ann_threshold=1)
+    build_s = time.perf_counter() - started
+    sample = np.concatenate(kept)[:queries]
+    probes = sample + rng.normal(scale=0.3 / np.sqrt(DIM), size=sample.shape).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    for probe in probes[:3]:  # warm the caches
+        store.search(probe, 10)
+        store.search(probe, 10, exact=True)
+    ann_ms, exact_ms, recall = [], [], []
+    for index, probe in enumerate(probes):
+        started = time.perf_counter()
+        approximate = store.search(probe, 10)
+        ann_ms.append((time.perf_counter() - started) * 1000)
+        if index < exact_queries:
+            started = time.perf_counter()
+            exact = store.search(probe, 10, exact=True)
+            exact_ms.append((time.perf_counter() - started) * 1000)
+            recall.append(len({c.id for c in exact} & {c.id for c in approximate}) / 10)
+    store._table.optimize(cleanup_older_than=timedelta(0))  # count the live version only
+    size_bytes = folder_bytes(scratch / f"v{size}.lance")
+    store.close()
+    return {
+        "vectors": size,
+        "add_s": round(add_s, 1),
+        "ann_build_s": round(build_s, 1),
+        "ann_p50_ms": round(statistics.median(ann_ms), 2),
+        "ann_p95_ms": round(percentile(ann_ms, 95), 2),
+        "exact_p50_ms": round(statistics.median(exact_ms), 2),
+        "exact_p95_ms": round(percentile(exact_ms, 95), 2),
+        "recall_at_10": round(float(np.mean(recall)), 4),
+        "queries": len(ann_ms),
+        "exact_queries": len(exact_ms),
+        "disk_bytes": size_bytes,
+        "disk_bytes_per_window": round(size_bytes / size),
+        "disk_mb_per_hour_of_audio": round(size_bytes / size * WINDOWS_PER_HOUR / 2**20, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000", help="vector counts, comma-separated")
+    parser.add_argument("--queries", type=int, default=200, help="approximate queries per size")
+    parser.add_argument("--exact-queries", type=int, default=50, help="exact queries per size (recall is over these)")
+    parser.add_argument("--clips", type=int, default=80, help="ESC-50 clips to index (0: skip the indexing part)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for indexing")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads for indexing")
+    parser.add_argument("--model", type=Path, help="model folder (default: the full-size random CLAP)")
+    parser.add_argument("--scratch", type=Path, help="working folder (default: a temporary one, removed)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="soundsift-search-scale-"))
+    scratch.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, object] = {"cpu_count": os.cpu_count(), "threads": args.threads}
+    try:
+        if args.clips:
+            from benchmarks.random_model import full_size_random_model
+
+            model = args.model or full_size_random_model(Path(tempfile.gettempdir()) / "soundsift-clap-random")
+            figures["indexing"] = index_speed(args.clips, args.threads, args.workers, model, scratch / "speed")
+            print("indexing:", json.dumps(figures["indexing"]), flush=True)
+        figures["vectors"] = []
+        for size in (int(part) for part in args.sizes.split(",") if part):
+            (scratch / "vectors").mkdir(exist_ok=True)
+            result = vector_scale(size, args.queries, args.exact_queries, scratch / "vectors")
+            figures["vectors"].append(result)  # type: ignore[attr-defined]
+            print("vectors:", json.dumps(result), flush=True)
+    finally:
+        if args.scratch is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
