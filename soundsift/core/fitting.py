@@ -36,6 +36,7 @@ CANDIDATES: tuple[tuple[Method, dict[str, float]], ...] = (
     ("tip", {"alpha": 0.5, "beta": 5.5}),
     ("tip", {"alpha": 1.0, "beta": 5.5}),
     ("tip", {"alpha": 2.0, "beta": 5.5}),
+    ("probe", {"strength": 0.01}),
     ("probe", {"strength": 0.1}),
     ("probe", {"strength": 1.0}),
 )
