@@ -178,6 +178,10 @@ OPERATIONS = [
     ("GET", "/api/adapters"),
     ("GET", "/api/adapters/{name}"),
     ("DELETE", "/api/adapters/{name}"),
+    ("POST", "/api/search"),
+    ("GET", "/api/index/status"),
+    ("POST", "/api/index"),
+    ("GET", "/api/search/files/{file_id}"),
 ]
 API_OPERATIONS = [operation for operation in OPERATIONS if operation[1].startswith("/api/")]
 # Health routes take no input, so schemathesis has no invalid data for them: positive cases only.

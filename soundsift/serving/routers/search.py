@@ -31,10 +31,19 @@ from soundsift.search.errors import (
 )
 from soundsift.search.indexer import is_under
 from soundsift.serving.dependencies import Service, upload_of
-from soundsift.serving.errors import ApiError
+from soundsift.serving.errors import ApiError, ErrorBody
 from soundsift.serving.service import ClassificationService
 
 router = APIRouter(prefix="/api", tags=["search"])
+_ERRORS = {
+    403: "Path outside the library roots, or indexing over HTTP is off (path_not_allowed, indexing_disabled)",
+    404: "No search index configured, no index yet, or no such file (search_not_configured, index_not_found, "
+    "path_not_found, not_found)",
+    409: "An indexing job is running, or the index was built with another model (index_busy, index_model_mismatch)",
+}
+SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description} for status, description in _ERRORS.items()
+}
 MAX_INDEX_PATHS = 100
 MAX_QUERY_CHARS = 500
 
@@ -153,7 +162,12 @@ def _api_error(error: Exception) -> ApiError:
     return ApiError(status, code, str(error))
 
 
-@router.post("/search", response_model=SearchResult, summary="Search the index by description or example sound")
+@router.post(
+    "/search",
+    response_model=SearchResult,
+    summary="Search the index by description or example sound",
+    responses=SEARCH_RESPONSES,
+)
 async def search(
     request: Request,
     service: Service,
@@ -199,7 +213,12 @@ async def search(
             raise _api_error(error) from None
 
 
-@router.get("/index/status", response_model=IndexStatusResponse, summary="What the index holds, and the indexing job")
+@router.get(
+    "/index/status",
+    response_model=IndexStatusResponse,
+    summary="What the index holds, and the indexing job",
+    responses=SEARCH_RESPONSES,
+)
 async def index_status(request: Request, service: Service) -> IndexStatusResponse:
     state = _state(request)
     library = state.require_library()
@@ -211,13 +230,21 @@ async def index_status(request: Request, service: Service) -> IndexStatusRespons
     )
 
 
-@router.post("/index", response_model=IndexJob, status_code=202, summary="Index files inside the library roots")
+@router.post(
+    "/index",
+    response_model=IndexJob,
+    status_code=202,
+    summary="Index files inside the library roots",
+    responses=SEARCH_RESPONSES,
+)
 async def start_index(request: Request, body: IndexRequest) -> IndexJob:
     """Starts a background job (one at a time; 409 while one runs); follow it at GET /api/index/status."""
     return _state(request).start(body.paths, body.retry_failed)
 
 
-@router.get("/search/files/{file_id}", summary="The audio of an indexed file (for playing a hit)")
+@router.get(
+    "/search/files/{file_id}", summary="The audio of an indexed file (for playing a hit)", responses=SEARCH_RESPONSES
+)
 async def indexed_file(request: Request, file_id: int) -> FileResponse:
     """Only files in the index, by id, and only while the path still resolves to itself (a symlink
     swapped in after indexing is refused)."""
