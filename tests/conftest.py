@@ -38,3 +38,20 @@ def esc50_clips(esc50_rows: list[dict[str, str]]) -> list[Path]:
     for row in esc50_rows:
         seen.setdefault(row["category"], ESC50 / "audio" / row["filename"])
     return list(seen.values())[:8]
+
+
+@pytest.fixture
+def run(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """The `soundsift` command in this process with the tiny model: ``run(*argv)`` gives
+    (exit code, stdout, stderr)."""
+    from soundsift.cli.main import main
+
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke

@@ -12,19 +12,6 @@ import pytest
 from soundsift.cli.main import main
 
 
-@pytest.fixture
-def run(tiny_model_dir, capsys, monkeypatch):
-    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
-
-
 def test_table_output(run, esc50_clips):
     code, out, _ = run("classify", str(esc50_clips[0]), "--labels", "dog barking | dog bark, rain, siren")
     assert code == 0

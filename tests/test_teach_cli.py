@@ -9,24 +9,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift.cli.main import main
 from tests.data.audio import write_soundfile
 from tests.test_adapters import RATE, SOUNDS, synthetic, write_examples
 
 pytestmark = pytest.mark.slow  # every command loads the model and embeds clips
-
-
-@pytest.fixture
-def run(tiny_model_dir, capsys, monkeypatch):
-    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
-    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 @pytest.fixture(scope="module")

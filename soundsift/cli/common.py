@@ -45,6 +45,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_method_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, purpose: str) -> None:
+    parser.add_argument(
+        "--method",
+        choices=["auto", "prototype", "tip", "probe"],
+        default="auto",
+        help=f"how {purpose} learn from clips: auto (default) cross-validates all on the examples; prototype and "
+        "tip are training-free, probe is a linear probe anchored at the zero-shot text embeddings",
+    )
+
+
 def add_label_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("labels and scoring")
     group.add_argument(

@@ -11,6 +11,7 @@ from soundsift.cli.common import (
     DEFAULT_TEMPLATE,
     EXIT_OK,
     UsageError,
+    add_method_option,
     add_model_options,
     add_progress_option,
     settings_from_args,
@@ -49,12 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
             "report accuracy by K beside zero-shot",
         )
         kind.add_argument("--seeds", type=int, default=1, help="draws of the K support clips per fold (default 1)")
-        kind.add_argument(
-            "--method",
-            choices=["auto", "prototype", "tip", "probe"],
-            default="auto",
-            help="adapter method for --shots (default auto: cross-validated)",
-        )
+        add_method_option(kind, purpose="the --shots adapters")
         add_progress_option(kind)
         add_model_options(kind)
         kind.set_defaults(handler=run, command="eval")

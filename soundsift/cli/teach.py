@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from soundsift.cli.common import EXIT_OK, UsageError, add_model_options, settings_from_args
+from soundsift.cli.common import EXIT_OK, UsageError, add_method_option, add_model_options, settings_from_args
 
 if TYPE_CHECKING:
     from soundsift.core.adapter import Adapter
@@ -26,13 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("examples", metavar="EXAMPLES", help="folder of label folders, or a path,label CSV")
     parser.add_argument("--out", type=Path, required=True, metavar="NAME.adapter", help="the adapter file to write")
     parser.add_argument("--negatives", metavar="DIR", help="recordings of none of the labels (background, other)")
-    parser.add_argument(
-        "--method",
-        choices=["auto", "prototype", "tip", "probe"],
-        default="auto",
-        help="auto (default) cross-validates all on the examples; prototype and tip are training-free, "
-        "probe is a linear probe anchored at the zero-shot text embeddings",
-    )
+    add_method_option(parser, purpose="the taught labels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
     parser.add_argument(
         "--template",
