@@ -315,3 +315,27 @@ def test_the_ray_engine_indexes_the_same_windows(tmp_path: Path, tiny_model_dir:
     library = Library(index, model=str(tiny_model_dir), device="cpu")
     clip = library_folder / "clip2.wav"
     assert library.search(like=str(clip), top=1).hits[0].path == str(clip.resolve())
+
+
+def test_a_taught_adapter_reranks_text_search(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """'clicks' means nothing to the random model's text encoder; taught from three clips, the
+    same words find the click recordings first."""
+    from soundsift import Adapter
+    from tests.test_adapters import RATE, SOUNDS, synthetic, write_examples
+
+    library_folder = tmp_path / "recordings"
+    for kind in SOUNDS:
+        for variant in range(4, 8):
+            path = library_folder / f"{kind}-{variant}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(path, synthetic(kind, variant, seconds=5.0), RATE)
+    plain = Classifier(model=str(tiny_model_dir), device="cpu")
+    adapter = Adapter.fit(plain, write_examples(tmp_path / "examples", shots=3))
+    taught = Classifier(model=str(tiny_model_dir), device="cpu", adapter=adapter)
+    with Library(tmp_path / "index", classifier=taught) as library:
+        library.add([str(library_folder)])
+        hits = library.search("clicks", top=4).hits
+    assert [Path(hit.path).name.split("-")[0] for hit in hits] == ["clicks"] * 4
+    with Library(tmp_path / "index", classifier=plain) as library:
+        zero_shot = library.search("clicks", top=4).hits
+    assert [Path(hit.path).name.split("-")[0] for hit in zero_shot] != ["clicks"] * 4

@@ -330,12 +330,14 @@ class Library:
         path, bytes, file object or (samples, rate); ``like_start_s``/``like_end_s`` cut a span of
         it). ``exclude`` lists sounds a hit must not be more like than the query (as '-music' in the
         text). Filters: a path glob, the file's duration, its modified time (Unix seconds).
-        ``exact``: None picks exact search below the ANN threshold, approximate above it."""
+        ``exact``: None picks exact search below the ANN threshold, approximate above it. With a
+        classifier that has an adapter, a description naming a taught label is searched (and its
+        hits ranked) with what the adapter learnt from the user's clips."""
         if (text is None) == (like is None):
             raise QueryError("search by text or by example (like=...), one of the two")
         self._ready(create=False)
         if text is not None:
-            query = text_query(self.classifier, text, exclude=exclude)
+            query = text_query(self.classifier, text, exclude=exclude, adapter=self.classifier.adapter)
         else:
             assert like is not None
             query = example_query(

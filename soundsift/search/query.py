@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput, DecodedAudio
 from soundsift.core.classifier import Classifier
+from soundsift.core.fitting import Head
 from soundsift.core.scoring import PreparedLabels, vetoed_labels
 from soundsift.search.embedding import WindowLayout, embed_windows, iter_windows
 from soundsift.search.errors import QueryError
@@ -35,22 +37,47 @@ _SEPARATORS = re.compile(r"[,，、]")
 
 @dataclass(frozen=True)
 class QueryVectors:
-    """What a query asks the store: one unit vector per description, plus excluded sounds."""
+    """What a query asks the store: one unit vector per description, plus excluded sounds.
+
+    ``taught`` maps a description's row to a label of ``head`` (a taught adapter's): that row
+    retrieves with the label's class vector, and its candidates are scored by the adapter (its
+    Tip-Adapter cache included) — taught sounds re-rank the hits."""
 
     vectors: np.ndarray
     prepared: PreparedLabels | None = None
     exclusions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    taught: dict[int, int] = field(default_factory=dict)
+    head: Head | None = None
+
+    def score(self, vector: np.ndarray) -> float:
+        """A stored window's score: its best similarity to any description (taught ones by the adapter)."""
+        scores = self.vectors @ vector
+        if self.head is not None and self.taught:
+            adapted = self.head.similarities(vector[None, :])[0]
+            for row, label in self.taught.items():
+                scores[row] = adapted[label]
+        return float(scores.max())
 
 
-def text_query(classifier: Classifier, text: str, *, exclude: Sequence[str] = ()) -> QueryVectors:
-    """Descriptions to vectors through `Classifier.prepare_labels` (templates, glossary translation
-    and '-word' / '(not word)' exclusions as for labels); ``exclude`` adds excluded sounds to all."""
+def text_query(
+    classifier: Classifier, text: str, *, exclude: Sequence[str] = (), adapter: Adapter | None = None
+) -> QueryVectors:
+    """Descriptions to vectors as zero-shot labels are made (templates, glossary translation and
+    '-word' / '(not word)' exclusions); ``exclude`` adds excluded sounds to all. A description that
+    names a label the ``adapter`` taught searches with what the adapter learnt for it."""
     if not text.strip():
         raise QueryError("the text query is empty")
     extra = "".join(f" -{word.strip().lstrip('-')}" for word in exclude if word.strip().lstrip("-"))
     labels = [part + extra for part in _descriptions(text)]
-    prepared = classifier.prepare_labels(labels, multi_label=True)
-    return QueryVectors(prepared.embeddings.astype(np.float32), prepared=prepared)
+    prepared = classifier.zero_shot_labels(labels, multi_label=True)
+    vectors = prepared.embeddings.astype(np.float32)
+    if adapter is None:
+        return QueryVectors(vectors, prepared=prepared)
+    taught = {row: adapter.labels.index(name) for row, name in enumerate(prepared.names) if name in adapter.labels}
+    for row, label in taught.items():
+        direction = adapter.weights[label]
+        vectors[row] = direction / max(float(np.linalg.norm(direction)), 1e-12)
+    return QueryVectors(vectors, prepared=prepared, taught=taught, head=adapter.head)
 
 
 def _descriptions(text: str) -> list[str]:
@@ -87,7 +114,7 @@ def example_query(
     vector = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
     exclusions = np.zeros((0, len(vector)), dtype=np.float32)
     if exclude:
-        exclusions = classifier.prepare_labels(list(exclude), multi_label=True).embeddings.astype(np.float32)
+        exclusions = classifier.zero_shot_labels(list(exclude), multi_label=True).embeddings.astype(np.float32)
     return QueryVectors(vector[None, :], exclusions=exclusions)
 
 
@@ -133,7 +160,7 @@ def pool_candidates(
     for candidates in found:
         for candidate in candidates:
             if candidate.id not in pooled:
-                pooled[candidate.id] = (candidate, float(np.max(query.vectors @ candidate.vector)))
+                pooled[candidate.id] = (candidate, query.score(candidate.vector))
     vetoed = [window for window, (candidate, score) in pooled.items() if _vetoed(query, candidate, score)]
     for window in vetoed:
         del pooled[window]
