@@ -123,6 +123,7 @@ def test_help_lists_every_option(capsys):
         assert option in text
 
 
+@pytest.mark.slow  # the CLI in a subprocess, waiting for the hub to be unreachable
 def test_unreachable_hub_model_is_explained(tmp_path, esc50_clips):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("SOUNDSIFT_MODEL", None)

@@ -117,6 +117,7 @@ def test_cli_writes_events_labels_track_and_plot(tiny_model_dir, tmp_path, recor
     assert "dog" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an hour of audio
 def test_an_hour_long_file_in_bounded_memory(tiny_model_dir, tmp_path):
     path = tmp_path / "hour.wav"
     with soundfile.SoundFile(path, "w", samplerate=8_000, channels=1, subtype="PCM_16") as handle:

@@ -33,7 +33,7 @@ from soundsift.monitor.runner import MonitorService
 from tests.data.audio import tone
 from tests.monitor.broker import Broker, Recorder, TlsFiles, retained
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.slow]  # a real mosquitto and monitor processes
 
 RATE = 16_000
 HA_KEYS = {

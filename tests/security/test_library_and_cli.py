@@ -60,6 +60,7 @@ def test_batch_out_in_a_missing_folder_is_created(tiny_model_dir, esc50_clips, t
     assert len(out.read_text().splitlines()) == 1
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 @pytest.mark.parametrize("where", ["file-as-folder", "folder-as-file"])
 def test_batch_out_that_cannot_be_written_is_one_line(tiny_model_dir, esc50_clips, tmp_path, where):
     blocker = tmp_path / "not-a-folder"
