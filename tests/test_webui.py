@@ -271,6 +271,7 @@ def test_teach_sounds_on_the_page_then_classify_with_them(browser, server, tmp_p
         expect(page.locator("#teach-files")).to_contain_text(paths[-1].stem, timeout=20_000)
         page.locator("#teach-add").click()
         expect(page.locator("#teach-table")).to_contain_text(kind, timeout=20_000)
+    assert page.get_by_role("button", name="common.upload").count() == 0  # every button has a real name
     page.locator("#teach-button").click()
     expect(page.locator("#teach-status")).to_contain_text("Taught workshop", timeout=60_000)
 

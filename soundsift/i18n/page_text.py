@@ -70,6 +70,8 @@ TEXT: dict[str, dict[str, str]] = {
         "teach_save": "Teach",
         "teach_table": "Clips so far",
         "adapter": "Taught sounds (optional)",
+        # Gradio's File component names its button with this key and ships no text for it.
+        "common.upload": "Upload",
         "audio.no_microphone": "No microphone available: allow this page to use the microphone (the icon at the "
         "left of the address bar), then reload.",
         "audio.allow_recording_access": "The microphone is blocked: allow this page to use it (the icon at the left "
@@ -132,6 +134,7 @@ TEXT: dict[str, dict[str, str]] = {
         "teach_save": "教学",
         "teach_table": "已添加的片段",
         "adapter": "已学声音（可选）",
+        "common.upload": "上传",
         "audio.no_microphone": "没有可用的麦克风：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
         "audio.allow_recording_access": "麦克风被阻止：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
     },
