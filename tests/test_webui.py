@@ -285,6 +285,14 @@ def test_teach_sounds_on_the_page_then_classify_with_them(browser, server, tmp_p
     expect(page.locator("#verdict")).to_contain_text("clicks")
     save(page, "taught")
 
+    page.get_by_role("tab", name="Live").click()  # listening with the taught sounds alone
+    page.locator("#live-adapter input").click()
+    page.get_by_role("option", name="workshop").click()
+    page.locator("#live-audio .record-button").click()
+    expect(page.locator("#live-scores")).to_contain_text("clicks", timeout=30_000)
+    expect(page.locator("#live-scores")).to_contain_text("hum")
+    page.locator("#live-audio .stop-button").first.click()
+
 
 def write_clip(path: Path, samples: np.ndarray, rate: int) -> Path:
     soundfile.write(path, samples, rate)

@@ -42,15 +42,16 @@ def build_ui(
         with gr.Tab(i18n("long_tab"), elem_id="long-tab"):
             detect_tab.build(service, i18n, upload_root)
         with gr.Tab(i18n("live_tab"), elem_id="live-tab"):
-            live_tab.build(service, i18n)
+            live_choice = live_tab.build(service, i18n)
+        choices = [adapter_choice, live_choice]
         if service.settings.max_adapters:
             with gr.Tab(i18n("teach_tab"), elem_id="teach-tab"):
-                teach_tab.build(service, i18n, upload_root, adapter_choice)
+                teach_tab.build(service, i18n, upload_root, choices)
         if library is not None:  # the server was given a search index
             with gr.Tab(i18n("search_tab"), elem_id="search-tab"):
                 search_tab.build(service, i18n, upload_root, library)
-        # Adapters taught elsewhere (the API, another tab) are offered as soon as the page opens.
-        page.load(lambda: teach_tab.adapter_dropdown(service), outputs=[adapter_choice], api_visibility="private")
+        # Adapters taught elsewhere (the API, another browser) are offered as soon as the page opens.
+        page.load(lambda: teach_tab.adapter_dropdowns(service, len(choices)), outputs=choices, api_visibility="private")
     return page, i18n
 
 

@@ -40,7 +40,8 @@ KEPT_EVENTS = 10
 class LiveSession:
     """One browser tab's listening state, bounded: the last WINDOW_S of audio and KEPT_EVENTS events."""
 
-    labels: str
+    request: tuple[str, str | None]
+    """The labels and adapter name the session was prepared for (a change prepares it again)."""
     prepared: PreparedLabels
     gate: AlertGate
     sample_rate: int
@@ -65,17 +66,20 @@ def mono_float(chunk: np.ndarray) -> np.ndarray:
     return data.astype(np.float32, copy=False)
 
 
-def build(service: ClassificationService, i18n: gr.I18n) -> None:
+def build(service: ClassificationService, i18n: gr.I18n) -> gr.Dropdown:
+    """The tab; returns its "Taught sounds" choice, which the Teach tab refreshes."""
+
     async def listen(
         chunk: tuple[int, np.ndarray] | None,
         labels: str,
+        adapter: str | None,
         threshold: float,
         session: LiveSession | None,
         request: gr.Request,
     ) -> tuple[LiveSession | None, str, pd.DataFrame, pd.DataFrame]:
         language = request_language(request)
         try:
-            session = await step(service, session, chunk, labels, float(threshold), language)
+            session = await step(service, session, chunk, (labels, adapter or None), float(threshold), language)
         except PageProblem as problem:
             columns = [message(language, key) for key in ("col_label", "col_score")]
             return session, message(language, "error", message=str(problem)), empty_table(columns), empty_table([])
@@ -87,6 +91,9 @@ def build(service: ClassificationService, i18n: gr.I18n) -> None:
             gr.Markdown(i18n("live_audio"), elem_classes="heading")
             audio = gr.Audio(sources=["microphone"], streaming=True, show_label=False, elem_id="live-audio")
             labels = gr.Textbox(label=i18n("live_labels"), placeholder=i18n("labels_hint"), elem_id="live-labels")
+            adapter = gr.Dropdown(
+                choices=["", *service.adapters.names()], value="", label=i18n("adapter"), elem_id="live-adapter"
+            )
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label=i18n("event_threshold"))
         with gr.Column(min_width=300):
             status = gr.Markdown(elem_id="live-status")
@@ -95,31 +102,33 @@ def build(service: ClassificationService, i18n: gr.I18n) -> None:
     session = gr.State(None, time_to_live=SESSION_IDLE_S, delete_callback=_forget)
     audio.stream(
         listen,
-        inputs=[audio, labels, threshold, session],
+        inputs=[audio, labels, adapter, threshold, session],
         outputs=[session, status, scores, events],
         stream_every=HOP_S,
         time_limit=STREAM_LIMIT_S,
         concurrency_limit=None,
         api_visibility="private",
     )
+    return adapter
 
 
 async def step(
     service: ClassificationService,
     session: LiveSession | None,
     chunk: tuple[int, np.ndarray] | None,
-    labels: str,
+    request: tuple[str, str | None],
     threshold: float,
     language: str,
 ) -> LiveSession:
-    if not labels or not labels.strip():
+    labels, adapter = request
+    if (not labels or not labels.strip()) and not adapter:
         raise PageProblem(message(language, "no_labels"))
-    if session is None or session.labels != labels:
+    if session is None or session.request != request:
         with as_page_problems("live labels", language):
-            prepared = await service.prepare_labels(labels, None, False)
+            prepared = await service.prepare_labels(labels or None, None, False, adapter)
         needed, window = CONFIRM
         gate = AlertGate(prepared.names, needed=needed, window=window, cooldown_s=COOLDOWN_S)
-        session = LiveSession(labels, prepared, gate, service.classifier.sample_rate)
+        session = LiveSession(request, prepared, gate, service.classifier.sample_rate)
     if chunk is None:
         return session
     rate, data = chunk

@@ -18,7 +18,8 @@ Examples = list[tuple[str, str]]
 """(label, uploaded file path) pairs, in the order added."""
 
 
-def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, adapter_choice: gr.Dropdown) -> None:
+def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, choices: list[gr.Dropdown]) -> None:
+    """The tab; after teaching, every "Taught sounds" choice in ``choices`` offers the new adapter."""
     limit = service.settings.max_teach_clips
 
     def add(
@@ -39,13 +40,13 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, adap
             status = message(language, "teach_added", count=len(examples), labels=len(counts))
         return examples, status, counts_table(examples, language), None, None
 
-    async def teach(name: str, examples: Examples | None, request: gr.Request) -> tuple[str, gr.Dropdown]:
+    async def teach(name: str, examples: Examples | None, request: gr.Request) -> tuple[str | gr.Dropdown, ...]:
         language = request_language(request)
         try:
             status = await run_teaching(service, upload_root, language, name, examples or [])
         except PageProblem as problem:
             status = message(language, "error", message=str(problem))
-        return status, adapter_dropdown(service)
+        return status, *adapter_dropdowns(service, len(choices))
 
     gr.Markdown(i18n("teach_intro"))
     examples = gr.State([])
@@ -70,7 +71,7 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, adap
         outputs=[examples, status, table, files, recorded],
         api_visibility="private",
     )
-    teach_button.click(teach, inputs=[name, examples], outputs=[status, adapter_choice], api_visibility="private")
+    teach_button.click(teach, inputs=[name, examples], outputs=[status, *choices], api_visibility="private")
 
 
 async def run_teaching(
@@ -96,5 +97,6 @@ def counts_table(examples: Examples, language: str) -> pd.DataFrame:
     return pd.DataFrame(sorted(counts.items()), columns=columns)
 
 
-def adapter_dropdown(service: ClassificationService) -> gr.Dropdown:
-    return gr.Dropdown(choices=["", *service.adapters.names()])
+def adapter_dropdowns(service: ClassificationService, count: int) -> tuple[gr.Dropdown, ...]:
+    """``count`` updates that offer every stored adapter (and none)."""
+    return tuple(gr.Dropdown(choices=["", *service.adapters.names()]) for _ in range(count))
