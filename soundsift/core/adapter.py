@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -253,8 +254,9 @@ class Adapter:
 
     # ---- use --------------------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def head(self) -> Head:
+        """The taught labels' scoring head (built once per adapter: scoring and search reuse it)."""
         cache = None
         if self.method == "tip":
             cache = ExampleCache(

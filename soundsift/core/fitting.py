@@ -23,6 +23,7 @@ included), which is how "none of these" is decided later.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -84,15 +85,19 @@ class ExampleCache:
     alpha: float
     beta: float
 
+    @cached_property
+    def _class_means(self) -> np.ndarray:
+        """(keys, classes): averages each class's examples (built once; scoring calls this per clip)."""
+        membership = np.zeros((len(self.keys), self.classes), dtype=np.float32)
+        membership[np.arange(len(self.keys)), self.owner] = 1.0
+        return membership / np.maximum(membership.sum(axis=0, keepdims=True), 1.0)
+
     def affinity(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, classes): per class, alpha times the mean affinity of the clip to the class's examples."""
         if not len(self.keys):
             return np.zeros((len(embeddings), self.classes), dtype=np.float32)
         closeness = np.exp(-self.beta * (1.0 - embeddings @ self.keys.T))
-        membership = np.zeros((len(self.keys), self.classes), dtype=np.float32)
-        membership[np.arange(len(self.keys)), self.owner] = 1.0
-        membership /= np.maximum(membership.sum(axis=0, keepdims=True), 1.0)
-        return (self.alpha * closeness @ membership).astype(np.float32)
+        return (self.alpha * closeness @ self._class_means).astype(np.float32)
 
 
 @dataclass(frozen=True)
