@@ -387,8 +387,12 @@ class Classifier:
             if not labels:
                 raise LabelError("labels are needed (or an adapter with taught labels)")
             return self.zero_shot_labels(labels, templates=templates, multi_label=multi_label)
-        extras = self.zero_shot_labels(labels, templates=templates, multi_label=multi_label, min_labels=0)
-        return chosen_adapter.prepared_labels(extras if labels else None, multi_label=multi_label)
+        extras = (
+            self.zero_shot_labels(labels, templates=templates, multi_label=multi_label, min_labels=0)
+            if labels
+            else None
+        )
+        return chosen_adapter.prepared_labels(extras, multi_label=multi_label)
 
     def zero_shot_labels(
         self,
