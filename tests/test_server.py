@@ -221,7 +221,9 @@ def test_api_key_and_cors(keyed_server, esc50_clips):
 
 
 def test_sigterm_lets_in_flight_requests_finish(tiny_model_dir, tmp_path, esc50_clips):
-    process = ServerProcess(tiny_model_dir, tmp_path / "server.log")
+    # The micro-batch waits up to 5 s for more clips, so all four requests are surely in flight
+    # together when the signal comes (however fast this machine decodes).
+    process = ServerProcess(tiny_model_dir, tmp_path / "server.log", micro_batch_wait_ms="5000", micro_batch_size="8")
     process.wait_ready()
     long_clip = wav_bytes(240, rate=16_000)
 
