@@ -137,3 +137,28 @@ def test_an_index_job_runs_in_the_background(search_server) -> None:
     ).json()["hits"]
     assert all(not hit["path"].startswith(str(search_server.outside)) for hit in hits)
     assert any("/later/" in hit["path"] for hit in hits)
+
+
+def test_a_stored_adapter_reranks_a_search_request(search_server) -> None:
+    """Teach two sounds through /api/adapters, then name one in a query with 'adapter': the taught
+    recording comes first; an unknown adapter name is a 404."""
+    first = search_server.root / "first"
+    files = [("clips", (name, (first / name).read_bytes())) for name in ("clip0.wav", "clip3.wav")]
+    taught = requests.post(
+        f"{search_server.url}/api/adapters",
+        files=files,
+        data={"name": "tones", "clip_labels": ["dull", "bright"]},
+        headers=AUTH,
+        timeout=60,
+    )
+    assert taught.status_code == 201, taught.text
+    url = f"{search_server.url}/api/search"
+    best = {}
+    for query in ("dull", "bright"):
+        hits = requests.post(url, data={"query": query, "adapter": "tones", "top": "1"}, headers=AUTH, timeout=30)
+        assert hits.status_code == 200, hits.text
+        best[query] = Path(hits.json()["hits"][0]["path"]).name
+    # One clip each ("dull" is clip0, "bright" clip3): Tip-Adapter's cache finds the recording taught.
+    assert best == {"dull": "clip0.wav", "bright": "clip3.wav"}, best
+    unknown = requests.post(url, data={"query": "bright", "adapter": "nothing"}, headers=AUTH, timeout=30)
+    assert_error(unknown, 404, "adapter_not_found")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier, Embedder
 from soundsift.search.catalog import FORMAT_VERSION, Catalog, FileFilter
@@ -325,19 +326,21 @@ class Library:
         modified_before: float | None = None,
         exact: bool | None = None,
         merge_gap_s: float = 0.0,
+        adapter: Adapter | None = None,
     ) -> SearchResult:
         """The ``top`` best places for a description (``text``) or an example sound (``like``, a
         path, bytes, file object or (samples, rate); ``like_start_s``/``like_end_s`` cut a span of
         it). ``exclude`` lists sounds a hit must not be more like than the query (as '-music' in the
         text). Filters: a path glob, the file's duration, its modified time (Unix seconds).
-        ``exact``: None picks exact search below the ANN threshold, approximate above it. With a
-        classifier that has an adapter, a description naming a taught label is searched (and its
-        hits ranked) with what the adapter learnt from the user's clips."""
+        ``exact``: None picks exact search below the ANN threshold, approximate above it. With an
+        ``adapter`` (or a classifier that has one), a description naming a taught label is searched
+        (and its hits ranked) with what the adapter learnt from the user's clips."""
         if (text is None) == (like is None):
             raise QueryError("search by text or by example (like=...), one of the two")
         self._ready(create=False)
         if text is not None:
-            query = text_query(self.classifier, text, exclude=exclude, adapter=self.classifier.adapter)
+            taught = self.classifier.checked_adapter(adapter) if adapter is not None else self.classifier.adapter
+            query = text_query(self.classifier, text, exclude=exclude, adapter=taught)
         else:
             assert like is not None
             query = example_query(

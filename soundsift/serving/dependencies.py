@@ -17,7 +17,10 @@ LABELS_HELP = (
     "or the field repeated once per label."
 )
 PRESET_HELP = f"A named label set instead of labels: {', '.join(preset_names())}."
-ADAPTER_HELP = "A stored adapter's name (see /api/adapters): its taught labels join the labels, which become optional."
+ADAPTER_HELP = (
+    "A stored adapter's name (see /api/adapters): its taught labels join the labels, which become optional; "
+    "on /api/search, a query naming a taught label is searched with what the adapter learnt."
+)
 # Documents the key in the OpenAPI schema; the AccessGuard middleware is what enforces it.
 bearer_scheme = HTTPBearer(auto_error=False, description="SOUNDSIFT_API_KEY, when the server has one")
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")

@@ -30,7 +30,7 @@ from soundsift.search.errors import (
     SearchIndexError,
 )
 from soundsift.search.indexer import is_under
-from soundsift.serving.dependencies import Service, upload_of
+from soundsift.serving.dependencies import ADAPTER_HELP, Service, upload_of
 from soundsift.serving.errors import ApiError, ErrorBody
 from soundsift.serving.service import ClassificationService
 
@@ -182,6 +182,7 @@ async def search(
     max_duration_s: Annotated[float | None, Form(ge=0)] = None,
     modified_after: Annotated[float | None, Form(description="Unix time.")] = None,
     modified_before: Annotated[float | None, Form(description="Unix time.")] = None,
+    adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
 ) -> SearchResult:
     library = _state(request).require_library()
     if (query is None or not query.strip()) == (audio is None):
@@ -204,6 +205,8 @@ async def search(
         "modified_after": modified_after,
         "modified_before": modified_before,
     }
+    if adapter:
+        options["adapter"] = service.adapters.get(adapter)
     if example is not None:
         options.update(like=example.file, like_name=example.name, like_start_s=start_s, like_end_s=end_s)
     async with service.admit():
