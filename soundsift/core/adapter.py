@@ -228,7 +228,7 @@ class Adapter:
         scale = classifier.logit_scale
         selection = select(data, method, logit_scale=scale, seed=seed)
         head = fit(data, selection.method, selection.options, logit_scale=scale)
-        calibration = calibrate(data, selection.method, selection.options, logit_scale=scale, seed=seed)
+        calibration = calibrate(data, selection, logit_scale=scale, seed=seed)
         return cls(
             labels=tuple(labels),
             method=selection.method,

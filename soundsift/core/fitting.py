@@ -127,6 +127,9 @@ class Selection:
     cross_validated: bool
     accuracy: dict[str, float] = field(default_factory=dict)
     """Cross-validated accuracy of every candidate, keyed like ``prototype(blend=0.8)``."""
+    out_of_fold: tuple[np.ndarray, np.ndarray] | None = None
+    """The chosen candidate's out-of-fold similarities (examples, negatives), which `calibrate`
+    reuses instead of fitting the same folds again."""
 
 
 def fit(examples: Examples, method: Method, options: dict[str, float], *, logit_scale: float) -> Head:
@@ -154,23 +157,25 @@ def select(examples: Examples, method: Method | Literal["auto"], *, logit_scale:
         return Selection(chosen[0], dict(chosen[1]), cross_validated=False)
     folds = stratified_folds(examples.targets, len(examples.negatives), seed=seed)
     accuracy: dict[str, float] = {}
-    best: tuple[float, int] = (-1.0, 0)
+    best: tuple[float, int, tuple[np.ndarray, np.ndarray] | None] = (-1.0, 0, None)
     for index, (name, options) in enumerate(candidates):
-        similarities, _ = out_of_fold(examples, folds, name, options, logit_scale=logit_scale)
-        score = float((similarities.argmax(axis=1) == examples.targets).mean())
+        held_out = out_of_fold(examples, folds, name, options, logit_scale=logit_scale)
+        score = float((held_out[0].argmax(axis=1) == examples.targets).mean())
         accuracy[describe(name, options)] = round(score, 4)
         if score > best[0]:
-            best = (score, index)
+            best = (score, index, held_out)
     name, options = candidates[best[1]]
-    return Selection(name, dict(options), cross_validated=True, accuracy=accuracy)
+    return Selection(name, dict(options), cross_validated=True, accuracy=accuracy, out_of_fold=best[2])
 
 
-def calibrate(
-    examples: Examples, method: Method, options: dict[str, float], *, logit_scale: float, seed: int = 0
-) -> Calibration:
-    """A softmax scale and per-class acceptance thresholds from out-of-fold similarities."""
-    folds = stratified_folds(examples.targets, len(examples.negatives), seed=seed)
-    similarities, negative_similarities = out_of_fold(examples, folds, method, options, logit_scale=logit_scale)
+def calibrate(examples: Examples, selection: Selection, *, logit_scale: float, seed: int = 0) -> Calibration:
+    """A softmax scale and per-class acceptance thresholds from out-of-fold similarities (those
+    `select` computed for the chosen method, or the same folds fitted here when it compared none)."""
+    held_out = selection.out_of_fold
+    if held_out is None:
+        folds = stratified_folds(examples.targets, len(examples.negatives), seed=seed)
+        held_out = out_of_fold(examples, folds, selection.method, selection.options, logit_scale=logit_scale)
+    similarities, negative_similarities = held_out
     return Calibration(
         logit_scale=_best_scale(similarities, examples.targets) if examples.classes > 1 else logit_scale,
         thresholds=_thresholds(similarities, examples.targets, negative_similarities),
