@@ -264,7 +264,8 @@ class ClassificationService:
     async def store_adapter(self, name: str, data: bytes) -> Adapter:
         """An uploaded adapter file, checked against the served model, stored under ``name``."""
         adapter = await self.in_decode_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
-        self.classifier.checked_adapter(adapter)
+        # The model's fingerprint is computed on first use (a model call): never on the event loop.
+        await self.in_decode_pool(self.classifier.checked_adapter, adapter)
         return await self.in_decode_pool(self.adapters.put, name, adapter)
 
     async def classify(
