@@ -15,6 +15,7 @@ from soundsift.i18n.page_text import message
 from soundsift.i18n.presets import PRESETS, PRESETS_ZH
 from soundsift.serving.page.common import (
     PageProblem,
+    adapter_choices,
     as_page_problems,
     empty_table,
     open_upload,
@@ -89,7 +90,7 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
             )
             labels = gr.Textbox(label=i18n("labels"), placeholder=i18n("labels_hint"), elem_id="labels-input")
             adapter = gr.Dropdown(
-                choices=["", *service.adapters.names()],
+                choices=adapter_choices(service),
                 value="",
                 label=i18n("adapter"),
                 elem_id="adapter-choice",

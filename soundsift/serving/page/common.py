@@ -15,7 +15,7 @@ import pandas as pd
 from soundsift.errors import SoundsiftError
 from soundsift.i18n.page_text import language_of, message
 from soundsift.serving.batcher import QueueFullError
-from soundsift.serving.service import Upload
+from soundsift.serving.service import ClassificationService, Upload
 
 logger = logging.getLogger("soundsift.page")
 
@@ -72,3 +72,8 @@ def score_text(value: float) -> str:
 
 def empty_table(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=columns)
+
+
+def adapter_choices(service: ClassificationService) -> list[str]:
+    """What a "Taught sounds" choice offers: none, then every stored adapter."""
+    return ["", *service.adapters.names()]

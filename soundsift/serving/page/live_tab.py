@@ -22,7 +22,14 @@ from soundsift.core.results import LabelScore
 from soundsift.core.scoring import PreparedLabels
 from soundsift.i18n.page_text import message
 from soundsift.monitor.gate import AlertGate
-from soundsift.serving.page.common import PageProblem, as_page_problems, empty_table, request_language, score_text
+from soundsift.serving.page.common import (
+    PageProblem,
+    adapter_choices,
+    as_page_problems,
+    empty_table,
+    request_language,
+    score_text,
+)
 from soundsift.serving.service import ClassificationService
 
 logger = logging.getLogger("soundsift.page")
@@ -92,7 +99,7 @@ def build(service: ClassificationService, i18n: gr.I18n) -> gr.Dropdown:
             audio = gr.Audio(sources=["microphone"], streaming=True, show_label=False, elem_id="live-audio")
             labels = gr.Textbox(label=i18n("live_labels"), placeholder=i18n("labels_hint"), elem_id="live-labels")
             adapter = gr.Dropdown(
-                choices=["", *service.adapters.names()], value="", label=i18n("adapter"), elem_id="live-adapter"
+                choices=adapter_choices(service), value="", label=i18n("adapter"), elem_id="live-adapter"
             )
             threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label=i18n("event_threshold"))
         with gr.Column(min_width=300):

@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from soundsift.i18n.page_text import message
-from soundsift.serving.page.common import PageProblem, as_page_problems, open_upload, request_language
+from soundsift.serving.page.common import PageProblem, adapter_choices, as_page_problems, open_upload, request_language
 from soundsift.serving.service import ClassificationService
 
 Examples = list[tuple[str, str]]
@@ -99,4 +99,4 @@ def counts_table(examples: Examples, language: str) -> pd.DataFrame:
 
 def adapter_dropdowns(service: ClassificationService, count: int) -> tuple[gr.Dropdown, ...]:
     """``count`` updates that offer every stored adapter (and none)."""
-    return tuple(gr.Dropdown(choices=["", *service.adapters.names()]) for _ in range(count))
+    return tuple(gr.Dropdown(choices=adapter_choices(service)) for _ in range(count))
