@@ -150,6 +150,7 @@ ARG BAKED=${MODEL:+/opt/soundsift/model}
 ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
     HF_HOME=/data/huggingface \
     SOUNDSIFT_CACHE=/data/cache \
+    SOUNDSIFT_SESSION_STORE=/data/sessions.sqlite \
     SOUNDSIFT_HOST=0.0.0.0 \
     SOUNDSIFT_PORT=7860 \
     GRADIO_ANALYTICS_ENABLED=False \

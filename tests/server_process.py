@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -17,6 +20,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when the test process dies, however it dies (no server
+    outlives a killed or crashed pytest)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@contextmanager
+def running_server(model_dir: Path, log_path: Path, **settings: str) -> Iterator[ServerProcess]:
+    """A ready server for the block, stopped when the block ends, whether it passed or failed."""
+    process = ServerProcess(model_dir, log_path, **settings)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.terminate()
 
 
 class ServerProcess:
@@ -29,6 +50,9 @@ class ServerProcess:
             "SOUNDSIFT_DEVICE": "cpu",
             "GRADIO_ANALYTICS_ENABLED": "False",
         }
+        # Tests send many wrong keys from one address on purpose; the failure throttle itself is
+        # tested on servers that set a small burst (tests/security/test_sessions.py).
+        settings.setdefault("auth_failure_burst", "10000")
         env.update({f"SOUNDSIFT_{key.upper()}": value for key, value in settings.items()})
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server process
@@ -37,6 +61,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=_die_with_parent,
         )
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:

@@ -205,3 +205,85 @@ def test_adapters_survive_a_restart(tiny_model_dir, server, taught, tmp_path):
         assert "workshop" in [item["name"] for item in listed]
     finally:
         again.terminate()
+
+
+def relabelled(adapter: Adapter, labels: list[str]) -> bytes:
+    """The adapter with other labels (and arrays and prompts of the matching shape): a file only a
+    hostile or careless writer makes, consistent in every other way."""
+    import dataclasses
+
+    count = len(labels)
+    pick = np.arange(count) % len(adapter.labels)
+    return dataclasses.replace(
+        adapter,
+        labels=tuple(labels),
+        weights=adapter.weights[pick],
+        text=adapter.text[pick],
+        thresholds=adapter.thresholds[pick],
+        prompts=tuple((f"This is a sound of {label}.",) for label in labels),
+        support_owner=adapter.support_owner % count,
+    ).to_bytes()
+
+
+def with_metadata(data: bytes, metadata_json: str) -> bytes:
+    """The same tensors under another (raw) metadata string."""
+    from safetensors.numpy import load, save
+
+    return save(load(data), metadata={"soundsift-adapter": metadata_json})
+
+
+@pytest.mark.parametrize(
+    ("labels", "code"),
+    [
+        ([f"sound {i}" for i in range(5000)], "invalid_labels"),
+        (["x" * 5000, "hum"], "invalid_labels"),
+        (["dog\x00bark", "hum"], "invalid_text"),
+        (["\x1b[31mred\x1b[0m", "hum"], "invalid_text"),
+        (["", "hum"], "invalid_labels"),
+        (["Hum", "hum"], "invalid_labels"),
+    ],
+    ids=["5000-labels", "5000-characters", "nul", "terminal-escape", "empty", "twice"],
+)
+def test_an_uploaded_adapter_obeys_the_label_rules_of_teaching(server, taught, labels, code):
+    adapter = Adapter.from_bytes(requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10).content)
+    response = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("bad.adapter", relabelled(adapter, labels)))],
+        data={"name": "relabelled"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert response.status_code == 422 and error_code(response) == code, response.text[:300]
+    names = [item["name"] for item in requests.get(f"{server.url}/api/adapters", headers=AUTH).json()["adapters"]]
+    assert "relabelled" not in names
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, '"' + "x" * (17 << 20) + '"', "{"],
+    ids=["deep-list", "deep-object", "huge", "truncated"],
+)
+def test_no_structure_of_an_uploaded_adapter_file_makes_a_5xx(server, taught, metadata):
+    data = requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10).content
+    response = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("deep.adapter", with_metadata(data, metadata)))],
+        data={"name": "deep"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert response.status_code in (413, 422), response.text[:300]
+    assert response.json()["error"]["code"] in ("invalid_adapter", "upload_too_large")
+
+
+def test_a_deeply_nested_safetensors_header_is_a_clear_error(server):
+    header = ('{"__metadata__":' + '{"a":' * 50_000 + '"x"' + "}" * 50_001).encode()
+    data = len(header).to_bytes(8, "little") + header
+    response = requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", ("deep.adapter", data))],
+        data={"name": "deep"},
+        headers=AUTH,
+        timeout=30,
+    )
+    assert response.status_code == 422 and error_code(response) == "invalid_adapter", response.text[:300]

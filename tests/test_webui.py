@@ -297,3 +297,78 @@ def test_teach_sounds_on_the_page_then_classify_with_them(browser, server, tmp_p
 def write_clip(path: Path, samples: np.ndarray, rate: int) -> Path:
     soundfile.write(path, samples, rate)
     return path
+
+
+ATTACKER_PAGE = """<!doctype html><html><body><script>
+// A page on another port of the same host: same site, so SameSite=Strict still sends the cookie.
+function wav() {
+  const rate = 16000, n = rate, view = new DataView(new ArrayBuffer(44 + 2 * n));
+  const text = (at, s) => [...s].forEach((c, i) => view.setUint8(at + i, c.charCodeAt(0)));
+  text(0, "RIFF"); view.setUint32(4, 36 + 2 * n, true); text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true);
+  view.setUint32(24, rate, true); view.setUint32(28, 2 * rate, true); view.setUint16(32, 2, true);
+  view.setUint16(34, 16, true); text(36, "data"); view.setUint32(40, 2 * n, true);
+  for (let i = 0; i < n; i++) view.setInt16(44 + 2 * i, 8000 * Math.sin(i / 7), true);
+  return new Blob([view.buffer], {type: "audio/wav"});
+}
+const form = new FormData();
+form.append("audio", wav(), "a.wav");
+form.append("labels", "tone, noise");
+fetch("TARGET/api/classify", {method: "POST", body: form, mode: "no-cors", credentials: "include"})
+  .finally(() => { document.title = "sent"; document.getElementById("logout").submit(); });
+</script><form id="logout" method="post" action="TARGET/logout"></form></body></html>"""
+
+
+@pytest.fixture
+def attacker_site(tmp_path):
+    """A hostile page served on another loopback port of the same host."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield site, tmp_path
+    site.shutdown()
+    site.server_close()
+
+
+def classify_answers(server, status: str) -> float:
+    """How many /api/classify requests the server answered with ``status`` (its own metrics)."""
+    import requests
+
+    pattern = re.compile(rf'soundsift_requests_total{{endpoint="/api/classify",status="{status}"}} (\S+)')
+    match = pattern.search(requests.get(f"{server.url}/metrics", timeout=10).text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_with_a_key_the_page_logs_in_classifies_and_a_hostile_page_next_door_gets_nothing(
+    browser, tiny_model_dir, esc50_clips, attacker_site, tmp_path
+):
+    site, folder = attacker_site
+    keyed = ServerProcess(tiny_model_dir, tmp_path / "server.log", api_key="browser-test-key")
+    try:
+        keyed.wait_ready()
+        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(keyed.url + "/", wait_until="domcontentloaded")
+        expect(page).to_have_url(re.compile(r"/login$"))
+        page.locator("#key").fill("browser-test-key")
+        page.locator("button[type=submit]").click()
+        expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)
+        upload(page, "#audio-input", esc50_clips[0])  # Gradio's upload and queue POSTs carry the origin
+        classify(page, "dog barking, rain")
+        expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
+
+        (folder / "index.html").write_text(ATTACKER_PAGE.replace("TARGET", keyed.url))
+        before = classify_answers(keyed, "200")
+        hostile = context.new_page()
+        hostile.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+        expect(hostile.locator("body")).to_contain_text("cross_origin", timeout=20_000)  # the logout form's answer
+        assert classify_answers(keyed, "200") == before, "the hostile page ran the model with the user's cookie"
+        page.reload(wait_until="domcontentloaded")
+        expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)  # still logged in
+    finally:
+        keyed.terminate()

@@ -32,6 +32,7 @@ from soundsift.core.files import AUDIO_EXTENSIONS
 from soundsift.core.fitting import ExampleCache, Examples, Head, Method, calibrate, describe, fit, select
 from soundsift.core.labels import LabelClass, LabelsInput
 from soundsift.core.scoring import PreparedLabels
+from soundsift.core.text import load_bounded_json
 from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, LabelError, SoundsiftError
 
 FORMAT = "soundsift-adapter"
@@ -42,6 +43,10 @@ FINGERPRINT_AGREEMENT = 0.98
 checkpoint on another backend (ONNX, fp16) agrees to ~0.999; another checkpoint does not."""
 PROBE_TEXT = "a short test sound"
 MAX_EXAMPLE_LIST_BYTES = 10 * 1024 * 1024
+# An adapter's metadata holds labels, prompts, clip hashes and skipped clips: a few MB at the most
+# for the largest teaching the server allows; nothing in it is nested more than four levels.
+MAX_METADATA_CHARS = 16 * 1024 * 1024
+MAX_METADATA_DEPTH = 16
 
 ExamplesInput = str | os.PathLike[str] | Mapping[str, Sequence[AudioInput]]
 """A folder (one sub-folder per label), a CSV file of ``path,label``, or ``{label: [clips]}``."""
@@ -362,12 +367,14 @@ class Adapter:
 
         try:
             tensors = load(data)
-            metadata = json.loads(_header_metadata(data).get(FORMAT, "null"))
+            metadata = load_bounded_json(
+                _header_metadata(data).get(FORMAT, "null"), max_chars=MAX_METADATA_CHARS, max_depth=MAX_METADATA_DEPTH
+            )
         except (SafetensorError, ValueError, OSError) as error:
             raise AdapterError(f"{source}: not a soundsift adapter file ({error})") from None
         try:
             return cls._from_parts(tensors, metadata, name)
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as error:
             raise AdapterError(
                 f"{source}: the adapter file is inconsistent ({type(error).__name__}: {error})"
             ) from None
@@ -600,8 +607,11 @@ def _header_metadata(data: bytes) -> dict[str, str]:
     length = int.from_bytes(data[:8], "little")
     if length > len(data) - 8:
         raise ValueError("header longer than the file")
-    header = json.loads(data[8 : 8 + length].decode("utf-8"))
+    text = data[8 : 8 + length].decode("utf-8")
+    header = load_bounded_json(text, max_chars=MAX_METADATA_CHARS, max_depth=MAX_METADATA_DEPTH)
     metadata = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if not isinstance(metadata, dict):
+        raise ValueError("__metadata__ is not an object")
     return {str(key): str(value) for key, value in metadata.items()}
 
 

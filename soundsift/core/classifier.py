@@ -21,7 +21,7 @@ from soundsift.backends import Backend, load_backend
 from soundsift.core.adapter import PROBE_TEXT, Adapter, probe_signals
 from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, describe_source, is_array_input, load_audio
 from soundsift.core.features import MelFeaturizer
-from soundsift.core.labels import LabelLimits, LabelsInput, build_prompts, parse_labels
+from soundsift.core.labels import LabelLimits, LabelsInput, build_prompts, check_taught_labels, parse_labels
 from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import (
     Decision,
@@ -145,7 +145,16 @@ class Classifier:
         return np.vstack([sounds, self.backend.embed_text([PROBE_TEXT])]).astype(np.float32)
 
     def checked_adapter(self, adapter: Adapter) -> Adapter:
-        """The adapter, if it was taught on a model with this model's embeddings (else AdapterMismatchError)."""
+        """The adapter, if its labels pass the rules every label set passes (LabelError otherwise,
+        whoever wrote the file) and it was taught on a model with this model's embeddings (else
+        AdapterMismatchError)."""
+        check_taught_labels(
+            adapter.labels,
+            adapter.prompts,
+            limits=self.label_limits,
+            max_prompts=self.settings.max_synonyms * self.settings.max_templates,
+            max_prompt_chars=self.settings.max_label_chars + self.settings.max_template_chars,
+        )
         adapter.check_model(self.model_id, self.fingerprint())
         return adapter
 

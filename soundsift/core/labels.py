@@ -67,6 +67,28 @@ def parse_labels(labels: LabelsInput, *, limits: LabelLimits, min_labels: int = 
     return classes
 
 
+def check_taught_labels(
+    labels: Sequence[str],
+    prompts: Sequence[Sequence[str]],
+    *,
+    limits: LabelLimits,
+    max_prompts: int,
+    max_prompt_chars: int,
+) -> None:
+    """An adapter's labels obey the rules of every label set (parse_labels: count, length, characters,
+    duplicates), whoever wrote the file; its stored prompts are clean text of bounded number and length."""
+    if not all(label.strip() for label in labels):
+        raise LabelError("a taught label is empty")
+    parse_labels(list(labels), limits=limits, min_labels=1)
+    for label, group in zip(labels, prompts):
+        if len(group) > max_prompts:
+            raise LabelError(f"label {label[:40]!r} has {len(group)} prompts; the limit is {max_prompts}")
+        for prompt in group:
+            check_text(prompt, f"a prompt of label {label[:40]!r}")
+            if len(prompt) > max_prompt_chars:
+                raise LabelError(f"a prompt of label {label[:40]!r} is longer than {max_prompt_chars} characters")
+
+
 def label_names(labels: LabelsInput, *, min_labels: int = 0) -> list[str]:
     """Class names exactly as parse_labels shows them, without count or length limits."""
     return [label.name for label in parse_labels(labels, limits=LabelLimits(), min_labels=min_labels)]

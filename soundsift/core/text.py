@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import unicodedata
+from typing import Any
 
 from soundsift.errors import InvalidTextError
 
@@ -26,3 +29,22 @@ def check_text(text: str, what: str) -> str:
         if unicodedata.category(character) == "Cc" and character not in _ALLOWED_CONTROLS:
             raise InvalidTextError(f"{what} contains the control character U+{code:04X} at position {position}")
     return text
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def load_bounded_json(text: str, *, max_chars: int, max_depth: int) -> Any:
+    """``json.loads`` for untrusted text, with its size and nesting bounded before parsing: a deeply
+    nested document would otherwise exhaust the parser's recursion (a RecursionError, not a
+    ValueError). Raises ValueError for text that is too large, too deep or not JSON."""
+    if len(text) > max_chars:
+        raise ValueError(f"the JSON is {len(text):,} characters; the limit is {max_chars:,}")
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > max_depth:
+            raise ValueError(f"the JSON is nested more than {max_depth} levels deep")
+    return json.loads(text)

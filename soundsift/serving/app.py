@@ -26,11 +26,13 @@ from soundsift.serving.guards import (
     AdmissionGate,
     BodyLimit,
     GradioFileGuard,
+    OriginCheck,
     RequestMetrics,
     StrictFormCharset,
 )
 from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, search
 from soundsift.serving.service import ClassificationService
+from soundsift.serving.sessions import Authenticator, FailureThrottle, RevokedSessions, SessionSigner
 from soundsift.serving.settings import ServerSettings
 
 
@@ -46,6 +48,8 @@ def create_app(service: ClassificationService) -> FastAPI:
         yield
         await asyncio.get_running_loop().run_in_executor(None, app.state.search.shutdown)
         await service.stop()
+        if app.state.auth is not None:
+            app.state.auth.sessions.revoked.close()
 
     app = FastAPI(
         title="soundsift",
@@ -55,6 +59,7 @@ def create_app(service: ClassificationService) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.auth = authenticator(settings)
     search.install(app, service)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -72,6 +77,16 @@ def create_app(service: ClassificationService) -> FastAPI:
     return app
 
 
+def authenticator(settings: ServerSettings) -> Authenticator | None:
+    """The key, sessions and failure throttle of a server with an API key (None without one)."""
+    if not settings.api_key:
+        return None
+    store = Path(settings.session_store).expanduser() if settings.session_store else None
+    sessions = SessionSigner(settings.api_key, max_age_s=settings.session_max_age_s, revoked=RevokedSessions(store))
+    throttle = FailureThrottle(settings.auth_failure_burst, settings.auth_failure_refill_s)
+    return Authenticator(settings.api_key, sessions, throttle)
+
+
 def upload_root() -> Path:
     """Where the page's uploads land: a private folder per server unless GRADIO_TEMP_DIR names one."""
     if not os.environ.get("GRADIO_TEMP_DIR"):
@@ -86,7 +101,8 @@ def _install_guards(app: FastAPI, service: ClassificationService) -> None:
     app.add_middleware(GradioFileGuard, upload_root=upload_root())
     app.add_middleware(StrictFormCharset)
     app.add_middleware(AdmissionGate, is_full=lambda: service.full, retry_after_s=RETRY_AFTER_S)
-    app.add_middleware(AccessGuard, api_key=settings.api_key)
+    origins = OriginCheck([origin for origin in settings.cors_origins if origin != "*"])
+    app.add_middleware(AccessGuard, auth=app.state.auth, origins=origins)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

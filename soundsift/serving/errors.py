@@ -64,11 +64,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Malformed request body: broken multipart or JSON (invalid_request)",
-        401: "Missing or wrong API key (unauthorized)",
+        401: "Missing or wrong API key, or an ended session (unauthorized)",
+        403: "The session cookie sent from another origin (cross_origin); teaching is off (teaching_disabled)",
         413: "Request body over the upload limit (upload_too_large)",
         415: "Unsupported or corrupt media (audio_decode_error)",
         422: "Invalid input: invalid_request, invalid_labels, invalid_text, text_too_long, too_many_files, "
         "empty_audio, audio_too_short, audio_too_long, audio_too_large, non_finite_audio, invalid_configuration",
+        429: "Too many wrong keys from this address (too_many_failures); see Retry-After",
         499: "The client disconnected; the work was stopped (client_closed_request)",
         503: "Model not ready, queue full or shutting down (not_ready, overloaded, shutting_down); see Retry-After",
     }.items()

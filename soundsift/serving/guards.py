@@ -5,7 +5,8 @@ Each is a small pure-ASGI middleware, so it sees every request however the app b
 
 - `BodyLimit`: the upload limit, from Content-Length and again while the body streams in;
 - `AccessGuard`: with an API key, every route but health, metrics, docs and the login page needs
-  ``Authorization: Bearer <key>`` or the page's session cookie;
+  ``Authorization: Bearer <key>`` or a live session cookie (see serving.sessions); wrong keys are
+  throttled per client, and a cookie on an unsafe request must come from the server's own origin;
 - `AdmissionGate`: model routes are refused with 503 before their body is read when the service
   has no free place;
 - `StrictFormCharset`: invalid UTF-8 in form fields reaches the app as lone surrogates (which label
@@ -17,24 +18,24 @@ Each is a small pure-ASGI middleware, so it sees every request however the app b
 from __future__ import annotations
 
 import codecs
-import hashlib
-import hmac
 import json
+import math
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
-Scope = dict[str, Any]
+from soundsift.serving.sessions import SESSION_COOKIE, Authenticator
+
+Scope = MutableMapping[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SESSION_COOKIE = "soundsift_session"
 # Routes that never run the model or read user data: supervisors and browsers reach them unauthenticated.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/logout", "/docs", "/openapi.json"})
 MODEL_ROUTES = frozenset(
@@ -43,6 +44,8 @@ MODEL_ROUTES = frozenset(
 # JSON bodies sent to Gradio's routes are small (component values, never file contents).
 _GRADIO_JSON_LIMIT = 1 << 20
 STRICT_UTF8 = "soundsift-strict-utf-8"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 async def send_json(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
@@ -143,20 +146,12 @@ class BodyLimit:
         await send_json(send, 413, "upload_too_large", f"{what}; the limit is {describe_limit(self.max_bytes)}")
 
 
-def session_token(api_key: str) -> str:
-    """The page's session cookie: derived from the key, so the key itself never sits in a cookie."""
-    return hmac.new(api_key.encode(), b"soundsift web session v1", hashlib.sha256).hexdigest()
-
-
-def authorized(scope: Scope, api_key: str) -> bool:
+def bearer_token(scope: Scope) -> str | None:
     scheme, _, token = (header(scope, b"authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        return True
-    cookie = _cookie(scope, SESSION_COOKIE)
-    return cookie is not None and hmac.compare_digest(cookie.encode(), session_token(api_key).encode())
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
-def _cookie(scope: Scope, name: str) -> str | None:
+def cookie(scope: Scope, name: str) -> str | None:
     for pair in (header(scope, b"cookie") or "").split(";"):
         key, _, value = pair.strip().partition("=")
         if key == name:
@@ -164,44 +159,138 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-class AccessGuard:
-    """With an API key, every route outside OPEN_PATHS needs the key (header) or the login cookie.
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, default ports made explicit; None when malformed."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
+def own_origin(scope: Scope) -> tuple[str, str, int] | None:
+    """The origin this request was addressed to: its scheme and its Host header."""
+    host = header(scope, b"host")
+    return _origin_of(f"{scope.get('scheme', 'http')}://{host}") if host else None
+
+
+class OriginCheck:
+    """CSRF defence for requests a browser sends with the session cookie: an unsafe method (or a
+    websocket) must come from this server's own origin (scheme, host and port exactly) or from an
+    origin named in ``allowed``; ``Origin: null`` never passes, and without an Origin header only
+    ``Sec-Fetch-Site: same-origin`` or ``none`` (typed into the address bar) does."""
+
+    def __init__(self, allowed: list[str]) -> None:
+        self.allowed = {origin for origin in map(_origin_of, allowed) if origin is not None}
+
+    def problem(self, scope: Scope) -> str | None:
+        origin = header(scope, b"origin")
+        if origin is None:
+            if header(scope, b"sec-fetch-site") in ("same-origin", "none"):
+                return None
+            return "a request authenticated by the session cookie needs an Origin header from this server's page"
+        parsed = _origin_of(origin)
+        if parsed is not None and (parsed == own_origin(scope) or parsed in self.allowed):
+            return None
+        return f"requests from origin {printable_origin(origin)} may not use this server's session cookie"
+
+
+def printable_origin(origin: str) -> str:
+    return repr(origin.encode("latin-1", "replace").decode("ascii", "replace")[:100])
+
+
+def needs_origin_check(scope: Scope) -> bool:
+    return scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
+
+
+class AccessGuard:
+    """With an API key, every route outside OPEN_PATHS needs the key (header) or a live session cookie.
+
+    A wrong bearer key counts against the client's failure budget (429 once spent); a session
+    cookie on an unsafe request must come from this server's origin (403 ``cross_origin``).
     Unauthenticated browsers asking for a page are sent to /login; everything else gets a JSON 401,
     and websockets are closed with policy-violation (1008)."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app, self.api_key = app, api_key
+    def __init__(self, app: ASGIApp, auth: Authenticator | None, origins: OriginCheck) -> None:
+        self.app, self.auth, self.origins = app, auth, origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] not in ("http", "websocket")
-            or not self.api_key
-            or scope["path"] in OPEN_PATHS
-            or authorized(scope, self.api_key)
-        ):
+        if scope["type"] not in ("http", "websocket") or self.auth is None:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
+        refusal = self._refusal(scope, self.auth)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
-            return
-        if scope["method"] == "GET" and "text/html" in (header(scope, b"accept") or ""):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 303,
-                    "headers": [(b"location", b"/login"), (b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await send_json(
-            send,
-            401,
-            "unauthorized",
-            "this server needs its API key: send 'Authorization: Bearer <SOUNDSIFT_API_KEY>' (or log in at /login)",
-            {"WWW-Authenticate": "Bearer"},
-        )
+        else:
+            await refusal(send)
+
+    def _refusal(self, scope: Scope, auth: Authenticator) -> Callable[[Send], Awaitable[None]] | None:
+        """None when the request may pass; otherwise what to answer."""
+        session = auth.sessions.verify(cookie(scope, SESSION_COOKIE))
+        bearer = bearer_token(scope)
+        if session is not None and bearer is None and needs_origin_check(scope):
+            problem = self.origins.problem(scope)
+            if problem:
+                return lambda send: send_json(send, 403, "cross_origin", problem)
+        if scope["path"] in OPEN_PATHS:
+            return None
+        if bearer is not None:
+            return self._bearer_refusal(scope, auth, bearer)
+        if session is not None:
+            return None
+        if scope["type"] == "http" and scope["method"] == "GET" and "text/html" in (header(scope, b"accept") or ""):
+            return _redirect_to_login
+        return _unauthorized
+
+    def _bearer_refusal(
+        self, scope: Scope, auth: Authenticator, bearer: str
+    ) -> Callable[[Send], Awaitable[None]] | None:
+        client = client_address(scope)
+        wait_s = auth.throttle.retry_after_s(client)
+        if wait_s > 0:
+            return lambda send: send_too_many_failures(send, wait_s)
+        if auth.key_matches(bearer):
+            return None
+        auth.throttle.record_failure(client)
+        return _unauthorized
+
+
+async def send_too_many_failures(send: Send, wait_s: float) -> None:
+    await send_json(
+        send,
+        429,
+        "too_many_failures",
+        f"too many wrong keys from this address; try again in {math.ceil(wait_s)} s",
+        {"Retry-After": str(math.ceil(wait_s))},
+    )
+
+
+async def _redirect_to_login(send: Send) -> None:
+    await send(
+        {"type": "http.response.start", "status": 303, "headers": [(b"location", b"/login"), (b"content-length", b"0")]}
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _unauthorized(send: Send) -> None:
+    await send_json(
+        send,
+        401,
+        "unauthorized",
+        "this server needs its API key: send 'Authorization: Bearer <SOUNDSIFT_API_KEY>' (or log in at /login)",
+        {"WWW-Authenticate": "Bearer"},
+    )
 
 
 class AdmissionGate:

@@ -25,7 +25,24 @@ class ServerSettings(SoundsiftSettings):
         description="When set, every route that can run the model (the API and the web page) needs it: "
         "'Authorization: Bearer <key>', or the page's login.",
     )
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS ('*' for any).")
+    session_max_age_s: float = Field(
+        12 * 3600.0, gt=0, le=30 * 86400, description="How long a login on the page lasts, in seconds (server-checked)."
+    )
+    session_store: str | None = Field(
+        None,
+        description="SQLite file where logged-out sessions are remembered until they expire, so sessions survive a "
+        "restart (default: in memory, and a restart ends every session).",
+    )
+    auth_failure_burst: int = Field(
+        10, ge=1, le=10_000, description="Wrong keys (bearer or /login) a client address may send before it gets 429."
+    )
+    auth_failure_refill_s: float = Field(
+        6.0, gt=0, le=3600, description="Seconds after which a locked-out address may try one more key."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS ('*' for any); the ones named (not '*') may also use the page's session.",
+    )
     max_upload_mb: float = Field(50.0, gt=0, description="Largest request body, in MB (enforced while reading).")
     max_batch_files: int = Field(32, ge=1, le=1024, description="Most files in one /api/classify/batch request.")
     micro_batch_size: int = Field(16, ge=1, le=1024, description="Most clips grouped into one model call.")

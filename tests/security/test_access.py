@@ -68,7 +68,9 @@ def test_a_browser_is_sent_to_the_login_page_and_the_key_opens_the_page(keyed_se
     assert API_KEY not in cookie.value and cookie.has_nonstandard_attr("HttpOnly")
     assert "SameSite=strict" in login.headers["set-cookie"] or "samesite=strict" in login.headers["set-cookie"].lower()
     assert session.get(f"{keyed_server.url}/", timeout=10).status_code == 200
-    # With the cookie the page's own routes run the model, as the browser does after logging in.
+    # With the cookie the page's own routes run the model, as the browser does after logging in
+    # (which sends its own origin with every POST: cookie-authenticated POSTs need it).
+    session.headers["Origin"] = keyed_server.url
     config = session.get(f"{keyed_server.url}/config", timeout=10).json()  # the session cookie authorises
     fn = next(i for i, dependency in enumerate(config["dependencies"]) if dependency["api_name"] == "classify")
     uploaded = session.post(

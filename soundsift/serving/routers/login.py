@@ -1,20 +1,20 @@
-"""The page's key prompt: the key, once accepted, becomes an HttpOnly session cookie (see serving.guards)."""
+"""The page's key prompt: the key, once accepted, becomes an HttpOnly session cookie holding a
+signed session token (see serving.sessions); logging out revokes it on the server."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import math
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from soundsift.serving.dependencies import Service
-from soundsift.serving.guards import SESSION_COOKIE, session_token
+from soundsift.serving.guards import client_address, cookie
+from soundsift.serving.sessions import SESSION_COOKIE, Authenticator
 
-# The page's session cookie lives as long as a working day; the key can always log in again.
-SESSION_MAX_AGE_S = 12 * 3600
-# A wrong key costs the client this long (without holding a worker), which slows guessing.
+# A wrong key also costs the client this long (without holding a worker); the failure throttle is
+# what bounds parallel guessing.
 WRONG_KEY_DELAY_S = 0.2
 
 router = APIRouter(include_in_schema=False)
@@ -30,17 +30,31 @@ async def login_page(request: Request) -> HTMLResponse:
     return HTMLResponse(login_html(request.headers.get("accept-language", ""), failed=False))
 
 
+def get_authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+Auth = Annotated[Authenticator, Depends(get_authenticator)]
+
+
 @router.post("/login")
-async def login(request: Request, service: Service, key: Annotated[str, Form(max_length=1000)]) -> Response:
-    api_key = service.settings.api_key
-    if not api_key or not hmac.compare_digest(key.strip().encode("utf-8", "replace"), api_key.encode()):
+async def login(request: Request, auth: Auth, key: Annotated[str, Form(max_length=1000)]) -> Response:
+    language = request.headers.get("accept-language", "")
+    client = client_address(request.scope)
+    wait_s = auth.throttle.retry_after_s(client)
+    if wait_s > 0:
+        retry = str(math.ceil(wait_s))
+        return HTMLResponse(login_html(language, failed=True), status_code=429, headers={"Retry-After": retry})
+    if not auth.key_matches(key):
+        auth.throttle.record_failure(client)
         await asyncio.sleep(WRONG_KEY_DELAY_S)
-        return HTMLResponse(login_html(request.headers.get("accept-language", ""), failed=True), status_code=401)
+        return HTMLResponse(login_html(language, failed=True), status_code=401)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        session_token(api_key),
-        max_age=SESSION_MAX_AGE_S,
+        auth.sessions.issue(),
+        max_age=math.floor(auth.sessions.max_age_s),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -49,7 +63,9 @@ async def login(request: Request, service: Service, key: Annotated[str, Form(max
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, auth: Auth) -> Response:
+    """Ends the session on the server (its token is refused from now on, wherever it was copied)."""
+    auth.sessions.revoke(cookie(request.scope, SESSION_COOKIE))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     return response
