@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,8 +40,16 @@ def running_server(model_dir: Path, log_path: Path, **settings: str) -> Iterator
         process.terminate()
 
 
+def without_read_override() -> list[str]:
+    """A command prefix under which file permissions bind this process even as root (it drops the
+    capabilities that let root read any folder), so tests can make a folder really unreadable."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
 class ServerProcess:
-    def __init__(self, model_dir: Path, log_path: Path, **settings: str) -> None:
+    def __init__(self, model_dir: Path, log_path: Path, *, wrapper: Sequence[str] = (), **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -57,7 +65,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "soundsift", "serve", "--port", str(self.port)],
+            [*wrapper, sys.executable, "-m", "soundsift", "serve", "--port", str(self.port)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -262,3 +262,51 @@ def test_what_cannot_be_sent_in_time_is_counted_logged_and_kept(classifier, reco
     assert set(states) <= {"sent", "pending"} and states.count("sent") <= len(handler.received)
     assert f"{stats.webhook_undelivered} webhook alert(s) were not delivered" in caplog.text
     assert "webhook alerts undelivered (in the log)" in stats.render()
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_broker_is_said_at_start_and_undelivered_events_fail_the_run(
+    tiny_model_dir, recording, tmp_path, monkeypatch, capsys, caplog
+):
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+    port, database = _closed_port(), tmp_path / "events.db"
+    config = tmp_path / "monitors.yaml"
+    config.write_text(
+        f"streams:\n  - name: hall\n    source: {recording}\n    labels: dog, siren\n    threshold: 0\n"
+        f"    confirm: 1/1\n    cooldown_s: 100\n    speed: 6\n"
+        f"mqtt:\n  url: mqtt://127.0.0.1:{port}/test\n  drain_s: 0.5\ndatabase: {database}\n"
+    )
+    with caplog.at_level(logging.WARNING, "soundsift.monitor"):
+        assert main(["monitor", "--config", str(config)]) == 1
+    said = [record.getMessage() for record in caplog.records]
+    assert any(f"connection refused at 127.0.0.1:{port}" in line and "hall" in line for line in said), said
+    assert "never reached the MQTT broker" in capsys.readouterr().err
+    assert [row[1] for row in logged(database)], "the events stay in the log"
+
+
+def test_a_tls_broker_that_does_not_speak_tls_is_named_as_a_tls_problem():
+    from soundsift.monitor.config import MqttConfig
+    from soundsift.monitor.mqtt import broker_problem
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def hang_up() -> None:
+            connection, _ = listener.accept()
+            connection.sendall(b"not tls at all\r\n\r\n")
+            connection.close()
+
+        thread = threading.Thread(target=hang_up, daemon=True)
+        thread.start()
+        problem = broker_problem(MqttConfig(url=f"mqtts://127.0.0.1:{listener.getsockname()[1]}"))
+        thread.join(10)
+    assert problem is not None and "TLS handshake failed" in problem, problem
+    assert "connection refused" in (broker_problem(MqttConfig(url=f"mqtt://127.0.0.1:{_closed_port()}")) or "")

@@ -58,6 +58,8 @@ def test_a_good_config_loads_with_its_defaults(tmp_path):
         (("mqtt://ha:pw@192.168.1.10", "http://192.168.1.10"), "mqtt.url: expected mqtt:// or mqtts://"),
         (("labels: baby crying, speech", "labels: baby crying"), "labels: "),
         (("streams:", "streams: 3\nother:"), "streams: Input should be a valid list"),
+        (("source: mic", "source: /no/such/recording.wav"), 'stream "nursery" (streams[1]): source: the file'),
+        (("source: mic", "source: /tmp"), "'/tmp' is a folder, not an audio file"),
     ],
 )
 def test_config_errors_name_the_stream_and_field_without_a_traceback(tmp_path, capsys, edit, expected):
@@ -199,3 +201,11 @@ def test_the_readme_example_is_a_valid_config():
         "nursery",
         "hall",
     ]
+
+
+def test_a_missing_file_source_is_refused_at_start_not_retried(capsys):
+    """A file that is not there is a mistake to say at once (exit 2), before the model loads; only
+    network streams and devices are reconnected."""
+    assert main(["monitor", "--labels", "siren, rain", "--source", "/no/such/kitchen.wav"]) == 2
+    error = capsys.readouterr().err
+    assert "'/no/such/kitchen.wav' does not exist" in error and "--source" in error and "Traceback" not in error

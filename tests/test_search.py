@@ -22,6 +22,7 @@ from soundsift.search.query import merge_adjacent, parse_span
 from soundsift.search.stores import Candidate, WindowRows
 from tests.data.shared import ESC50, shared_path
 from tests.data.tiny_clap import build_tiny_clap
+from tests.server_process import without_read_override
 
 RATE = 16_000
 HOP_S = 2.5
@@ -339,3 +340,64 @@ def test_a_taught_adapter_reranks_text_search(tmp_path: Path, tiny_model_dir: Pa
     with Library(tmp_path / "index", classifier=plain) as library:
         zero_shot = library.search("clicks", top=4).hits
     assert [Path(hit.path).name.split("-")[0] for hit in zero_shot] != ["clicks"] * 4
+
+
+def _index_as_a_user(tiny_model_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`soundsift index` in its own process, bound by file permissions even when the tests run as root."""
+    command = [*without_read_override(), sys.executable, "-m", "soundsift", "index", *argv, "--json", "--no-progress"]
+    command += ["--model", str(tiny_model_dir), "--device", "cpu"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # CLI in a subprocess
+@pytest.mark.parametrize("locked", ["sub", "."], ids=["a-sub-folder", "the-library-folder"])
+def test_an_unreadable_folder_removes_nothing_and_fails_the_run(
+    tmp_path: Path, tiny_model_dir: Path, library_folder: Path, locked: str
+) -> None:
+    index = tmp_path / "index"
+    first = _index_as_a_user(tiny_model_dir, str(library_folder), "--index", str(index))
+    assert first.returncode == 1 and json.loads(first.stdout)["added"] == 7  # the corrupt file
+    folder = (library_folder / locked).resolve()
+    folder.chmod(0)
+    try:
+        locked_run = _index_as_a_user(tiny_model_dir, str(library_folder), "--index", str(index))
+        allowed = _index_as_a_user(tiny_model_dir, "--index", str(index), "--allow-unreadable")
+    finally:
+        folder.chmod(0o755)
+    report = json.loads(locked_run.stdout)
+    assert locked_run.returncode == 1, locked_run.stderr[-2000:]
+    assert report["removed"] == 0 and [item["path"] for item in report["unreadable"]] == [str(folder)]
+    assert report["unreadable"][0]["error"] == "folder_unreadable"
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)["removed"] == 0, allowed.stderr[-2000:]
+    library = Library(index, model=str(tiny_model_dir), device="cpu")
+    assert library.status().files_indexed == 7, "every indexed file under the unreadable folder is kept"
+    # Readable again, a file really deleted there is dropped as before.
+    (library_folder / "sub" / "clip3.wav").unlink()
+    assert library.add([library_folder]).removed == 1
+
+
+def test_index_usage_errors_create_nothing(tmp_path: Path, tiny_model_dir: Path, library_folder: Path, run) -> None:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    code, _, err = run("index", str(library_folder), "--index", str(a_file))
+    assert code == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err and a_file.read_text() == "x"
+    index = tmp_path / "new-index"
+    code, _, err = run("index", str(tmp_path / "no-such-library"), "--index", str(index))
+    assert code == 2 and "no such file or folder" in err and len(err.strip().splitlines()) == 1, err
+    assert not index.exists(), "a typo in the library path creates no index folder"
+    code, _, err = run("index", "--index", str(index))
+    assert code == 2 and "nothing to index" in err and not index.exists()
+
+
+def test_a_query_of_exclusions_alone_is_refused_and_an_exclusion_description_applies_to_all(
+    library: Library, library_folder: Path
+) -> None:
+    library.add([library_folder])
+    for query in ("-", "-music", "(not music)", "-music, (not speech)"):
+        with pytest.raises(QueryError, match="names no sound to look for"):
+            library.search(text=query)
+    separate = library.search(text="rain, -music", top=5)
+    inline = library.search(text="rain -music", top=5)
+    assert separate.excluded == inline.excluded == ["music"]
+    assert [hit.path for hit in separate.hits] == [hit.path for hit in inline.hits]

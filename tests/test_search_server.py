@@ -14,7 +14,7 @@ import soundfile
 
 from soundsift import Classifier, Library
 from tests.security.conftest import API_KEY, AUTH, assert_error
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, without_read_override
 
 pytestmark = pytest.mark.slow  # a real server process
 RATE = 16_000
@@ -49,6 +49,7 @@ def search_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
         search_index=str(index),
         library_roots=str(root),
         ui="false",
+        wrapper=without_read_override(),  # folders made unreadable are unreadable to it
     )
     process.wait_ready()
     process.root, process.outside = root, outside  # type: ignore[attr-defined]
@@ -87,6 +88,9 @@ def test_search_by_text_and_by_example(search_server) -> None:
 def test_bad_searches_are_4xx(search_server) -> None:
     url = f"{search_server.url}/api/search"
     assert_error(requests.post(url, data={}, headers=AUTH, timeout=10), 422, "invalid_query")
+    for only_exclusions in ("-", "-music", "-music, (not speech)", " -a -b"):
+        refused = requests.post(url, data={"query": only_exclusions}, headers=AUTH, timeout=10)
+        assert "names no sound to look for" in assert_error(refused, 422, "invalid_query")["error"]["message"]
     assert_error(
         requests.post(url, data={"query": "rain", "top": "0"}, headers=AUTH, timeout=10), 422, "invalid_request"
     )
@@ -117,16 +121,36 @@ def test_indexing_is_restricted_to_the_library_roots(search_server) -> None:
     assert status["job"]["state"] == "idle" and status["library_roots"] == [str(root.resolve())]
 
 
+def _finished(server) -> dict:
+    """The index status once the running job has ended (polled; 60 s is only a hang guard)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.url}/api/index/status", headers=AUTH, timeout=10).json()
+        if status["job"]["state"] != "running":
+            return status
+        time.sleep(0.3)
+    raise AssertionError(f"the index job did not finish: {status}")
+
+
+def test_an_unreadable_folder_is_reported_and_its_entries_are_kept(search_server) -> None:
+    first = search_server.root / "first"
+    before = _finished(search_server)["index"]["files_indexed"]
+    first.chmod(0)
+    try:
+        assert _start(search_server, [str(first)]).status_code == 202
+        status = _finished(search_server)
+    finally:
+        first.chmod(0o755)
+    report = status["job"]["report"]
+    assert report["removed"] == 0 and [item["path"] for item in report["unreadable"]] == [str(first.resolve())]
+    assert status["index"]["files_indexed"] == before
+
+
 def test_an_index_job_runs_in_the_background(search_server) -> None:
     started = _start(search_server, [str(search_server.root)])
     assert started.status_code == 202, started.text
     assert started.json()["state"] == "running"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = requests.get(f"{search_server.url}/api/index/status", headers=AUTH, timeout=10).json()
-        if status["job"]["state"] != "running":
-            break
-        time.sleep(0.3)
+    status = _finished(search_server)
     job = status["job"]
     assert job["state"] == "finished", job
     assert job["report"]["added"] == 2 and job["report"]["unchanged"] == 4 and job["done"] == job["total"] == 2

@@ -22,7 +22,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "and changed files (size, modified time, then content hash) and drops files deleted from the folders "
         "given; with no PATH it rescans the folders indexed before. An interrupted run (Ctrl-C) keeps every "
         "finished file and the next run resumes. Files that cannot be decoded are recorded, not fatal "
-        "(exit code 1 when any failed in this run). The index remembers its model and refuses another.",
+        "(exit code 1 when any failed in this run). A file is dropped only when its folder was read and the file "
+        "is not in it: a folder that cannot be read is reported and what the index holds under it is kept "
+        "(exit code 1 unless --allow-unreadable). The index remembers its model and refuses another.",
     )
     parser.add_argument(
         "paths", nargs="*", metavar="PATH", help="files or folders (default: the folders indexed before)"
@@ -48,6 +50,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     execution.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
     execution.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local instance)")
     execution.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
+    execution.add_argument(
+        "--allow-unreadable",
+        action="store_true",
+        help="folders that cannot be read are still reported, but do not make the exit code 1",
+    )
     add_progress_option(execution)
     add_model_options(parser)
     parser.set_defaults(handler=run)
@@ -104,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         print(_render(report))
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if report.failed else EXIT_OK
+    unreadable_fails = bool(report.unreadable) and not args.allow_unreadable
+    return EXIT_FAILED if report.failed or unreadable_fails else EXIT_OK
 
 
 def _status(library: Any, as_json: bool) -> int:
@@ -132,10 +140,12 @@ def _render(report: Any) -> str:
     lines = [
         f"{report.files_seen} files seen in {report.wall_s:.1f} s: {report.added} added, {report.changed} changed, "
         f"{report.resumed} resumed, {report.unchanged + report.touched} unchanged, {report.removed} removed, "
-        f"{len(report.failed)} failed; {report.windows_added} windows from {report.audio_s / 60:.1f} min of audio "
+        f"{len(report.failed)} failed, {len(report.unreadable)} folders unreadable; "
+        f"{report.windows_added} windows from {report.audio_s / 60:.1f} min of audio "
         f"({rate:.2f} files/s)"
     ]
     lines += [f"failed: {problem.path}: {problem.error}: {problem.message}" for problem in report.failed]
+    lines += [f"unreadable: {problem.path}: {problem.message}" for problem in report.unreadable]
     if report.interrupted:
         lines.append("interrupted: every finished file is saved; rerun the same command to resume")
     return "\n".join(lines)

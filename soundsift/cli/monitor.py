@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from soundsift.cli.common import EXIT_OK, UsageError, add_model_options, add_translation_options, settings_from_args
+from soundsift.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_model_options,
+    add_translation_options,
+    settings_from_args,
+)
 from soundsift.errors import ConfigurationError
 
 
@@ -183,4 +190,12 @@ def run(args: argparse.Namespace) -> int:
             "a longer --hop, or a GPU)",
             file=sys.stderr,
         )
+    undelivered = sum(stats.mqtt_events_undelivered for stats in results.values())
+    if undelivered:
+        print(
+            f"soundsift monitor: error: {undelivered} event(s) never reached the MQTT broker; they stay pending in "
+            "the event log",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK

@@ -28,7 +28,7 @@ import numpy as np
 
 from soundsift._version import __version__
 from soundsift.core.audio import AudioInput
-from soundsift.core.files import AUDIO_EXTENSIONS
+from soundsift.core.files import audio_files
 from soundsift.core.fitting import ExampleCache, Examples, Head, Method, calibrate, describe, fit, select
 from soundsift.core.labels import LabelClass, LabelsInput
 from soundsift.core.scoring import PreparedLabels
@@ -495,7 +495,7 @@ def read_negatives(negatives: str | os.PathLike[str] | Sequence[AudioInput]) -> 
         folder = Path(negatives)
         if not folder.is_dir():
             raise ExamplesError(f"{folder}: the negatives must be a folder of recordings")
-        return list(_audio_files(folder))
+        return list(audio_files(folder))
     return list(negatives)
 
 
@@ -505,7 +505,7 @@ def _from_folder(folder: Path) -> ExampleFiles:
     for child in sorted(folder.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
-        clips: list[AudioInput] = list(_audio_files(child))
+        clips: list[AudioInput] = list(audio_files(child))
         if child.name == NEGATIVE_LABEL:
             negatives.extend(clips)
         else:
@@ -532,10 +532,6 @@ def _from_csv(path: Path) -> ExampleFiles:
     except csv.Error as error:
         raise ExamplesError(f"{path}: not a readable CSV ({error})") from None
     return ExampleFiles(by_label, negatives)
-
-
-def _audio_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def _checked(found: ExampleFiles, where: str) -> ExampleFiles:

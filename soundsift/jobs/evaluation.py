@@ -25,7 +25,7 @@ import numpy as np
 
 from soundsift._version import __version__
 from soundsift.core.classifier import Classifier, ScoredInput
-from soundsift.core.files import AUDIO_EXTENSIONS
+from soundsift.core.files import audio_files
 from soundsift.core.results import Classification
 from soundsift.optional import ONNXRUNTIME, TORCH, TRANSFORMERS
 
@@ -115,10 +115,9 @@ def folder_items(root: Path) -> list[EvalItem]:
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
     items = [
-        EvalItem(str(path), folder.name)
+        EvalItem(path, folder.name)
         for folder in sorted(p for p in root.iterdir() if p.is_dir())
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS
+        for path in audio_files(folder)
     ]
     if not items:
         raise DatasetError(f"no audio files in class folders under {root} (expected DIR/<class name>/*.wav)")

@@ -30,6 +30,7 @@ from pydantic import (
 
 from soundsift.core.labels import label_names
 from soundsift.errors import ConfigurationError, LabelError
+from soundsift.monitor.sources import names_a_local_file
 from soundsift.optional import YAML
 
 # Stream names become MQTT topic levels and Home Assistant ids, which allow only these characters.
@@ -69,6 +70,16 @@ class StreamConfig(_Strict):
     database: Path | None = Field(None, description="SQLite event log (default: the monitor's).")
     mqtt: bool = Field(True, description="Publish to the monitor's MQTT broker (when it has one).")
     evidence: bool = Field(True, description="Write evidence clips (when the monitor has an evidence folder).")
+
+    @field_validator("source")
+    @classmethod
+    def _existing_file(cls, source: str) -> str:
+        """A file source that is not there is a mistake to report now: reconnecting is for network
+        streams and devices, which can come back."""
+        if names_a_local_file(source) and not Path(source).is_file():
+            problem = "is a folder, not an audio file" if Path(source).is_dir() else "does not exist"
+            raise ValueError(f"the file {source!r} {problem} (a network stream needs its scheme, e.g. rtsp://)")
+        return source
 
     @field_validator("labels")
     @classmethod

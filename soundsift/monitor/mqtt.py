@@ -29,13 +29,15 @@ import json
 import logging
 import os
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from soundsift._version import __version__
-from soundsift.monitor.config import MqttConfig, object_id
+from soundsift.monitor.config import MqttConfig, object_id, redact_url
 from soundsift.optional import PAHO_MQTT
 
 logger = logging.getLogger("soundsift.monitor")
@@ -106,7 +108,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, int | None]] = []  # (MQTTMessageInfo, event id) not yet acknowledged
         self._last_scores = -float("inf")
-        self.published = self.dropped = self.undelivered = self.connections = 0
+        self.published = self.dropped = self.undelivered = self.undelivered_events = self.connections = 0
         self.connected = threading.Event()
 
         client_id = f"soundsift-{self.node}-{os.getpid()}-{os.urandom(3).hex()}"
@@ -125,6 +127,16 @@ class MqttSink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        problem = broker_problem(config)
+        if problem:
+            logger.warning(
+                "stream %s: the MQTT broker %s cannot be reached: %s; events are kept in the log and sent once it "
+                "answers (retrying every %g s at the most)",
+                stream,
+                redact_url(config.url),
+                problem,
+                config.reconnect_max_s,
+            )
         self.client.connect_async(endpoint.host, endpoint.port, keepalive=config.keepalive_s)
         self.client.loop_start()
 
@@ -159,6 +171,8 @@ class MqttSink:
         while self._unacknowledged() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.undelivered = self._unacknowledged()
+        with self._lock:
+            self.undelivered_events = sum(event_id is not None for _, event_id in self._pending)
         if self.undelivered:
             logger.warning(
                 "stream %s: %d MQTT message(s) not acknowledged by the broker before exit (events stay in the log)",
@@ -249,6 +263,31 @@ class MqttSink:
             if event_id is not None:
                 self.on_event_delivered(event_id)
         return len(self._pending)
+
+
+def broker_problem(config: MqttConfig, *, timeout_s: float = 3.0) -> str | None:
+    """Why the broker cannot be reached right now (DNS, refused, no answer, TLS), or None: one TCP
+    (and TLS) handshake at start, so a wrong address is said at once instead of at exit."""
+    endpoint = config.endpoint()
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s) as connection:
+            if endpoint.tls:
+                context = ssl.create_default_context(cafile=str(config.ca_certs) if config.ca_certs else None)
+                if config.certfile:
+                    context.load_cert_chain(str(config.certfile), str(config.keyfile) if config.keyfile else None)
+                with context.wrap_socket(connection, server_hostname=endpoint.host):
+                    pass
+    except socket.gaierror as error:
+        return f"the name {endpoint.host!r} does not resolve ({error.strerror})"
+    except ConnectionRefusedError:
+        return f"connection refused at {endpoint.host}:{endpoint.port} (is the broker running, on that port?)"
+    except TimeoutError:
+        return f"no answer from {endpoint.host}:{endpoint.port} within {timeout_s:g} s"
+    except ssl.SSLError as error:
+        return f"the TLS handshake failed ({error.reason or error})"
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def _acknowledged(info: Any) -> bool:

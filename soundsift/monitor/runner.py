@@ -134,6 +134,7 @@ class MonitorStats:
     busy_s: float = 0.0
     webhook_undelivered: int = 0
     mqtt_undelivered: int = 0
+    mqtt_events_undelivered: int = 0
     state: str = "starting"
     """starting, listening, reconnecting, ended or failed."""
     last_event: dict[str, Any] | None = None
@@ -261,6 +262,7 @@ class StreamMonitor:
                 self._set_states_off()
                 self.mqtt.close()
                 self.stats.mqtt_undelivered = self.mqtt.undelivered
+                self.stats.mqtt_events_undelivered = self.mqtt.undelivered_events
         return self.stats
 
     # ---- reading --------------------------------------------------------------------------------

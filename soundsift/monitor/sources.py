@@ -37,6 +37,16 @@ def open_source(
     return lambda: _pyav_live(source, on_bad_chunk)
 
 
+# Sources PyAV opens as capture devices ("alsa:hw:0"), not files.
+DEVICE_PREFIXES = ("alsa", "pulse", "avfoundation", "dshow")
+
+
+def names_a_local_file(source: str) -> bool:
+    """True for a source that can only mean a file on this machine: not the microphone, not stdin,
+    not a URL (``scheme://``) and not a capture device."""
+    return source not in ("mic", "-") and "://" not in source and source.split(":")[0] not in DEVICE_PREFIXES
+
+
 def is_finite(source: str) -> bool:
     """Files and stdin end; live sources are reopened when they drop."""
     return source == "-" or Path(source).is_file()
@@ -80,9 +90,7 @@ def _replayed_file(path: Path, speed: float) -> Iterator[tuple[np.ndarray, int]]
 def _pyav_live(url: str, on_bad_chunk: Callable[[], None]) -> Iterator[tuple[np.ndarray, int]]:
     import av
 
-    device_format, _, device = (
-        url.partition(":") if url.split(":")[0] in ("alsa", "pulse", "avfoundation", "dshow") else (None, "", url)
-    )
+    device_format, _, device = url.partition(":") if url.split(":")[0] in DEVICE_PREFIXES else (None, "", url)
     with av.open(device or url, format=device_format, timeout=10) as container:
         stream = container.streams.audio[0]
         to_float = av.AudioResampler(format="fltp", layout="mono")

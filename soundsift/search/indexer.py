@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.core.files import discover_inputs
+from soundsift.core.files import FolderWalk, discover_inputs, walk_folder
 from soundsift.search.catalog import Catalog
 from soundsift.search.embedding import FileTask, FileVectors
 from soundsift.search.errors import PathNotAllowedError
@@ -29,7 +29,8 @@ FLUSH_SECONDS = 10.0
 @dataclass
 class Plan:
     """What a run has to do: ``tasks`` to embed (with why: new, changed, resumed or retried),
-    files gone from disk to drop, and problems found before any decoding."""
+    files proven gone from disk to drop, problems found before any decoding, and the folders that
+    could not be read (whose indexed files are kept)."""
 
     tasks: list[FileTask] = field(default_factory=list)
     kinds: dict[int, str] = field(default_factory=dict)
@@ -38,6 +39,7 @@ class Plan:
     seen: int = 0
     gone: list[int] = field(default_factory=list)
     problems: list[FileProblem] = field(default_factory=list)
+    unreadable: list[FileProblem] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
 
 
@@ -56,8 +58,11 @@ def plan_run(
         for item in inputs:
             if not is_under(os.path.realpath(item), allowed_roots):
                 raise PathNotAllowedError(f"{item!r} is outside the library folders this server may index")
+    plan.folders = [os.path.realpath(item) for item in inputs if os.path.isdir(item)]
+    walks = [walk_folder(folder) for folder in plan.folders]
+    named = [item for item in inputs if not os.path.isdir(item)]
     found: dict[str, None] = {}
-    for candidate in discover_inputs(list(inputs)):
+    for candidate in [path for walk in walks for path in walk.files] + discover_inputs(named):
         real = os.path.realpath(candidate)
         if allowed_roots is not None and not is_under(real, allowed_roots):
             plan.problems.append(
@@ -65,10 +70,13 @@ def plan_run(
             )
             continue
         found[real] = None
-    plan.folders = [os.path.realpath(item) for item in inputs if os.path.isdir(item)]
+    for walk in walks:
+        for folder, reason in walk.unreadable.items():
+            message = f"cannot list this folder ({reason}); what the index holds under it is kept"
+            plan.unreadable.append(FileProblem(path=folder, error="folder_unreadable", message=message))
     for path in found:
         _plan_file(catalog, plan, path, retry_failed)
-    plan.gone = _gone(catalog, plan, found, inputs)
+    plan.gone = _gone(catalog, walks, found, named)
     return plan
 
 
@@ -76,11 +84,11 @@ def _plan_file(catalog: Catalog, plan: Plan, path: str, retry_failed: bool) -> N
     try:
         info = os.stat(path)
     except OSError as error:
-        if catalog.get(path) is None:
-            plan.problems.append(
-                FileProblem(path=path, error="audio_decode_error", message=f"cannot read ({error.strerror})")
-            )
-        return  # a catalogued file that is gone is dropped by _gone
+        kept = "; what the index holds of it is kept" if catalog.get(path) is not None else ""
+        plan.problems.append(
+            FileProblem(path=path, error="file_unreadable", message=f"cannot read ({error.strerror}){kept}")
+        )
+        return
     if not stat.S_ISREG(info.st_mode):
         plan.problems.append(FileProblem(path=path, error="audio_decode_error", message="not a regular file"))
         return
@@ -105,18 +113,30 @@ def _plan_file(catalog: Catalog, plan: Plan, path: str, retry_failed: bool) -> N
     plan.stats[file_id] = (size, mtime_ns)
 
 
-def _gone(catalog: Catalog, plan: Plan, found: dict[str, None], inputs: Sequence[str]) -> list[int]:
-    """Catalogued files inside the folders given (or given by name) that are no longer there."""
+def _gone(catalog: Catalog, walks: Sequence[FolderWalk], found: dict[str, None], named: Sequence[str]) -> list[int]:
+    """Catalogued files proven gone: inside a folder walked whose listing lacks them, or given by
+    name and reported missing by the file system. An unreadable folder proves nothing."""
     gone: dict[int, None] = {}
-    for folder in plan.folders:
-        for file_id, path in catalog.paths_under(folder):
-            if path not in found:
+    for walk in walks:
+        for file_id, path in catalog.paths_under(walk.root):
+            if path not in found and walk.proves_gone(path):
                 gone[file_id] = None
-    for item in inputs:
+    for item in named:
         row = catalog.get(os.path.realpath(item))
-        if row is not None and not os.path.exists(row.path):
+        if row is not None and _missing(row.path):
             gone[row.id] = None
     return list(gone)
+
+
+def _missing(path: str) -> bool:
+    """True only when the file system says there is no such file (not for permission errors)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class Writer:

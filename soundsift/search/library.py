@@ -14,6 +14,7 @@ window layout; an index is only ever searched and extended with the model that b
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
 import threading
 import time
@@ -90,6 +91,8 @@ class Library:
         **model_settings: Any,
     ) -> None:
         self.folder = Path(folder).expanduser().resolve()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise QueryError(f"the index {self.folder} is a file, not a folder: name a folder (new or an index)")
         self._model, self._model_settings = model, model_settings
         self._classifier = classifier
         self._store_spec = check_store_spec(store) if store is not None else None
@@ -236,13 +239,19 @@ class Library:
         indexed before. ``allowed_roots``: every path must resolve inside one (the server's rule).
         Ctrl-C (or ``stop``) ends the run cleanly: finished files are kept, the rest redone next time."""
         started = time.monotonic()
+        given = [os.fspath(Path(path).expanduser()) for path in paths]
+        _check_inputs_exist(given)
+        if not given and not self.exists:
+            raise QueryError("nothing to index: give files or folders")
         with self._exclusive():
             manifest, store = self._ready(create=True)
-            inputs = [os.fspath(Path(path).expanduser()) for path in paths] or manifest.roots
+            inputs = given or manifest.roots
             if not inputs:
                 raise QueryError("nothing to index: give files or folders")
             plan = plan_run(self.catalog, inputs, retry_failed=retry_failed, allowed_roots=allowed_roots)
-            report = IndexReport(files_seen=plan.seen, unchanged=plan.unchanged, failed=list(plan.problems))
+            report = IndexReport(
+                files_seen=plan.seen, unchanged=plan.unchanged, failed=list(plan.problems), unreadable=plan.unreadable
+            )
             self._remember_roots(manifest, plan)
             writer = Writer(self.catalog, store, plan, report, manifest.dim)
             writer.remove_gone()
@@ -467,3 +476,11 @@ class Library:
 
 
 __all__ = ["DEFAULT_ANN_THRESHOLD", "FileTask", "Library"]
+
+
+def _check_inputs_exist(inputs: Sequence[str]) -> None:
+    """Paths the user named must exist (glob patterns may match nothing): checked before an index
+    folder is created, so a typo creates nothing."""
+    missing = [item for item in inputs if not glob.has_magic(item) and not os.path.lexists(item)]
+    if missing:
+        raise QueryError(f"no such file or folder: {', '.join(missing[:5])}")

@@ -20,6 +20,7 @@ from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput, DecodedAudio
 from soundsift.core.classifier import Classifier
 from soundsift.core.fitting import Head
+from soundsift.core.labels import split_exclusions
 from soundsift.core.scoring import PreparedLabels, vetoed_labels
 from soundsift.search.embedding import WindowLayout, embed_windows, iter_windows
 from soundsift.search.errors import QueryError
@@ -67,8 +68,10 @@ def text_query(
     names a label the ``adapter`` taught searches with what the adapter learnt for it."""
     if not text.strip():
         raise QueryError("the text query is empty")
-    extra = "".join(f" -{word.strip().lstrip('-')}" for word in exclude if word.strip().lstrip("-"))
-    labels = [part + extra for part in _descriptions(text)]
+    positive, excluded = _split_query(text)
+    excluded += [word.strip().lstrip("-") for word in exclude if word.strip().lstrip("-")]
+    extra = "".join(f" -{word}" for word in excluded)
+    labels = [part + extra for part in positive]
     prepared = classifier.zero_shot_labels(labels, multi_label=True)
     vectors = prepared.embeddings.astype(np.float32)
     if adapter is None:
@@ -78,6 +81,25 @@ def text_query(
         direction = adapter.weights[label]
         vectors[row] = direction / max(float(np.linalg.norm(direction)), 1e-12)
     return QueryVectors(vectors, prepared=prepared, taught=taught, head=adapter.head)
+
+
+def _split_query(text: str) -> tuple[list[str], list[str]]:
+    """The descriptions that name a sound to look for, as written, and the sounds that descriptions
+    made only of exclusions ('-music', '(not speech)') exclude from every hit. QueryError when
+    nothing positive is left: an exclusion alone would search for its own literal text."""
+    positive: list[str] = []
+    excluded: list[str] = []
+    for description in _descriptions(text):
+        head, exclusions = split_exclusions(f" {description}")  # the space: a leading '-word' excludes too
+        if head.strip("-").strip():
+            positive.append(description)
+        else:
+            excluded.extend(exclusions)
+    if not positive:
+        raise QueryError(
+            f"the query {text[:80]!r} names no sound to look for: '-word' and '(not word)' only exclude sounds"
+        )
+    return positive, excluded
 
 
 def _descriptions(text: str) -> list[str]:

@@ -51,6 +51,9 @@ class IndexReport(BaseModel):
     resumed: int = Field(default=0, description="Files an interrupted run left unfinished, indexed now.")
     removed: int = Field(default=0, description="Files gone from disk, dropped from the index.")
     failed: list[FileProblem] = Field(default_factory=list)
+    unreadable: list[FileProblem] = Field(
+        default_factory=list, description="Folders that could not be listed; the files indexed under them are kept."
+    )
     windows_added: int = 0
     audio_s: float = Field(default=0.0, description="Seconds of audio embedded in this run.")
     wall_s: float = 0.0
