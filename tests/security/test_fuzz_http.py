@@ -730,3 +730,82 @@ def test_dev_zero_file_data_does_not_freeze_the_server(server):
     except requests.RequestException as error:
         pytest.fail(f"the server stopped answering after a FileData naming /dev/zero: {error}")
     assert health.status_code == 200
+
+
+# --------------------------------------------------------------------------- uploaded adapter files
+
+
+@pytest.fixture(scope="module")
+def adapter_file(tiny_model_dir) -> bytes:
+    """A real adapter of the served model (two taught sounds), the seed every mutation starts from."""
+    from soundsift import Adapter, Classifier
+
+    classifier = Classifier(model=str(tiny_model_dir), device="cpu")
+    rate = 16_000
+    t = np.arange(rate) / rate
+    examples = {
+        "hum": [(np.sin(2 * np.pi * 110 * t).astype(np.float32) * 0.3, rate)],
+        "whistle": [(np.sin(2 * np.pi * 2400 * t).astype(np.float32) * 0.3, rate)],
+    }
+    return Adapter.fit(classifier, examples).to_bytes()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(ANY_CHARACTER, max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _mutated_metadata(data: bytes, draw_key: str, value: object, depth: int) -> bytes:
+    """The adapter with one metadata field replaced (by any JSON value, nested ``depth`` levels more)."""
+    from safetensors.numpy import load, save
+
+    length = int.from_bytes(data[:8], "little")
+    metadata = json.loads(json.loads(data[8 : 8 + length])["__metadata__"]["soundsift-adapter"])
+    fields = sorted(metadata)
+    metadata[fields[sum(map(ord, draw_key)) % len(fields)]] = "\x00placeholder"
+    nested = "[" * depth + json.dumps(value, ensure_ascii=False) + "]" * depth  # text: json.dumps would recurse
+    text = json.dumps(metadata, ensure_ascii=False).replace('"\\u0000placeholder"', nested)
+    return save(load(data), metadata={"soundsift-adapter": text})
+
+
+def _flipped(data: bytes, positions: list[int], values: list[int]) -> bytes:
+    mutated = bytearray(data)
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    for position, value in zip(positions, values):
+        mutated[position % header_end] = value  # the header: length and JSON
+    return bytes(mutated)
+
+
+@http_settings(30)
+@example(mutation=("field", "labels", ["\x1b[2J"] * 3, 0))
+@example(mutation=("field", "options", [], 0))
+@example(mutation=("field", "logit_scale", 10**400, 0))
+@example(mutation=("field", "prompts", "x", 5000))
+@given(
+    mutation=st.one_of(
+        st.tuples(st.just("field"), st.text(max_size=4), JSON_VALUES, st.integers(0, 3000)),
+        st.tuples(
+            st.just("bytes"), st.lists(st.integers(0, 10**6), min_size=1, max_size=6), st.lists(st.integers(0, 255))
+        ),
+    )
+)
+def test_uploaded_adapter_files_never_answer_5xx(server, adapter_file, mutation):
+    """Mutated safetensors headers and adapter metadata: 201 (a consistent adapter) or a 4xx, never a 5xx."""
+    if mutation[0] == "field":
+        _, key, value, depth = mutation
+        data = _mutated_metadata(adapter_file, key, value, depth)
+    else:
+        _, positions, values = mutation
+        data = _flipped(adapter_file, positions, values)
+    response = request(
+        "POST",
+        f"{server.url}/api/adapters",
+        "adapter uploads",
+        headers=AUTH,
+        files={"adapter": ("fuzzed.adapter", data)},
+        data={"name": "fuzzed"},
+    )
+    assert response.status_code in (201, 409, 413, 422), response.text[:300]
+    assert response.headers["content-type"].startswith("application/json")
