@@ -28,8 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--cooldown seconds. Windows quieter than --gate-db are not scored. Alerts are printed, stored in a "
         "SQLite log (--db) and optionally POSTed as JSON to --webhook and published to an MQTT broker (--mqtt, "
         "with Home Assistant discovery). --config FILE listens to several streams with one model (see "
-        "docs/smart-home.md). Live sources reconnect with backoff; when scoring cannot keep up, hops are skipped "
-        "and counted.",
+        "docs/smart-home.md). Live sources reconnect with backoff (a file source that does not exist is an error "
+        "at start); when scoring cannot keep up, hops are skipped and counted. Exit code 1 when an event never "
+        "reached the MQTT broker (it stays pending in the log).",
     )
     parser.add_argument("--config", type=Path, help="YAML file of streams (replaces --labels, --source ...)")
     parser.add_argument("--labels", help="every label to score (comma-separated)")
