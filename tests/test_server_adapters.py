@@ -225,6 +225,16 @@ def relabelled(adapter: Adapter, labels: list[str]) -> bytes:
     ).to_bytes()
 
 
+def upload_adapter(server, data: bytes, name: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/api/adapters",
+        files=[("adapter", (f"{name}.adapter", data))],
+        data={"name": name},
+        headers=AUTH,
+        timeout=30,
+    )
+
+
 def with_metadata(data: bytes, metadata_json: str) -> bytes:
     """The same tensors under another (raw) metadata string."""
     from safetensors.numpy import load, save
@@ -246,13 +256,7 @@ def with_metadata(data: bytes, metadata_json: str) -> bytes:
 )
 def test_an_uploaded_adapter_obeys_the_label_rules_of_teaching(server, taught, labels, code):
     adapter = Adapter.from_bytes(requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10).content)
-    response = requests.post(
-        f"{server.url}/api/adapters",
-        files=[("adapter", ("bad.adapter", relabelled(adapter, labels)))],
-        data={"name": "relabelled"},
-        headers=AUTH,
-        timeout=30,
-    )
+    response = upload_adapter(server, relabelled(adapter, labels), "relabelled")
     assert response.status_code == 422 and error_code(response) == code, response.text[:300]
     names = [item["name"] for item in requests.get(f"{server.url}/api/adapters", headers=AUTH).json()["adapters"]]
     assert "relabelled" not in names
@@ -265,13 +269,7 @@ def test_an_uploaded_adapter_obeys_the_label_rules_of_teaching(server, taught, l
 )
 def test_no_structure_of_an_uploaded_adapter_file_makes_a_5xx(server, taught, metadata):
     data = requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10).content
-    response = requests.post(
-        f"{server.url}/api/adapters",
-        files=[("adapter", ("deep.adapter", with_metadata(data, metadata)))],
-        data={"name": "deep"},
-        headers=AUTH,
-        timeout=30,
-    )
+    response = upload_adapter(server, with_metadata(data, metadata), "deep")
     assert response.status_code in (413, 422), response.text[:300]
     assert response.json()["error"]["code"] in ("invalid_adapter", "upload_too_large")
 
@@ -279,11 +277,5 @@ def test_no_structure_of_an_uploaded_adapter_file_makes_a_5xx(server, taught, me
 def test_a_deeply_nested_safetensors_header_is_a_clear_error(server):
     header = ('{"__metadata__":' + '{"a":' * 50_000 + '"x"' + "}" * 50_001).encode()
     data = len(header).to_bytes(8, "little") + header
-    response = requests.post(
-        f"{server.url}/api/adapters",
-        files=[("adapter", ("deep.adapter", data))],
-        data={"name": "deep"},
-        headers=AUTH,
-        timeout=30,
-    )
+    response = upload_adapter(server, data, "deep")
     assert response.status_code == 422 and error_code(response) == "invalid_adapter", response.text[:300]

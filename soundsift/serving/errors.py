@@ -66,6 +66,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Malformed request body: broken multipart or JSON (invalid_request)",
         401: "Missing or wrong API key, or an ended session (unauthorized)",
         403: "The session cookie sent from another origin (cross_origin); teaching is off (teaching_disabled)",
+        404: "No stored adapter of that name (adapter_not_found), or no such endpoint (not_found)",
+        409: "Too many stored adapters (too_many_adapters), or an adapter of another model (adapter_mismatch)",
         413: "Request body over the upload limit (upload_too_large)",
         415: "Unsupported or corrupt media (audio_decode_error)",
         422: "Invalid input: invalid_request, invalid_labels, invalid_text, text_too_long, too_many_files, "
