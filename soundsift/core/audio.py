@@ -343,6 +343,8 @@ def _decode_stream(container: av.container.InputContainer, stream: av.AudioStrea
                     yield converted.to_ndarray().reshape(-1, len(converted.layout.channels))
     except av.error.FFmpegError as error:
         raise AudioDecodeError(f"the audio is corrupt ({_reason(error)})", source=name) from None
+    except ValueError as error:  # PyAV's resampler: a frame whose format or layout changed mid-stream
+        raise AudioDecodeError(f"the audio changes its format mid-stream ({_reason(error)})", source=name) from None
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
