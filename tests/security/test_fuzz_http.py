@@ -50,7 +50,15 @@ KEY = "fuzz-" + "k3y" * 4
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WRONG_KEYS = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}]
 TIMEOUT = (5, 20)  # connect, read: every request is bounded
-LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_labels": "5", "max_batch_files": "4"}
+# The wrong-key throttle refills a thousand attempts a second here: a long run sends tens of
+# thousands of wrong keys from one address on purpose (the throttle: tests/security/test_sessions.py).
+LIMITS = {
+    "max_upload_mb": "1",
+    "max_duration_s": "30",
+    "max_labels": "5",
+    "max_batch_files": "4",
+    "auth_failure_refill_s": "0.001",
+}
 # The page's functions, by name; their fn_index is read from the running page's /config.
 CLASSIFY, DETECT = "classify", "detect"
 CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, "", False, "", False]  # labels, threshold, template, multi,
