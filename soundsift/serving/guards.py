@@ -256,14 +256,10 @@ class AccessGuard:
     def _bearer_refusal(
         self, scope: Scope, auth: Authenticator, bearer: str
     ) -> Callable[[Send], Awaitable[None]] | None:
-        client = client_address(scope)
-        wait_s = auth.throttle.retry_after_s(client)
-        if wait_s > 0:
-            return lambda send: send_too_many_failures(send, wait_s)
-        if auth.key_matches(bearer):
-            return None
-        auth.throttle.record_failure(client)
-        return _unauthorized
+        attempt = auth.attempt(client_address(scope), bearer)
+        if attempt.retry_after_s > 0:
+            return lambda send: send_too_many_failures(send, attempt.retry_after_s)
+        return None if attempt.accepted else _unauthorized
 
 
 async def send_too_many_failures(send: Send, wait_s: float) -> None:

@@ -160,12 +160,13 @@ class FailureThrottle:
     def record_failure(self, client: str) -> None:
         with self._lock:
             bucket = self._refilled(client) or _Bucket(float(self.burst), self.clock())
+            was_open = bucket.tokens >= 1
             bucket.tokens -= 1
             self._buckets[client] = bucket
             self._buckets.move_to_end(client)
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
-            if bucket.tokens < 1 <= bucket.tokens + 1:
+            if was_open and bucket.tokens < 1:  # this failure spent the last attempt: one line per lockout
                 logger.warning(
                     "authentication: %s locked out for %.0f s after %d failed attempts",
                     client,
@@ -198,5 +199,20 @@ class Authenticator:
         self.sessions = sessions
         self.throttle = throttle
 
-    def key_matches(self, candidate: str) -> bool:
-        return hmac.compare_digest(candidate.strip().encode("utf-8", "replace"), self._api_key)
+    def attempt(self, client: str, candidate: str) -> KeyAttempt:
+        """Check a key sent by ``client`` (a bearer key or the login form): a locked-out client's key
+        is not even looked at; a wrong one spends one of the client's attempts."""
+        wait_s = self.throttle.retry_after_s(client)
+        if wait_s > 0:
+            return KeyAttempt(accepted=False, retry_after_s=wait_s)
+        if hmac.compare_digest(candidate.strip().encode("utf-8", "replace"), self._api_key):
+            return KeyAttempt(accepted=True)
+        self.throttle.record_failure(client)
+        return KeyAttempt(accepted=False)
+
+
+@dataclass(frozen=True)
+class KeyAttempt:
+    accepted: bool
+    retry_after_s: float = 0.0
+    """Above 0: the client was locked out (429 with Retry-After), its key not checked."""

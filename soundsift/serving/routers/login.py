@@ -41,13 +41,11 @@ Auth = Annotated[Authenticator, Depends(get_authenticator)]
 @router.post("/login")
 async def login(request: Request, auth: Auth, key: Annotated[str, Form(max_length=1000)]) -> Response:
     language = request.headers.get("accept-language", "")
-    client = client_address(request.scope)
-    wait_s = auth.throttle.retry_after_s(client)
-    if wait_s > 0:
-        retry = str(math.ceil(wait_s))
+    attempt = auth.attempt(client_address(request.scope), key)
+    if attempt.retry_after_s > 0:
+        retry = str(math.ceil(attempt.retry_after_s))
         return HTMLResponse(login_html(language, failed=True), status_code=429, headers={"Retry-After": retry})
-    if not auth.key_matches(key):
-        auth.throttle.record_failure(client)
+    if not attempt.accepted:
         await asyncio.sleep(WRONG_KEY_DELAY_S)
         return HTMLResponse(login_html(language, failed=True), status_code=401)
     response = RedirectResponse("/", status_code=303)
