@@ -32,7 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="cors_origins",
         action="append",
         metavar="ORIGIN",
-        help="allow cross-origin requests from ORIGIN ('*' for any); repeatable",
+        help="allow cross-origin requests from ORIGIN ('*' for any); a named ORIGIN (not '*') may also use the "
+        "page's session cookie; repeatable",
     )
     add_translation_options(parser.add_argument_group("labels"))
     limits = parser.add_argument_group("limits")
