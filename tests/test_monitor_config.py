@@ -189,13 +189,13 @@ def test_an_evidence_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsy
     assert "cannot create the evidence folder" in error and "Traceback" not in error
 
 
-def test_the_readme_example_is_a_valid_config():
+def test_the_cli_guide_example_is_a_valid_config():
     import yaml
 
     from soundsift.monitor.config import MonitorConfig
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    block = readme.split("# soundsift monitor --config monitors.yaml\n", 1)[1].split("```", 1)[0]
+    guide = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = guide.split("# soundsift monitor --config monitors.yaml\n", 1)[1].split("```", 1)[0]
     assert [stream.name for stream in MonitorConfig.model_validate(yaml.safe_load(block)).streams] == [
         "kitchen",
         "nursery",
