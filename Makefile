@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 EXAMPLE_LABELS ?= siren, smoke alarm, doorbell, rain, speech
 
-.PHONY: install install-dev serve demo system-packages test test-fast lint
+.PHONY: install install-dev serve demo system-packages test test-fast lint docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ test: install-dev system-packages docker-ready lint
 # The unit tier, under a minute: no servers, browsers, containers or long runs.
 test-fast: install-dev
 	$(BIN)/python -m pytest -m "not slow and not browser and not docker"
+
+# The documentation site (mkdocs.yml), strictly: a broken link or anchor, or a page missing from the
+# nav, fails. Regenerate the reference pages first with `python scripts/generate_docs.py`.
+docs: install-dev
+	$(BIN)/python scripts/generate_docs.py --check
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # ---- container images (docs/container.md) ---------------------------------------------------------
 # `make image` builds soundsift:latest (cpu) and soundsift:onnx (IMAGE_TARGETS="cpu onnx gpu" adds
