@@ -70,9 +70,9 @@ def main() -> None:
     classifier.classify((waveforms[0], 48_000), prepared)
     rates = {}
     for batch_size in (1, args.batch_size):
-        classifier.settings.batch_size = batch_size
         started = time.perf_counter()
-        results = classifier.classify_batch([(waveform, 48_000) for waveform in waveforms], prepared)
+        clips = [(waveform, 48_000) for waveform in waveforms]
+        results = [item.result for item in classifier.iter_results(clips, prepared, batch_size=batch_size)]
         rates[batch_size] = len(waveforms) / (time.perf_counter() - started)
     ours_top = [result.top_label for result in results]
     agreement = sum(a == b for a, b in zip(ours_top, reference_top)) / len(waveforms)

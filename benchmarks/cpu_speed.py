@@ -114,23 +114,27 @@ def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend
     if backend == "onnx-int8":
         options["quantize"] = "int8"
     folder = args.onnx_int8 if backend == "onnx-int8" else args.onnx_fp32 if backend == "onnx-fp32" else model
-    classifier = Classifier(model=folder, device="cpu", batch_size=1, **options)
+    classifier = Classifier(model=folder, device="cpu", batch_size=8, **options)
     text_begin = time.perf_counter()
     prepared = classifier.prepare_labels(labels, templates=[TEMPLATE])
     text_s = time.perf_counter() - text_begin
     classifier.classify(paths[0], prepared)
     first_result_at = time.time()
 
+    pipeline = classifier.pipeline
+    decision = pipeline.decision()
     latencies, decode, features, encoder = [], [], [], []
     for path in paths[: args.latency_calls]:
         call = time.perf_counter()
-        clip = classifier.load(path)
+        clip = pipeline.load(path)
         decoded = time.perf_counter()
-        mels, is_longer = classifier.featurizer([clip.samples])
+        clip_features = pipeline.featurize(clip)
         featured = time.perf_counter()
-        (embedding,) = classifier.backend.embed_audio(mels, is_longer)
+        (embedding,) = pipeline.embedder.embed_audio([clip_features])
         encoded = time.perf_counter()
-        classifier.result_from_embedding(clip, embedding, prepared)
+        pipeline.score(
+            embedding, prepared, decision, source=clip.source, duration_s=clip.duration_s, silent=clip.silent
+        )
         latencies.append(time.perf_counter() - call)
         decode.append(decoded - call)
         features.append(featured - decoded)
@@ -138,9 +142,8 @@ def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend
 
     rates, tops = {}, {}
     for batch_size, subset in ((1, paths[: args.batch1_clips]), (8, paths)):
-        classifier.settings.batch_size = batch_size
         begin = time.perf_counter()
-        results = classifier.classify_batch(subset, prepared)
+        results = [item.result for item in classifier.iter_results(subset, prepared, batch_size=batch_size)]
         rates[batch_size] = len(subset) / (time.perf_counter() - begin)
         tops = {path: result.top_label for path, result in zip(subset, results)}
     return {
@@ -173,7 +176,7 @@ def operator_profile(folder: str, paths: list[str], calls: int = 8) -> dict[str,
     options.profile_file_prefix = str(Path(folder) / "operator-profile")
     session = onnxruntime.InferenceSession(str(Path(folder) / "audio.onnx"), options)
     for path in paths[:calls]:
-        mels, is_longer = classifier.featurizer([classifier.load(path).samples])
+        mels, is_longer = classifier.pipeline.featurizer([classifier.pipeline.load(path).samples])
         mels = bicubic_resize_rows(mels, classifier.backend.model_frames, axis=-2)
         session.run(None, {"input_features": mels, "is_longer": is_longer})
     trace = Path(session.end_profiling())

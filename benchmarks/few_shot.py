@@ -11,12 +11,12 @@ drawn from the same fold, never overlapping); the full ESC-50 gives k up to 16 f
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.random_model import full_size_random_model
 from soundsift import Adapter, Classifier
 from soundsift.cli.main import main as soundsift
 
@@ -41,21 +41,32 @@ def fit_time(classifier: Classifier, labels: int = 50, clips: int = 16, repeats:
     return times
 
 
+def random_model(folder: Path) -> Path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.random_model import full_size_random_model
+
+    return full_size_random_model(folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("few-shot-results"))
-    parser.add_argument("--model-dir", type=Path, default=Path("/tmp/clap-random-fused"))
+    parser.add_argument(
+        "--model-dir", type=Path, default=Path("/tmp/clap-random-fused"), help="where the random model goes"
+    )
+    parser.add_argument("--model", type=Path, help="a model folder instead of the full-size random CLAP")
+    parser.add_argument("--data", type=Path, default=FOLD1, help="an ESC-50 folder (default: fold 1 from ../shared)")
     parser.add_argument("--shots", default="1,2,4")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
-    model = full_size_random_model(args.model_dir)
+    model = args.model or random_model(args.model_dir)
     classifier = Classifier(model=str(model), device="cpu")
     for method, seconds in fit_time(classifier).items():
         print(f"fit 50 labels x 16 clips, {method}: {seconds:.2f} s")
     soundsift(
         [
-            "eval", "esc50", "--data", str(FOLD1), "--folds", "1", "--shots", args.shots, "--seeds", str(args.seeds),
-            "--model", str(model), "--device", "cpu", "--out", str(args.out),
+            "eval", "esc50", "--data", str(args.data), "--folds", "1", "--shots", args.shots,
+            "--seeds", str(args.seeds), "--model", str(model), "--device", "cpu", "--out", str(args.out),
         ]
     )  # fmt: skip
 

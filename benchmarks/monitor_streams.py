@@ -92,17 +92,17 @@ def run_once(classifier: Classifier, config: MonitorConfig) -> dict[str, Any]:
     started = time.perf_counter()
     results = service.run()
     wall = time.perf_counter() - started
-    scorer = service.scorer.stats
+    scorer = service.engine.stats["audio"]
     hops = sum(stats.hops for stats in results.values())
     return {
         "wall_s": round(wall, 2),
-        "windows_per_s": round(scorer.windows / wall, 2),
+        "windows_per_s": round(scorer.items / wall, 2),
         "events_per_s": round(sum(stats.alerts for stats in results.values()) / wall, 2),
         "hops": hops,
         "skipped_fraction": round(sum(stats.skipped for stats in results.values()) / max(hops, 1), 3),
         "mean_batch": round(scorer.mean_batch, 2),
         "largest_batch": scorer.largest_batch,
-        "model_s_per_window": round(scorer.model_s / max(scorer.windows, 1), 4),
+        "model_s_per_window": round(scorer.model_s / max(scorer.items, 1), 4),
     }
 
 

@@ -110,3 +110,15 @@ class ExamplesError(SoundsiftError):
     """Teaching examples cannot be used: no clips, a label with no usable clip, or a bad list."""
 
     code = "invalid_examples"
+
+
+class QueueFullError(SoundsiftError):
+    """The model's queue is full; retry shortly."""
+
+    code = "overloaded"
+
+
+class ServiceStoppingError(QueueFullError):
+    """The service is shutting down; the work was not started. Retry on another replica."""
+
+    code = "shutting_down"

@@ -186,8 +186,8 @@ def test_reteaching_with_one_more_clip_embeds_only_that_clip(classifier, tmp_pat
     first = Adapter.fit(classifier, folder)
     write_soundfile(folder / "hum" / "hum-new.wav", synthetic("hum", 3), RATE)
     embedded: list[int] = []
-    original = classifier.embed_clips
-    monkeypatch.setattr(classifier, "embed_clips", lambda clips: embedded.append(len(clips)) or original(clips))
+    original = classifier.pipeline.embed_all
+    monkeypatch.setattr(classifier.pipeline, "embed_all", lambda clips: embedded.append(len(clips)) or original(clips))
     second = Adapter.fit(classifier, folder, reuse=first)
     assert embedded == [1]
     assert second.examples["hum"] == 4

@@ -9,7 +9,14 @@ from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
 
 from soundsift import Classifier, FailedInput, LabelError
 from soundsift.core.audio import load_audio
+from soundsift.core.pipeline import embeddings_or_raise
 from soundsift.errors import AudioTooLongError, ModelLoadError
+
+
+def embed_decoded(classifier, clips):
+    """Decoded clips embedded in one model call."""
+    pipeline = classifier.pipeline
+    return embeddings_or_raise(pipeline.embedder.embed_audio([pipeline.featurize(clip) for clip in clips]))
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +84,10 @@ def test_same_clip_gets_the_same_embedding_alone_and_in_any_batch(classifier, es
     clip = load_audio(esc50_clips[0], 48_000)
     long_clip = load_audio((np.concatenate([load_audio(p, 48_000).samples for p in esc50_clips[:5]]), 48_000), 48_000)
     others = [load_audio(p, 48_000) for p in esc50_clips[1:4]]
-    alone = classifier.embed_decoded([clip])[0]
-    with_short = classifier.embed_decoded([*others, clip])[-1]
-    with_long = classifier.embed_decoded([long_clip, clip, *others])[1]
-    again = classifier.embed_decoded([clip])[0]
+    alone = embed_decoded(classifier, [clip])[0]
+    with_short = embed_decoded(classifier, [*others, clip])[-1]
+    with_long = embed_decoded(classifier, [long_clip, clip, *others])[1]
+    again = embed_decoded(classifier, [clip])[0]
     np.testing.assert_allclose(with_short, alone, atol=1e-5)
     np.testing.assert_allclose(with_long, alone, atol=1e-5)
     np.testing.assert_array_equal(again, alone)
@@ -88,7 +95,7 @@ def test_same_clip_gets_the_same_embedding_alone_and_in_any_batch(classifier, es
 
 def test_long_clip_is_deterministic_and_uses_fusion(classifier, esc50_clips):
     samples = np.concatenate([load_audio(p, 48_000).samples for p in esc50_clips[:5]])
-    _, is_longer = classifier.featurizer([samples])
+    _, is_longer = classifier.pipeline.featurizer([samples])
     assert is_longer.tolist() == [[True]]
     first = classifier.embed_audio((samples, 48_000))
     second = classifier.embed_audio((samples, 48_000))
@@ -214,7 +221,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
 
 def test_batch_accepts_a_generator_and_works_through_it_batch_by_batch(classifier, esc50_clips, monkeypatch):
     events = []
-    real_load, real_embed = classifier.load, classifier.embed_features
+    real_load, real_embed = classifier.pipeline.load, classifier.pipeline.embedder.embed_audio
 
     def load(audio, **kwargs):
         events.append("decode")
@@ -224,8 +231,8 @@ def test_batch_accepts_a_generator_and_works_through_it_batch_by_batch(classifie
         events.append(f"embed {len(items)}")
         return real_embed(items)
 
-    monkeypatch.setattr(classifier, "load", load)
-    monkeypatch.setattr(classifier, "embed_features", embed)
+    monkeypatch.setattr(classifier.pipeline, "load", load)
+    monkeypatch.setattr(classifier.pipeline.embedder, "embed_audio", embed)
     lazy = classifier.classify_batch((path for path in esc50_clips[:6]), "dog, rain")
     assert classifier.settings.batch_size == 4
     assert events == ["decode"] * 4 + ["embed 4"] + ["decode"] * 2 + ["embed 2"]

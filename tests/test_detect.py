@@ -14,7 +14,7 @@ import soundfile
 from soundsift import detect
 from soundsift.cli.main import main
 from soundsift.core.audio import load_audio
-from soundsift.detection.windows import sliding_windows
+from soundsift.core.pipeline import sliding_windows
 from soundsift.errors import ConfigurationError
 
 RATE = 48_000

@@ -61,7 +61,7 @@ def test_fp32_audio_parity_short_long_and_mixed_batches(onnx_classifier, classif
     short = [load_audio(path, 48_000) for path in esc50_clips[:3]]
     long = load_audio((long_clip, 48_000), 48_000)
     for clips in (short, [long], [short[0], long, short[1]]):
-        features, is_longer = classifier.featurizer([clip.samples for clip in clips])
+        features, is_longer = classifier.pipeline.featurizer([clip.samples for clip in clips])
         expected = classifier.backend.embed_audio(features, is_longer)
         assert cosines(onnx_classifier.backend.embed_audio(features, is_longer), expected).min() >= 0.9999
 

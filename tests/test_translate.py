@@ -220,7 +220,7 @@ def test_machine_translation_covers_labels_the_glossary_lacks(tiny_model_dir, ti
     assert by_label["量子计算机"].prompt_text == f"This is a sound of {machine[0]}."
     assert "dog barking" in by_label["狗叫声"].translated_as, "the glossary still comes first"
     assert result.warnings == []
-    translator = translating.glossary.translator
+    translator = translating.label_encoder.glossary.translator
     calls = translator.calls
     translating.classify(esc50_clips[1], "量子计算机, 狗叫声")
     assert translator.calls == calls, "translations are cached"

@@ -18,6 +18,7 @@ class Backend(Protocol):
     device: str
     mel_settings: MelSettings
     logit_scale: float
+    embedding_dim: int
 
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         """(B, C, T, F) features and (B, 1) is_longer -> (B, D) unit vectors."""

@@ -54,6 +54,7 @@ class TorchBackend:
         checkpoint = load_checkpoint(model)
         self.mel_settings = checkpoint.mel_settings
         self.logit_scale = checkpoint.logit_scale
+        self.embedding_dim = int(checkpoint.model.config.projection_dim)
         self._dtype = torch.float16 if fp16 else torch.float32
         clap: Any = checkpoint.model  # transformers wraps .to() in an untyped decorator
         self._model = clap.to(device=self.device, dtype=self._dtype).eval()

@@ -29,8 +29,11 @@ import numpy as np
 from soundsift._version import __version__
 from soundsift.core.audio import AudioInput
 from soundsift.core.files import audio_files
+from soundsift.core.fingerprint import AGREEMENT, agreement, same_model
 from soundsift.core.fitting import ExampleCache, Examples, Head, Method, calibrate, describe, fit, select
-from soundsift.core.labels import LabelClass, LabelsInput
+from soundsift.core.label_text import LabelEncoder
+from soundsift.core.labels import LabelClass
+from soundsift.core.pipeline import Pipeline
 from soundsift.core.scoring import PreparedLabels
 from soundsift.core.text import load_bounded_json
 from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, LabelError, SoundsiftError
@@ -38,10 +41,6 @@ from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, 
 FORMAT = "soundsift-adapter"
 FORMAT_VERSION = 1
 NEGATIVE_LABEL = "_none"
-FINGERPRINT_AGREEMENT = 0.98
-"""Least cosine similarity between the adapter's and the classifier's probe embeddings: the same
-checkpoint on another backend (ONNX, fp16) agrees to ~0.999; another checkpoint does not."""
-PROBE_TEXT = "a short test sound"
 MAX_EXAMPLE_LIST_BYTES = 10 * 1024 * 1024
 # An adapter's metadata holds labels, prompts, clip hashes and skipped clips: a few MB at the most
 # for the largest teaching the server allows; nothing in it is nested more than four levels.
@@ -59,15 +58,15 @@ class TeachingModel(Protocol):
     def model_id(self) -> str: ...
 
     @property
-    def logit_scale(self) -> float: ...
+    def dim(self) -> int: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+    @property
+    def label_encoder(self) -> LabelEncoder: ...
 
     def fingerprint(self) -> np.ndarray: ...
-
-    def embed_clips(self, audios: Sequence[AudioInput]) -> list[np.ndarray | SoundsiftError]: ...
-
-    def zero_shot_labels(
-        self, labels: LabelsInput, *, templates: Sequence[str] | None, multi_label: bool, min_labels: int
-    ) -> PreparedLabels: ...
 
 
 @dataclass(frozen=True)
@@ -170,8 +169,8 @@ class Adapter:
     ) -> Adapter:
         """Fit on each clip's embedding or error: ``outcomes`` holds the labelled clips (their labels
         in ``clip_labels``) followed by the negatives. Failed clips are skipped and listed; a label
-        left with no usable clip raises ExamplesError. (The HTTP service embeds through its shared
-        batcher and comes in here.)"""
+        left with no usable clip raises ExamplesError. (The HTTP service embeds through its engine
+        and comes in here.)"""
         labels = tuple(dict.fromkeys(clip_labels))
         digests = list(digests) if digests is not None else [""] * len(outcomes)
         skipped = [
@@ -191,7 +190,7 @@ class Adapter:
             if isinstance(outcome, np.ndarray)
         ]
         _check_every_label_has_clips(labels, [owner for owner, _, _ in kept], skipped)
-        width = classifier.fingerprint().shape[1]
+        width = classifier.dim
         return cls.from_embeddings(
             classifier,
             labels,
@@ -226,11 +225,13 @@ class Adapter:
     ) -> Adapter:
         """Fit on clip embeddings already computed: (N, D) unit ``support`` whose ``owner[i]`` indexes
         ``labels``, and (M, D) ``negatives`` (the evaluation protocol uses this to embed once)."""
-        prepared = classifier.zero_shot_labels(list(labels), templates=templates, multi_label=True, min_labels=1)
+        prepared = classifier.label_encoder.zero_shot_labels(
+            list(labels), templates=templates, multi_label=True, min_labels=1
+        )
         width = prepared.embeddings.shape[1]
         negative_vectors = negatives if negatives is not None else np.zeros((0, width), dtype=np.float32)
         data = Examples(support, owner, prepared.embeddings, negative_vectors)
-        scale = classifier.logit_scale
+        scale = classifier.pipeline.logit_scale
         selection = select(data, method, logit_scale=scale, seed=seed)
         head = fit(data, selection.method, selection.options, logit_scale=scale)
         calibration = calibrate(data, selection, logit_scale=scale, seed=seed)
@@ -309,23 +310,16 @@ class Adapter:
         )
 
     def agrees_with(self, fingerprint: np.ndarray) -> bool:
-        return fingerprint.shape == self.fingerprint.shape and bool(
-            (_rowwise_cosine(fingerprint, self.fingerprint) >= FINGERPRINT_AGREEMENT).all()
-        )
+        return same_model(self.fingerprint, fingerprint)
 
     def check_model(self, model_id: str, fingerprint: np.ndarray) -> None:
         """Refuse use with a model whose embeddings differ from the one the adapter was taught on."""
         if self.agrees_with(fingerprint):
             return
-        agreement = (
-            float(_rowwise_cosine(fingerprint, self.fingerprint).min())
-            if fingerprint.shape == self.fingerprint.shape
-            else float("nan")
-        )
         raise AdapterMismatchError(
             f"adapter {self.name or ''} was taught on {self.model} but this classifier runs {model_id}, whose "
-            f"embeddings differ (probe agreement {agreement:.3f} < {FINGERPRINT_AGREEMENT}); teach it again "
-            "with this model"
+            f"embeddings differ (probe agreement {agreement(self.fingerprint, fingerprint):.3f} < {AGREEMENT}); "
+            "teach it again with this model"
         )
 
     def embedding_cache(self) -> dict[str, np.ndarray]:
@@ -551,7 +545,7 @@ def _embed(
     """Each clip's embedding (from ``cached`` when its content hash is there) or error, and its hash."""
     digests = [_content_hash(clip) for clip in clips]
     missing = [index for index, digest in enumerate(digests) if not digest or digest not in cached]
-    fresh = dict(zip(missing, classifier.embed_clips([clips[index] for index in missing])))
+    fresh = dict(zip(missing, classifier.pipeline.embed_all([clips[index] for index in missing])))
     return [fresh[index] if index in fresh else cached[digest] for index, digest in enumerate(digests)], digests
 
 
@@ -591,11 +585,6 @@ def _stack(vectors: list[np.ndarray], width: int) -> np.ndarray:
     return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), dtype=np.float32)
 
 
-def _rowwise_cosine(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
-    return np.asarray((left * right).sum(axis=1) / np.maximum(norms, 1e-12))
-
-
 def _header_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
     if len(data) < 8:
@@ -609,12 +598,3 @@ def _header_metadata(data: bytes) -> dict[str, str]:
     if not isinstance(metadata, dict):
         raise ValueError("__metadata__ is not an object")
     return {str(key): str(value) for key, value in metadata.items()}
-
-
-def probe_signals(sample_rate: int) -> list[np.ndarray]:
-    """Fixed sounds whose embeddings fingerprint a model: a tone chord, seeded noise and a chirp (2 s)."""
-    time = np.arange(2 * sample_rate) / sample_rate
-    chord = sum(np.sin(2 * np.pi * frequency * time) for frequency in (220.0, 554.4, 1318.5)) / 3
-    noise = np.random.default_rng(20251125).standard_normal(len(time)) * 0.3
-    chirp = np.sin(2 * np.pi * (100 * time + 2000 * time**2))
-    return [np.asarray(signal * 0.5, dtype=np.float32) for signal in (chord, noise, chirp)]

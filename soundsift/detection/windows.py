@@ -9,53 +9,27 @@ and again while streaming.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from soundsift.core.adapter import Adapter
-from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
-from soundsift.core.classifier import Classifier, ClipFeatures, batched
+from soundsift.core.audio import AudioInput, AudioLimits, stream_audio
+from soundsift.core.classifier import Classifier
 from soundsift.core.labels import LabelsInput, label_names
+from soundsift.core.pipeline import Window, batched, embeddings_or_raise
 from soundsift.core.scoring import check_label_thresholds
 from soundsift.detection.events import EventRules, detect_events
 from soundsift.detection.results import Detection, SoundEvent, WindowScores
-from soundsift.errors import AudioTooLongError, ConfigurationError
+from soundsift.errors import AudioTooLongError, ConfigurationError, SoundsiftError
 
 DEFAULT_WINDOW_S = 5.0
 MIN_WINDOW_S, MAX_WINDOW_S = 0.1, 60.0
 MIN_HOP_S = 0.01
 Progress = Callable[[float, float | None], None]
 """Called with (seconds of audio scored so far, total seconds when known)."""
-
-
-def sliding_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(start sample, samples) for windows ``hop`` apart; a last, shorter window covers any tail."""
-    buffer = np.zeros(0, dtype=np.float32)
-    offset = next_start = covered_until = 0
-    for block in blocks:
-        buffer = np.concatenate([buffer, block])
-        while offset + len(buffer) >= next_start + window:
-            local = next_start - offset
-            yield next_start, buffer[local : local + window].copy()
-            covered_until = next_start + window
-            next_start += hop
-            drop = min(next_start - offset, len(buffer))
-            buffer, offset = buffer[drop:], offset + drop
-    total = offset + len(buffer)
-    if total > covered_until and next_start < total:
-        yield next_start, buffer[next_start - offset :].copy()
-
-
-@dataclass(frozen=True)
-class Window:
-    """One window of a recording, ready for the model."""
-
-    start_s: float
-    end_s: float
-    clip: DecodedAudio
-    features: ClipFeatures
 
 
 @dataclass(frozen=True)
@@ -79,15 +53,10 @@ class DetectOptions:
 
 
 class DetectionRun:
-    """One detection over one recording, driven batch by batch.
+    """One detection over one recording: its windows go through the classifier's pipeline (the local
+    model for `detect`, the server's engine when the server's classifier runs it)::
 
-    `detect` drives it with the local model; the HTTP service drives the same run through its
-    shared micro-batcher, so both score windows the same way::
-
-        run = DetectionRun(classifier, "long.wav", "dog, siren", DetectOptions())
-        for windows in run.batches():
-            run.add(windows, classifier.embed_features([w.features for w in windows]))
-        detection = run.finish()
+        detection = DetectionRun(classifier, "long.wav", "dog, siren", DetectOptions()).run()
     """
 
     def __init__(
@@ -125,7 +94,7 @@ class DetectionRun:
         self.stream = stream_audio(audio, classifier.sample_rate, limits=limits, source=source)
         if self.stream.declared_duration_s is not None:
             self._check_window_count(self.expected_windows(self.stream.declared_duration_s))
-        self._decision = classifier.decision()
+        self._decision = classifier.pipeline.decision()
         self._starts: list[float] = []
         self._ends: list[float] = []
         self._rows: list[list[float]] = []
@@ -141,26 +110,31 @@ class DetectionRun:
     def expected_windows(self, duration_s: float) -> int:
         return max(0, math.ceil((duration_s - self.window_s) / self.hop_s)) + 1
 
-    def batches(self, size: int | None = None) -> Iterator[list[Window]]:
-        """Windows in groups of ``size`` (default: the classifier's batch size), decoded lazily."""
-        rate = self.classifier.sample_rate
-        silence_db = self.classifier.settings.silence_db
-        windows = sliding_windows(self.stream.blocks, round(self.window_s * rate), round(self.hop_s * rate))
-        count = 0
-        for group in batched(windows, size or self.classifier.settings.batch_size):
-            count += len(group)
-            self._check_window_count(count)
-            made = []
-            for start, samples in group:
-                clip = DecodedAudio(samples, rate, self.stream.source, is_silent(samples, silence_db))
-                made.append(Window(start / rate, (start + len(samples)) / rate, clip, self.classifier.featurize(clip)))
-            yield made
+    def run(self, *, progress: Progress | None = None, stop: threading.Event | None = None) -> Detection:
+        """Score every window, ``batch_size`` at a time, and find the events. ``progress`` is called
+        after each batch; when ``stop`` is set the run ends with StoppedError."""
+        pipeline = self.classifier.pipeline
+        windows = pipeline.windows(self.stream, self.window_s, self.hop_s)
+        for group in batched(windows, self.classifier.settings.batch_size):
+            if stop is not None and stop.is_set():
+                raise StoppedError("the detection was stopped", source=self.stream.source)
+            self._check_window_count(len(self._rows) + len(group))
+            self._add(group, embeddings_or_raise(pipeline.embedder.embed_audio([w.features for w in group])))
+            if progress is not None:
+                progress(self.scored_until_s, self.declared_duration_s)
+        return self.finish()
 
-    def add(self, windows: Sequence[Window], embeddings: Sequence[np.ndarray] | np.ndarray) -> None:
-        """Record the scores of a batch of windows from their audio embeddings."""
-        names = self.prepared.names
+    def _add(self, windows: Sequence[Window], embeddings: np.ndarray) -> None:
+        names, pipeline, source = self.prepared.names, self.classifier.pipeline, self.stream.source
         for window, embedding in zip(windows, embeddings, strict=True):
-            result = self.classifier.score_embedding(window.clip, embedding, self.prepared, self._decision)
+            result = pipeline.score(
+                embedding,
+                self.prepared,
+                self._decision,
+                source=source,
+                duration_s=window.end_s - window.start_s,
+                silent=window.silent,
+            )
             by_label = {score.label: score.score for score in result.scores}
             self._rows.append([by_label[name] for name in names])
             self._starts.append(window.start_s)
@@ -257,11 +231,13 @@ def detect(
         max_duration_s=max_duration_s,
         max_windows=max_windows,
     )
-    for windows in run.batches():
-        run.add(windows, classifier.embed_features([window.features for window in windows]))
-        if progress is not None:
-            progress(run.scored_until_s, run.declared_duration_s)
-    return run.finish()
+    return run.run(progress=progress)
+
+
+class StoppedError(SoundsiftError):
+    """A detection ended early because its caller asked it to (the client went away)."""
+
+    code = "stopped"
 
 
 def _check_geometry(window_s: float, hop_s: float) -> None:

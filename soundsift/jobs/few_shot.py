@@ -34,7 +34,7 @@ def embed_dataset(
     classifier: Classifier, paths: Sequence[str], labels: Sequence[str], folds: Sequence[str], classes: Sequence[str]
 ) -> LabelledEmbeddings:
     index = {name: position for position, name in enumerate(classes)}
-    outcomes = classifier.embed_clips(list(paths))
+    outcomes = classifier.pipeline.embed_all(list(paths))
     kept = [row for row, outcome in enumerate(outcomes) if isinstance(outcome, np.ndarray)]
     vectors = [outcome for outcome in outcomes if isinstance(outcome, np.ndarray)]
     return LabelledEmbeddings(
@@ -59,7 +59,7 @@ def shots_table(
     """``{"0": zero-shot, "k": k-shot, ...}``, each with mean, std, runs and (k > 0) the methods
     chosen and the mean fitting time; a k that leaves a class without test clips is skipped (said
     so in the row)."""
-    text = classifier.zero_shot_labels(list(classes), templates=templates, multi_label=True, min_labels=1)
+    text = classifier.label_encoder.zero_shot_labels(list(classes), templates=templates, multi_label=True, min_labels=1)
     test_folds = sorted(set(data.folds.tolist()))
     zero_shot = [
         _accuracy(data.vectors[data.folds == fold] @ text.embeddings.T, data.targets[data.folds == fold])

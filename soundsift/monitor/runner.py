@@ -3,7 +3,7 @@ and raise events on confirmed sounds.
 
 Sources: the default microphone (sounddevice), any stream or device PyAV opens (rtsp://, http://,
 alsa:hw:0, pulse:default), raw 16-bit PCM on stdin ("-"), or a file replayed in real time. Each stream
-reads on its own thread and judges on another; one model serves every stream (`SharedScorer`: the
+reads on its own thread and judges on another; one model serves every stream (a `ModelEngine`: the
 windows due at the same time are embedded in one batch). If scoring falls behind, whole hops are
 skipped (and counted) rather than queueing without end. Events go to stdout, a SQLite log, and
 optionally a webhook, an MQTT broker (with Home Assistant discovery) and an evidence clip; a failing
@@ -27,15 +27,15 @@ from pydantic import ValidationError
 
 from soundsift._version import __version__
 from soundsift.core.adapter import Adapter
-from soundsift.core.audio import DecodedAudio, is_silent, resample
+from soundsift.core.audio import is_silent, resample
 from soundsift.core.classifier import Classifier
+from soundsift.core.engine import ModelEngine
 from soundsift.errors import ConfigurationError, SoundsiftError
 from soundsift.monitor.config import MonitorConfig, MqttConfig, StreamConfig, config_error, object_id, redact_url
 from soundsift.monitor.evidence import EvidenceStore, StreamEvidence
 from soundsift.monitor.gate import AlertGate, LabelStates
 from soundsift.monitor.health import HealthServer
 from soundsift.monitor.mqtt import MqttSink
-from soundsift.monitor.scorer import SharedScorer
 from soundsift.monitor.sinks import EventLog, Webhook
 from soundsift.monitor.sources import is_finite, open_source
 
@@ -169,7 +169,7 @@ class _Shared:
     """What every stream of one process uses."""
 
     classifier: Classifier
-    scorer: SharedScorer
+    engine: ModelEngine
     log: EventLog
     emit: Callable[[str], None]
     stop: threading.Event
@@ -197,7 +197,7 @@ class StreamMonitor:
                 f"stream {config.name}: alert or thresholds name labels not in its labels: {', '.join(sorted(unknown))}"
             )
         self.alert = alert
-        self.decision = self.classifier.decision()
+        self.decision = self.classifier.pipeline.decision()
         self.gate = AlertGate(alert, needed=config.confirm_n, window=config.confirm_m, cooldown_s=config.cooldown_s)
         self.states = LabelStates(alert, hold_s=config.hold_s)
         self.stats = MonitorStats()
@@ -345,12 +345,19 @@ class StreamMonitor:
             self._judge(now, {})
             return
         started = time.perf_counter()
-        decoded = DecodedAudio(ring.copy(), self.rate, self.source_name, False)
+        pipeline = self.classifier.pipeline
         try:
-            outcome = self.shared.scorer.submit(self.classifier.featurize(decoded)).result()
+            (outcome,) = self.shared.engine.embed_audio([pipeline.features_of(ring.copy())])
             if isinstance(outcome, SoundsiftError):
                 raise outcome
-            result = self.classifier.score_embedding(decoded, outcome, self.prepared, self.decision)
+            result = pipeline.score(
+                outcome,
+                self.prepared,
+                self.decision,
+                source=self.source_name,
+                duration_s=len(ring) / self.rate,
+                silent=False,
+            )
         except Exception:  # one window that cannot be scored must not end the stream: counted, logged
             self.stats.failed += 1
             logger.exception("stream %s: a window could not be scored", self.config.name)
@@ -413,10 +420,13 @@ class MonitorService:
     def __init__(self, classifier: Classifier, config: MonitorConfig, *, emit: Callable[[str], None] = print) -> None:
         self.config = config
         self._stop = threading.Event()
-        self.scorer = SharedScorer(classifier)
+        # One model for every stream: the windows streams have due are embedded together. No gathering
+        # delay: at light load a window is embedded alone at once; under load the windows that arrive
+        # while the model is busy form the next batch by themselves.
+        self.engine = ModelEngine([classifier.pipeline.embedder], max_batch_size=64, max_wait_s=0.0)
         self.shared = _Shared(
             classifier=classifier,
-            scorer=self.scorer,
+            engine=self.engine,
             log=EventLog(config.database),
             emit=emit,
             stop=self._stop,
@@ -457,7 +467,7 @@ class MonitorService:
             }
             for stream in self.streams
         }
-        stats = self.scorer.stats
+        stats = self.engine.stats["audio"]
         return {
             "ok": all(entry["state"] in ("starting", "listening", "ended") for entry in streams.values()),
             "uptime_s": round(time.monotonic() - self.started, 1),
@@ -465,7 +475,7 @@ class MonitorService:
             "version": __version__,
             "scorer": {
                 "batches": stats.batches,
-                "windows": stats.windows,
+                "windows": stats.items,
                 "mean_batch": round(stats.mean_batch, 2),
                 "largest_batch": stats.largest_batch,
             },
@@ -474,7 +484,7 @@ class MonitorService:
 
     def run(self) -> dict[str, MonitorStats]:
         """Listen until every stream has ended (files, stdin) or `stop` is called."""
-        self.scorer.start()
+        self.engine.start()
         if self.health_server:
             self.health_server.start()
         threads = [
@@ -491,7 +501,7 @@ class MonitorService:
             self._stop.set()
             for thread in threads:
                 thread.join()
-            self.scorer.close()
+            self.engine.close()
             if self.health_server:
                 self.health_server.close()
             self._close_sinks()

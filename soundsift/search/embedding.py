@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.core.audio import AudioInput, AudioLimits, DecodedAudio, is_silent, stream_audio
-from soundsift.core.classifier import Classifier, ClipFeatures, Embedder
-from soundsift.detection.windows import sliding_windows
+from soundsift.core.audio import AudioInput, AudioLimits, stream_audio
+from soundsift.core.classifier import Classifier
+from soundsift.core.pipeline import ClipFeatures, Window, batched, embeddings_or_raise
 from soundsift.errors import AudioTooShortError, ProcessingError, SoundsiftError
 
 logger = logging.getLogger("soundsift.search")
@@ -30,11 +30,6 @@ logger = logging.getLogger("soundsift.search")
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_HOP_S = 2.5
 _HASH_CHUNK = 1 << 20
-# The fingerprint probe: a fixed 3 s signal (a rising chirp over seeded noise). Its embedding is
-# stored with the index; a model whose embedding of it differs is another model.
-_PROBE_SECONDS = 3.0
-_PROBE_SEED = 18
-FINGERPRINT_MIN_COSINE = 0.98
 
 
 @dataclass(frozen=True)
@@ -77,60 +72,27 @@ class WindowLayout:
 
 def iter_windows(
     classifier: Classifier, audio: AudioInput, layout: WindowLayout, *, source: str | None = None
-) -> Iterator[tuple[float, float, ClipFeatures]]:
-    """(start_s, end_s, features) of every window of a recording, decoded as a stream. Local files
-    are trusted: no duration limit (as `soundsift detect`), the channel limit still applies."""
-    rate = classifier.sample_rate
+) -> Iterator[Window]:
+    """Every window of a recording, decoded as a stream and featurized. Local files are trusted: no
+    duration limit (as `soundsift detect`), the channel limit still applies."""
     limits = AudioLimits(max_channels=classifier.settings.max_channels)
-    stream = stream_audio(audio, rate, limits=limits, source=source, check_truncation=True)
-    silence_db = classifier.settings.silence_db
-    for start, samples in sliding_windows(stream.blocks, round(layout.window_s * rate), round(layout.hop_s * rate)):
-        clip = DecodedAudio(samples, rate, stream.source, is_silent(samples, silence_db))
-        yield start / rate, (start + len(samples)) / rate, classifier.featurize(clip)
+    stream = stream_audio(audio, classifier.sample_rate, limits=limits, source=source, check_truncation=True)
+    return classifier.pipeline.windows(stream, layout.window_s, layout.hop_s)
 
 
-def embed_windows(
-    classifier: Classifier, windows: Iterable[tuple[float, float, ClipFeatures]], embed: Embedder | None = None
-) -> tuple[list[float], list[float], np.ndarray]:
-    """All windows of one input embedded (``batch_size`` per model call): starts, ends, (N, D)."""
-    embed = embed or classifier.embed_features_isolated
-    starts, ends, vectors = [], [], []
-    batch: list[tuple[float, float, ClipFeatures]] = []
-    for window in [*windows, None]:
-        if window is not None:
-            batch.append(window)
-        if batch and (window is None or len(batch) >= classifier.settings.batch_size):
-            for (start, end, _), outcome in zip(batch, embed([item[2] for item in batch]), strict=True):
-                if isinstance(outcome, SoundsiftError):
-                    raise outcome
-                starts.append(start)
-                ends.append(end)
-                vectors.append(outcome)
-            batch = []
+def embed_windows(classifier: Classifier, windows: Iterable[Window]) -> tuple[list[float], list[float], np.ndarray]:
+    """All windows of one input embedded, ``batch_size`` at a time (only one batch of features is
+    held): starts, ends, (N, D)."""
+    starts: list[float] = []
+    ends: list[float] = []
+    vectors: list[np.ndarray] = []
+    for group in batched(windows, classifier.settings.batch_size):
+        vectors.extend(embeddings_or_raise(classifier.pipeline.embedder.embed_audio([w.features for w in group])))
+        starts.extend(window.start_s for window in group)
+        ends.extend(window.end_s for window in group)
     if not vectors:
         raise AudioTooShortError("no audio to search in")
     return starts, ends, np.stack(vectors).astype(np.float32)
-
-
-def fingerprint(classifier: Classifier, embed: Embedder | None = None) -> list[float]:
-    """The model's embedding of the fixed probe signal (rounded; stored in the manifest)."""
-    rate = classifier.sample_rate
-    t = np.arange(int(_PROBE_SECONDS * rate)) / rate
-    chirp = np.sin(2 * np.pi * (200 * t + 600 * t**2))
-    noise = np.random.default_rng(_PROBE_SEED).normal(0, 0.05, len(t))
-    samples = (0.3 * chirp + noise).astype(np.float32)
-    features = classifier.featurize(DecodedAudio(samples, rate, "<probe>", False))
-    (outcome,) = (embed or classifier.embed_features_isolated)([features])
-    if isinstance(outcome, SoundsiftError):
-        raise outcome
-    return [round(float(x), 6) for x in outcome]
-
-
-def same_model(stored: Sequence[float], current: Sequence[float]) -> bool:
-    a, b = np.asarray(stored, dtype=np.float64), np.asarray(current, dtype=np.float64)
-    if a.shape != b.shape:
-        return False
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)) >= FINGERPRINT_MIN_COSINE
 
 
 # ---- the parallel pipeline ---------------------------------------------------------------------
@@ -158,8 +120,8 @@ class FileEmbedder:
     """Embeds many files: ``workers`` threads hash, decode and featurize files; the calling thread
     embeds their windows together in model batches and yields each file as soon as it is complete.
 
-    ``embed`` replaces the local model call (the server passes one that goes through its shared
-    micro-batcher and admission). Set ``stop`` to end early: files not complete are not yielded.
+    The model is the classifier's own embedder (the server's engine, when the server's classifier
+    is given). Set ``stop`` to end early: files not complete are not yielded.
     """
 
     def __init__(
@@ -168,12 +130,10 @@ class FileEmbedder:
         layout: WindowLayout,
         *,
         workers: int = 2,
-        embed: Embedder | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.classifier, self.layout = classifier, layout
         self.workers = max(1, workers)
-        self.embed = embed or classifier.embed_features_isolated
         self.batch_size = classifier.settings.batch_size
         self.stop = stop or threading.Event()
 
@@ -209,8 +169,9 @@ class FileEmbedder:
                 put(_Finished(task, sha256, unchanged=True))
                 return
             count, end = 0, 0.0
-            for start, end, features in iter_windows(self.classifier, task.path, self.layout, source=task.path):
-                if self.stop.is_set() or not put(_Window(task, start, end, features)):
+            for window in iter_windows(self.classifier, task.path, self.layout, source=task.path):
+                end = window.end_s
+                if self.stop.is_set() or not put(_Window(task, window.start_s, end, window.features)):
                     put(_Finished(task, sha256, error=_stopped()))
                     return
                 count += 1
@@ -253,7 +214,7 @@ class FileEmbedder:
         yield from self._complete(open_files, expected)
 
     def _embed(self, windows: list[_Window], open_files: dict[int, FileVectors]) -> None:
-        outcomes = self.embed([window.features for window in windows])
+        outcomes = self.classifier.pipeline.embedder.embed_audio([window.features for window in windows])
         for window, outcome in zip(windows, outcomes, strict=True):
             target = open_files.get(window.task.file_id)
             if target is None or target.error is not None:

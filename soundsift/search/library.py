@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
-from soundsift.core.classifier import Classifier, Embedder
+from soundsift.core.classifier import Classifier
+from soundsift.core.fingerprint import same_model
 from soundsift.search.catalog import FORMAT_VERSION, Catalog, FileFilter
 from soundsift.search.embedding import (
     DEFAULT_HOP_S,
@@ -35,8 +38,6 @@ from soundsift.search.embedding import (
     FileTask,
     FileVectors,
     WindowLayout,
-    fingerprint,
-    same_model,
 )
 from soundsift.search.errors import IndexBusyError, IndexMismatchError, IndexNotFoundError, QueryError
 from soundsift.search.indexer import Plan, Writer, plan_run
@@ -65,7 +66,7 @@ Progress = Callable[[int, int], None]
 class _Manifest:
     model: str
     dim: int
-    fingerprint: list[float]
+    fingerprint: list[Any]
     window_s: float
     hop_s: float
     store: str
@@ -184,12 +185,11 @@ class Library:
 
     def _create_manifest(self) -> _Manifest:
         classifier = self.classifier
-        probe = fingerprint(classifier)
         layout = self.layout
         manifest = _Manifest(
             model=classifier.model_id,
-            dim=len(probe),
-            fingerprint=probe,
+            dim=classifier.dim,
+            fingerprint=_rounded(classifier.fingerprint()),
             window_s=layout.window_s,
             hop_s=layout.hop_s,
             store=self._store_spec or DEFAULT_STORE,
@@ -201,7 +201,13 @@ class Library:
 
     def _check_model(self, manifest: _Manifest) -> None:
         classifier = self.classifier
-        if not same_model(manifest.fingerprint, fingerprint(classifier)):
+        stored = manifest.fingerprint
+        if _is_legacy_probe(stored) and manifest.model == classifier.model_id:
+            # Indexes made before the one fingerprint probe hold a single-probe vector: trusted by
+            # model name this once, then given today's fingerprint.
+            stored = _rounded(classifier.fingerprint())
+            self.catalog.set_manifest({"fingerprint": stored})
+        if not same_model(np.asarray(stored), classifier.fingerprint()):
             raise IndexMismatchError(
                 f"{self.folder} was built with {manifest.model}; {classifier.model_id} embeds differently, and "
                 "vectors of two models cannot be compared. Use the index's model, or a new --index folder."
@@ -232,7 +238,6 @@ class Library:
         engine: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
         allowed_roots: Sequence[Path] | None = None,
-        embed: Embedder | None = None,
     ) -> IndexReport:
         """Index the audio and video files under ``paths`` (folders recursively): new and changed
         files are embedded, files gone from those folders dropped. No paths: rescan the folders
@@ -259,7 +264,7 @@ class Library:
             if progress is not None:
                 progress(0, len(plan.tasks))
             try:
-                for outcome in self._embed(plan, engine, workers, embed, stop, ray_address):
+                for outcome in self._embed(plan, engine, workers, stop, ray_address):
                     writer.accept(outcome)
                     done += 1
                     if progress is not None:
@@ -282,7 +287,6 @@ class Library:
         plan: Plan,
         engine: str,
         workers: int,
-        embed: Embedder | None,
         stop: threading.Event,
         ray_address: str | None,
     ) -> Iterator[FileVectors]:
@@ -294,7 +298,7 @@ class Library:
             return embed_on_ray(self.classifier, self.layout, plan.tasks, address=ray_address)
         if engine != "local":
             raise QueryError(f"unknown engine {engine!r}: use 'local' or 'ray'")
-        embedder = FileEmbedder(self.classifier, self.layout, workers=workers, embed=embed, stop=stop)
+        embedder = FileEmbedder(self.classifier, self.layout, workers=workers, stop=stop)
         return embedder.run(plan.tasks)
 
     def _remember_roots(self, manifest: _Manifest, plan: Plan) -> None:
@@ -484,3 +488,12 @@ def _check_inputs_exist(inputs: Sequence[str]) -> None:
     missing = [item for item in inputs if not glob.has_magic(item) and not os.path.lexists(item)]
     if missing:
         raise QueryError(f"no such file or folder: {', '.join(missing[:5])}")
+
+
+def _rounded(fingerprint: np.ndarray) -> list[Any]:
+    """The fingerprint as the manifest stores it (JSON, six decimals)."""
+    return np.round(fingerprint.astype(np.float64), 6).tolist()
+
+
+def _is_legacy_probe(fingerprint: Sequence[Any]) -> bool:
+    return bool(fingerprint) and not isinstance(fingerprint[0], list)

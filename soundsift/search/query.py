@@ -72,7 +72,7 @@ def text_query(
     excluded += [word.strip().lstrip("-") for word in exclude if word.strip().lstrip("-")]
     extra = "".join(f" -{word}" for word in excluded)
     labels = [part + extra for part in positive]
-    prepared = classifier.zero_shot_labels(labels, multi_label=True)
+    prepared = classifier.label_encoder.zero_shot_labels(labels, multi_label=True)
     vectors = prepared.embeddings.astype(np.float32)
     if adapter is None:
         return QueryVectors(vectors, prepared=prepared)
@@ -122,7 +122,7 @@ def example_query(
 ) -> QueryVectors:
     """An example sound (or its span ``start_s``..``end_s``) to one vector: windowed like the index,
     the windows' embeddings averaged. ``exclude`` names sounds that veto windows, as for text."""
-    clip = classifier.load(audio, source=source)
+    clip = classifier.pipeline.load(audio, source=source)
     samples = clip.samples
     if start_s is not None or end_s is not None:
         first = round((start_s or 0.0) * clip.sample_rate)
@@ -136,7 +136,9 @@ def example_query(
     vector = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
     exclusions = np.zeros((0, len(vector)), dtype=np.float32)
     if exclude:
-        exclusions = classifier.zero_shot_labels(list(exclude), multi_label=True).embeddings.astype(np.float32)
+        exclusions = classifier.label_encoder.zero_shot_labels(list(exclude), multi_label=True).embeddings.astype(
+            np.float32
+        )
     return QueryVectors(vector[None, :], exclusions=exclusions)
 
 

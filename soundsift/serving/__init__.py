@@ -1,1 +1,1 @@
-"""The HTTP service: FastAPI routers, guards, the micro-batcher, the service core and the page."""
+"""The HTTP service: FastAPI routers, guards, the service core over one model engine, and the page."""

@@ -20,10 +20,11 @@ from soundsift.errors import (
     LabelError,
     MissingDependencyError,
     ProcessingError,
+    QueueFullError,
+    ServiceStoppingError,
     SoundsiftError,
 )
 from soundsift.serving.adapters import AdapterLimitError, AdapterNotFoundError
-from soundsift.serving.batcher import QueueFullError, ServiceStoppingError
 from soundsift.serving.service import ClientGoneError
 
 logger = logging.getLogger("soundsift.server")

@@ -29,7 +29,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.queue_depth = Gauge("soundsift_queue_depth", "Clips waiting for the model.", registry=self.registry)
+        self.queue_depth = Gauge(
+            "soundsift_queue_depth", "Inputs (clips and texts) waiting for the model.", registry=self.registry
+        )
         self.admitted = Gauge(
             "soundsift_admitted_requests",
             "Requests admitted (decoding or waiting for the model).",
@@ -45,6 +47,23 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe_batch(self, size: int, seconds: float) -> None:
-        self.batch_size.observe(size)
-        self.inference.observe(seconds)
+        self.text_batch_size = Histogram(
+            "soundsift_text_batch_size",
+            "Texts per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.text_inference = Histogram(
+            "soundsift_text_inference_seconds",
+            "Text model time per batch.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_batch(self, kind: str, size: int, seconds: float) -> None:
+        """One model call of the engine: its kind ("audio" or "text"), inputs and seconds."""
+        sizes, times = (
+            (self.batch_size, self.inference) if kind == "audio" else (self.text_batch_size, self.text_inference)
+        )
+        sizes.observe(size)
+        times.observe(seconds)

@@ -1,11 +1,17 @@
-"""The serving core shared by the HTTP API and the web page: model replicas, admission, decoding
-on a bounded pool, micro-batching, shutdown, metrics. Both front ends call these coroutines;
-decoding and scoring themselves stay in soundsift.Classifier.
+"""The serving core shared by the HTTP API and the web page: one model engine, admission, a bounded
+worker pool, shutdown, metrics. Both front ends call these coroutines; decoding, scoring and
+detection themselves are the library's own (soundsift.core.pipeline, soundsift.detection).
+
+One engine runs the model: the replicas (one per device) sit behind a `ModelEngine` that batches
+audio with audio and text with text from every caller. The service's `classifier` embeds through
+that engine, so label texts, search queries, indexing, teaching and adapter fingerprints take the
+same queue as classification; nothing else calls the model.
 
 Work is bounded by design:
 - a request first takes a place among ``max_queue`` admitted requests (503 at once when none is
-  free) and only then is decoded, on ``decode_workers`` threads, so at most that many inputs are
-  ever decoded at once, each within the model settings' audio limits;
+  free) and only then is decoded, on ``decode_workers`` worker threads, so at most that many inputs
+  are ever decoded at once, each within the model settings' audio limits; the same pool runs the
+  other blocking work (files, the adapter store, the index), which waits on the engine for the model;
 - decoded inputs wait for the model as features (about 1 MB each), never as audio;
 - on shutdown, work that has not reached the model by the grace deadline is answered with 503.
 """
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,24 +31,35 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
 
+from soundsift.backends import Backend
 from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
-from soundsift.core.classifier import Classifier, DecodedInput
+from soundsift.core.classifier import Classifier, load_settings_backend
+from soundsift.core.engine import ModelEngine
 from soundsift.core.fitting import Method
+from soundsift.core.pipeline import (
+    DecodedInput,
+    LocalEmbedder,
+    Outcome,
+    embeddings_or_raise,
+    merge_outcomes,
+    ready_features,
+)
 from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import PreparedLabels, check_label_thresholds
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
-from soundsift.errors import ConfigurationError, ExamplesError, SoundsiftError
+from soundsift.errors import ConfigurationError, ExamplesError, QueueFullError, ServiceStoppingError
 from soundsift.optional import TORCH
 from soundsift.serving.adapters import AdapterStore, check_name
-from soundsift.serving.batcher import MicroBatcher, QueueFullError, ServiceStoppingError
 from soundsift.serving.metrics import Metrics
 from soundsift.serving.settings import ServerSettings
 
 # Unfinished requests are answered this long before uvicorn's graceful timeout ends, so the 503 is sent.
 SHUTDOWN_ANSWER_MARGIN_S = 0.5
+# How often a running detection asks whether its client is still there.
+DISCONNECT_POLL_S = 0.25
 Result = TypeVar("Result")
 
 
@@ -110,54 +128,55 @@ class _AbandonableFile(io.RawIOBase):
 
 
 class ClassificationService:
-    """Model replicas behind one micro-batcher, with async entry points for the front ends."""
+    """The model engine and its classifier, with async entry points for the front ends."""
 
-    def __init__(self, model: ModelSettings, server: ServerSettings, replicas: Sequence[Classifier]) -> None:
+    def __init__(self, model: ModelSettings, server: ServerSettings, backends: Sequence[Backend]) -> None:
         self.model_settings = model
         self.settings = server
-        self.replicas = list(replicas)
+        self.backends = list(backends)
         self.metrics = Metrics()
-        self.batcher = MicroBatcher(
-            self.replicas,
+        self.engine = ModelEngine(
+            [LocalEmbedder(backend, server.micro_batch_size) for backend in self.backends],
             max_batch_size=server.micro_batch_size,
             max_wait_s=server.micro_batch_wait_ms / 1000.0,
             # Admission (below) already bounds the clips in flight; this is a second fence.
             max_queue=2 * server.max_queue,
             observer=self.metrics.observe_batch,
         )
-        self._decoders = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-decode")
+        self.engine.start()
+        try:
+            self.classifier = Classifier(model, loaded_backend=self.backends[0], embedder=self.engine)
+        except BaseException:
+            self.engine.close()
+            raise
+        self._workers = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-work")
         self.adapters = AdapterStore(server.adapter_dir, limit=server.max_adapters)
         self._admitted = 0
         self._deadline = asyncio.Event()
         self.ready = False
         self.draining = False
-        self.metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        self.metrics.queue_depth.set_function(lambda: self.engine.depth)
         self.metrics.admitted.set_function(lambda: self._admitted)
 
     @classmethod
     def load(cls, model: ModelSettings, server: ServerSettings) -> ClassificationService:
-        return cls(model, server, [Classifier(model, device=device) for device in replica_devices(model, server)])
+        return cls(model, server, [load_settings_backend(model, device=d) for d in replica_devices(model, server)])
 
     @property
     def devices(self) -> list[str]:
-        return [replica.backend.device for replica in self.replicas]
-
-    @property
-    def classifier(self) -> Classifier:
-        """The first replica: label preparation and text embeddings run here (they are cached)."""
-        return self.replicas[0]
+        return [backend.device for backend in self.backends]
 
     async def start(self) -> None:
-        await self.batcher.start()
         await self.warm_up()
-        await self.in_decode_pool(self.adapters.load_saved, self.classifier.checked_adapter)
+        await self.in_worker_pool(self.adapters.load_saved, self.classifier.checked_adapter)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         self.draining = True
-        await self.batcher.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self._decoders.shutdown)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.engine.close)
+        await loop.run_in_executor(None, self._workers.shutdown)
         self.adapters.close()
 
     def begin_shutdown(self) -> None:
@@ -183,12 +202,11 @@ class ClassificationService:
         raise ServiceStoppingError("the server is shutting down; retry on another replica")
 
     async def warm_up(self) -> None:
-        """One classification per replica so first requests don't pay one-off costs."""
+        """One clip and one text on every replica, so first requests don't pay one-off costs."""
         one_second = (np.zeros(self.classifier.sample_rate, dtype=np.float32), self.classifier.sample_rate)
-        for replica in self.replicas:
-            await asyncio.get_running_loop().run_in_executor(
-                self._decoders, replica.classify, one_second, "speech, music"
-            )
+        features = await self.in_worker_pool(self.classifier.pipeline.decode_input, one_second)
+        assert features.features is not None
+        await self.in_worker_pool(self.engine.warm_up, [features.features], ["speech", "music"])
 
     @property
     def full(self) -> bool:
@@ -211,10 +229,11 @@ class ClassificationService:
         finally:
             self._admitted -= places
 
-    async def in_decode_pool(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
-        """Run blocking decode work on the bounded decode pool."""
+    async def in_worker_pool(self, function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+        """Run blocking work (decoding, files, the index; model calls wait on the engine) on the
+        bounded worker pool, off the event loop."""
         call = functools.partial(function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._decoders, call)
+        return await asyncio.get_running_loop().run_in_executor(self._workers, call)
 
     async def prepare_labels(
         self,
@@ -226,7 +245,7 @@ class ClassificationService:
         """The request's labels, with the taught labels of the stored ``adapter`` named (or of the
         server's own ``--adapter``)."""
         chosen = self.adapters.get(adapter) if adapter else None
-        return await self.in_decode_pool(
+        return await self.in_worker_pool(
             self.classifier.prepare_labels, labels, templates=templates, multi_label=multi_label, adapter=chosen
         )
 
@@ -239,7 +258,7 @@ class ClassificationService:
         method: Method | Literal["auto"] = "auto",
     ) -> Adapter:
         """Teach an adapter from uploaded clips and store it under ``name``. The clips go through the
-        same admission, decode pool and micro-batcher as classification; fitting runs in the pool."""
+        same admission, worker pool and engine as classification; fitting runs in the pool."""
         check_name(name)
         if len(clips) + len(negatives) > self.settings.max_teach_clips:
             raise ExamplesError(
@@ -248,25 +267,24 @@ class ClassificationService:
             )
         inputs = [(upload.file, upload.name) for upload, _ in clips] + [(u.file, u.name) for u in negatives]
         async with self.admit(len(inputs)):
-            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
-            embedded = [item.error if item.error is not None else outcome for item, outcome in zip(decoded, outcomes)]
-            adapter = await self.in_decode_pool(
+            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+            adapter = await self.in_worker_pool(
                 Adapter.from_outcomes,
                 self.classifier,
                 [label for _, label in clips],
-                embedded,
+                outcomes,
                 sources=[name for _, name in inputs],
                 method=method,
                 name=name,
             )
-        return await self.in_decode_pool(self.adapters.put, name, adapter)
+        return await self.in_worker_pool(self.adapters.put, name, adapter)
 
     async def store_adapter(self, name: str, data: bytes) -> Adapter:
         """An uploaded adapter file, checked against the served model, stored under ``name``."""
-        adapter = await self.in_decode_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
+        adapter = await self.in_worker_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
         # The model's fingerprint is computed on first use (a model call): never on the event loop.
-        await self.in_decode_pool(self.classifier.checked_adapter, adapter)
-        return await self.in_decode_pool(self.adapters.put, name, adapter)
+        await self.in_worker_pool(self.classifier.checked_adapter, adapter)
+        return await self.in_worker_pool(self.adapters.put, name, adapter)
 
     async def classify(
         self,
@@ -292,15 +310,15 @@ class ClassificationService:
         label_thresholds: float | Mapping[str, float] | None = None,
         raise_errors: bool = False,
     ) -> list[Classification | FailedInput]:
-        """Classify uploads with the classifier's own decode and scoring steps, embedding through the
-        shared micro-batcher; a bad upload becomes a FailedInput in its place."""
+        """Classify uploads with the pipeline's decode and scoring steps, embedding through the
+        engine; a bad upload becomes a FailedInput in its place."""
         inputs = [(upload.file, upload.name) for upload in uploads]
         return await self._classify(inputs, prepared, threshold, label_thresholds, raise_errors)
 
     async def classify_samples(
         self, samples: np.ndarray, sample_rate: int, prepared: PreparedLabels, *, threshold: float | None = None
     ) -> Classification:
-        """Audio already in memory (the page's live microphone), under the same admission and batcher."""
+        """Audio already in memory (the page's live microphone), under the same admission and engine."""
         (result,) = await self._classify([((samples, sample_rate), "live")], prepared, threshold, None, True)
         assert isinstance(result, Classification)
         return result
@@ -314,33 +332,28 @@ class ClassificationService:
         raise_errors: bool,
     ) -> list[Classification | FailedInput]:
         check_label_thresholds(prepared, label_thresholds)
-        decision = self.classifier.decision(threshold=threshold, label_thresholds=label_thresholds)
+        pipeline = self.classifier.pipeline
+        decision = pipeline.decision(threshold=threshold, label_thresholds=label_thresholds)
         async with self.admit(len(inputs)):
             decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
         results = []
         for item, outcome in zip(decoded, outcomes, strict=True):
-            scored = self.classifier.scored_input(item, outcome, prepared, decision)
+            scored = pipeline.scored(item, outcome, prepared, decision)
             if scored.error is not None and raise_errors:
                 raise scored.error
             results.append(scored.result)
         return results
 
-    async def embed_audio(self, uploads: Sequence[Upload]) -> list[np.ndarray]:
-        """One unit embedding per upload; the first bad upload's error is raised."""
+    async def embed_audio(self, uploads: Sequence[Upload]) -> np.ndarray:
+        """(N, D) unit embeddings, one per upload; the first bad upload's error is raised."""
         inputs = [(upload.file, upload.name) for upload in uploads]
         async with self.admit(len(inputs)):
-            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
-        for item in decoded:
-            if item.error is not None:
-                raise item.error
-        for outcome in outcomes:
-            if isinstance(outcome, SoundsiftError):
-                raise outcome
-        return [outcome for outcome in outcomes if isinstance(outcome, np.ndarray)]
+            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+        return embeddings_or_raise(outcomes)
 
     async def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         async with self.admit():
-            return await self._before_deadline(self.in_decode_pool(self.classifier.embed_text, list(texts)))
+            return await self._before_deadline(self.in_worker_pool(self.classifier.embed_text, list(texts)))
 
     async def detect(
         self,
@@ -351,14 +364,13 @@ class ClassificationService:
         disconnected: Callable[[], Awaitable[bool]],
         adapter: str | None = None,
     ) -> Detection:
-        """Sound events in a recording. Its windows go through the same admission, decode pool and
-        micro-batcher as classification; the work stops when the client goes away."""
-
+        """Sound events in a recording: the library's own detection, run on the worker pool with the
+        engine's classifier, under admission; it stops when the client goes away."""
         chosen = self.adapters.get(adapter) if adapter else None
+        stop = threading.Event()
 
-        async def run() -> Detection:
-            detection = await self.in_decode_pool(
-                DetectionRun,
+        def run() -> Detection:
+            return DetectionRun(
                 self.classifier,
                 upload.file,
                 labels,
@@ -367,43 +379,40 @@ class ClassificationService:
                 source=upload.name,
                 max_duration_s=self.settings.max_detect_duration_s,
                 max_windows=self.settings.max_detect_windows,
-            )
-            batches = detection.batches(self.settings.micro_batch_size)
-            while (windows := await self.in_decode_pool(next, batches, None)) is not None:
-                embeddings = []
-                for outcome in await self.batcher.embed_many([window.features for window in windows]):
-                    if isinstance(outcome, SoundsiftError):
-                        raise outcome
-                    embeddings.append(outcome)
-                detection.add(windows, embeddings)
-                if await disconnected():
-                    raise ClientGoneError("the client disconnected")
-            return detection.finish()
+            ).run(stop=stop)
+
+        async def watch() -> None:
+            while not await disconnected():
+                await asyncio.sleep(DISCONNECT_POLL_S)
+            stop.set()
 
         async with self.admit(self.settings.micro_batch_size):
-            return await self._before_deadline(run())
+            watcher = asyncio.ensure_future(watch())
+            try:
+                return await self._before_deadline(self.in_worker_pool(run))
+            except Exception:
+                if stop.is_set():
+                    raise ClientGoneError("the client disconnected") from None
+                raise
+            finally:
+                stop.set()  # the run ends at its next batch when the answer went out first (shutdown)
+                watcher.cancel()
 
     async def _decode_and_embed(
         self, inputs: Sequence[tuple[AudioInput, str]]
-    ) -> tuple[list[DecodedInput], list[np.ndarray | SoundsiftError | None]]:
-        decoded = await self._decode_all(inputs)
-        return decoded, await self._embed_decoded(decoded)
-
-    async def _decode_all(self, inputs: Sequence[tuple[AudioInput, str]]) -> list[DecodedInput]:
-        return list(
+    ) -> tuple[list[DecodedInput], list[Outcome]]:
+        """Every input decoded in parallel on the worker pool, then embedded through the engine:
+        per input, its decoding error or its embedding's outcome."""
+        decoded = list(
             await asyncio.gather(
                 *(
-                    self.in_decode_pool(self.classifier.decode_input, audio, index=index, source=name)
+                    self.in_worker_pool(self.classifier.pipeline.decode_input, audio, index=index, source=name)
                     for index, (audio, name) in enumerate(inputs)
                 )
             )
         )
-
-    async def _embed_decoded(self, decoded: Sequence[DecodedInput]) -> list[np.ndarray | SoundsiftError | None]:
-        """Embeddings for the inputs that decoded, None in place of those that did not."""
-        ready = [item.features for item in decoded if item.features is not None]
-        embedded = iter(await self.batcher.embed_many(ready) if ready else [])
-        return [next(embedded) if item.features is not None else None for item in decoded]
+        ready = ready_features(decoded)
+        return decoded, merge_outcomes(decoded, await self.engine.embed_audio_async(ready) if ready else [])
 
 
 def elapsed_ms(started: float) -> float:

@@ -200,7 +200,7 @@ def test_the_text_cache_stays_bounded(tiny_model_dir):
     classifier = Classifier(model=str(tiny_model_dir), device="cpu", text_cache_size=10)
     for start in range(0, 60, 6):
         classifier.prepare_labels([f"sound {i}" for i in range(start, start + 6)])
-    assert len(classifier._text_cache) == 10
+    assert classifier.label_encoder.cached_texts == 10
 
 
 # ---- item 9: text edge cases ------------------------------------------------------------------------

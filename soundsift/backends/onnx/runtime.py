@@ -44,6 +44,7 @@ class OnnxBackend:
         self.mel_settings = MelSettings(**manifest["mel_settings"])
         self.logit_scale = float(manifest["logit_scale"])
         self.model_frames = int(manifest["model_frames"])
+        self.embedding_dim = int(manifest["projection_dim"])
         self._audio = onnxruntime.InferenceSession(
             str(folder / AUDIO_GRAPH), session_options(threads), providers=providers
         )

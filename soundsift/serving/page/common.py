@@ -12,9 +12,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from soundsift.errors import SoundsiftError
+from soundsift.errors import QueueFullError, SoundsiftError
 from soundsift.i18n.page_text import language_of, message
-from soundsift.serving.batcher import QueueFullError
 from soundsift.serving.service import ClassificationService, Upload
 
 logger = logging.getLogger("soundsift.page")

@@ -67,12 +67,12 @@ async def run_search(
         async with service.admit():
             if example:
                 with open_upload(upload_root, example, language) as upload:
-                    result = await service.in_decode_pool(
+                    result = await service.in_worker_pool(
                         library.search, None, like=upload.file, like_name=upload.name, top=top
                     )
             else:
-                result = await service.in_decode_pool(library.search, text, top=top)
-        waveforms = await service.in_decode_pool(_waveforms, result.hits)
+                result = await service.in_worker_pool(library.search, text, top=top)
+        waveforms = await service.in_worker_pool(_waveforms, result.hits)
     return render(result, waveforms, language)
 
 

@@ -21,7 +21,7 @@ async def embed_audio(
 ) -> EmbeddingResponse:
     check_file_count(len(audio), service.settings.max_batch_files)
     vectors = await service.embed_audio([upload_of(upload, index) for index, upload in enumerate(audio)])
-    return embedding_response(service, vectors)
+    return embedding_response(service, list(vectors))
 
 
 @router.post("/embed/text", response_model=EmbeddingResponse, summary="L2-normalised CLAP text embeddings")

@@ -211,7 +211,7 @@ async def search(
         options.update(like=example.file, like_name=example.name, like_start_s=start_s, like_end_s=end_s)
     async with service.admit():
         try:
-            return await service.in_decode_pool(library.search, query if example is None else None, **options)
+            return await service.in_worker_pool(library.search, query if example is None else None, **options)
         except (SearchIndexError, QueryError, PathNotAllowedError) as error:
             raise _api_error(error) from None
 

@@ -1,0 +1,126 @@
+"""Every benchmark script runs end to end at tiny sizes with the tiny model, so a refactor cannot
+silently break the scripts the docs' figures come from. The figures themselves are not checked
+here (speed is measured by the scripts, never asserted by a test); what is checked is that each
+script finishes and prints the table or JSON it is read for."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.data.shared import ESC50, shared_path
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run_script(name: str, *args: str, timeout_s: float = 600) -> str:
+    """The script's stdout; a failure shows its stderr."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, f"{name} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout
+
+
+def test_cpu_speed(tiny_model_dir, tmp_path):
+    report = tmp_path / "speed.json"
+    out = run_script(
+        "cpu_speed.py",
+        *("--model", str(tiny_model_dir), "--clips", "4", "--batch1-clips", "2", "--pipeline-clips", "2"),
+        *("--latency-calls", "2", "--embedding-clips", "2", "--json", str(report)),
+        *("--onnx-fp32", str(tmp_path / "fp32"), "--onnx-int8", str(tmp_path / "int8")),
+    )
+    assert "onnx-int8" in out and "top-1 agreement onnx-int8 vs torch" in out
+    runners = json.loads(report.read_text())
+    assert set(runners) == {"pipeline", "torch", "onnx-fp32", "onnx-int8"}
+    assert all(row["batch8"] > 0 for row in runners.values())
+
+
+def test_compare_pipeline(tiny_model_dir):
+    out = run_script("compare_pipeline.py", "--model", str(tiny_model_dir), "--clips", "3", "--batch-size", "2")
+    assert "soundsift torch, batch 2" in out and "top-1 agreement with the pipeline" in out
+
+
+def test_few_shot(tiny_model_dir, tmp_path):
+    data = tiny_esc50(tmp_path / "esc50", classes=3, clips_per_class=3)
+    out = run_script(
+        "few_shot.py",
+        *("--model", str(tiny_model_dir), "--data", str(data), "--shots", "1", "--seeds", "1"),
+        *("--out", str(tmp_path / "report")),
+    )
+    assert "fit 50 labels x 16 clips, auto" in out
+    assert (tmp_path / "report").is_dir() and any((tmp_path / "report").iterdir())
+
+
+def test_label_translation():
+    out = run_script("label_translation.py")
+    assert "top-1 agreement with the glossary" in out and "soundsift's rule" in out
+
+
+def test_load_with_mixed_traffic(tiny_model_dir, tmp_path):
+    report = tmp_path / "load.json"
+    out = run_script(
+        "load.py",
+        *("--start-server", "--model", str(tiny_model_dir), "--clients", "1", "2", "--requests", "4"),
+        *("--mixed", "--mixed-seconds", "3", "--json", str(report)),
+    )
+    assert "p95 ms" in out
+    figures = json.loads(report.read_text())
+    mixed = figures["mixed"]
+    assert {"classify_alone", "text_alone", "both", "work_fraction"} <= set(mixed)
+    assert mixed["both"]["clips_per_s"] > 0 and mixed["both"]["texts_per_s"] > 0
+
+
+def test_monitor_streams():
+    out = run_script("monitor_streams.py", "--model", "tiny", "--streams", "2", "--seconds", "6", "--speeds", "8")
+    (line,) = [line for line in out.splitlines() if line.startswith("{")]
+    figures = json.loads(line)
+    assert figures["streams"] == 2 and figures["hops"] > 0
+
+
+def test_search_scale(tiny_model_dir, tmp_path):
+    report = tmp_path / "scale.json"
+    run_script(
+        "search_scale.py",
+        *("--model", str(tiny_model_dir), "--sizes", "3000", "--queries", "5", "--exact-queries", "5"),
+        *("--clips", "3", "--json", str(report)),
+    )
+    figures = json.loads(report.read_text())
+    assert figures["indexing"]["clips"] == 3 and figures["vectors"][0]["vectors"] == 3000
+
+
+def test_random_model(tiny_model_dir, tmp_path):
+    """With a tiny config instead of the real one: the same code path, seconds instead of a minute."""
+    out = run_script("random_model.py", "--out", str(tmp_path / "model"), "--config", str(tiny_model_dir))
+    assert str(tmp_path / "model") in out and (tmp_path / "model" / "config.json").is_file()
+
+
+def tiny_esc50(folder: Path, *, classes: int, clips_per_class: int) -> Path:
+    """An ESC-50-shaped folder (meta/esc50.csv, audio/) holding a few fold-1 clips of a few classes."""
+    source = shared_path(ESC50)
+    with open(source / "meta" / "esc50.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen_classes = sorted({row["category"] for row in rows})[:classes]
+    kept = [row for name in chosen_classes for row in [r for r in rows if r["category"] == name][:clips_per_class]]
+    (folder / "meta").mkdir(parents=True)
+    (folder / "audio").mkdir()
+    with open(folder / "meta" / "esc50.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    for row in kept:
+        (folder / "audio" / row["filename"]).symlink_to(source / "audio" / row["filename"])
+    return folder
