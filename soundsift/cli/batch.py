@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 from soundsift.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    UsageError,
     add_label_options,
     add_model_options,
     add_progress_option,
@@ -19,6 +17,7 @@ from soundsift.cli.common import (
     resolve_labels,
     settings_from_args,
 )
+from soundsift.errors import EXIT_FAILED, UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -52,7 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from soundsift.core.files import discover_inputs
     from soundsift.jobs.batch import BatchSummary, make_progress
-    from soundsift.jobs.outputs import OutputError, open_output
+    from soundsift.jobs.outputs import open_output
 
     settings = settings_from_args(args)
     label_thresholds = parse_label_thresholds(args.label_thresholds)
@@ -65,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
     labels = resolve_labels(args, optional=classifier.adapter is not None)
     prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
     report_label_warnings(prepared.warnings)
-    try:
-        writer = open_output(args.out, prepared.names)
-    except OutputError as error:
-        raise UsageError(str(error)) from None
+    writer = open_output(args.out, prepared.names)
     done = writer.done_paths()
     todo = [path for path in paths if path not in done]
     summary = BatchSummary(skipped=len(paths) - len(todo))

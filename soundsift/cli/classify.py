@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from soundsift.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    UsageError,
     add_label_options,
     add_model_options,
     parse_label_thresholds,
@@ -22,6 +20,7 @@ from soundsift.cli.common import (
     settings_from_args,
 )
 from soundsift.core.results import Classification, FailedInput
+from soundsift.errors import EXIT_FAILED, UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -10,14 +10,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from soundsift.core.settings import DEFAULT_MODEL, DEFAULT_TEMPLATE, ModelSettings, validation_message
+from soundsift.errors import UsageError
 from soundsift.i18n.presets import preset_labels, preset_names
 from soundsift.serving.settings import ServerSettings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad flags or labels: exit code 2."""
+EXIT_OK = 0
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from soundsift.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    UsageError,
     add_model_options,
     add_progress_option,
     add_translation_options,
@@ -18,7 +15,7 @@ from soundsift.cli.common import (
     settings_from_args,
 )
 from soundsift.detection.results import Detection
-from soundsift.errors import ConfigurationError, LabelError
+from soundsift.errors import ConfigurationError, UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -73,7 +70,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
     from soundsift.detection import outputs as timeline
-    from soundsift.errors import SoundsiftError
     from soundsift.jobs.batch import make_progress
 
     if args.out and args.out.suffix.lower() not in (".csv", ".json"):
@@ -110,13 +106,8 @@ def run(args: argparse.Namespace) -> int:
             templates=args.templates,
             progress=progress,
         )
-    except ConfigurationError as error:
+    except ConfigurationError as error:  # a window or hop the recording cannot use: a flag to fix
         raise UsageError(str(error)) from None
-    except SoundsiftError as error:
-        if isinstance(error, LabelError):
-            raise
-        print(f"soundsift detect: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         if bar is not None:
             bar.close()

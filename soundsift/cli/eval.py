@@ -10,12 +10,13 @@ from typing import Any
 from soundsift.cli.common import (
     DEFAULT_TEMPLATE,
     EXIT_OK,
-    UsageError,
     add_method_option,
     add_model_options,
     add_progress_option,
     settings_from_args,
 )
+from soundsift.errors import UsageError
+from soundsift.optional import MATPLOTLIB
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "eval",
         help="measure accuracy, latency and memory on labelled audio",
         description="Evaluate a model and prompt template on labelled audio. Writes results.json, "
-        "predictions.csv, confusion.csv, confusion.png (with matplotlib) and report.md into --out.",
+        "predictions.csv, confusion.csv, confusion.png and report.md into --out (plots need the eval extra).",
     )
     kinds = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     esc50 = kinds.add_parser("esc50", help="the official ESC-50 layout (meta/esc50.csv + audio/)")
@@ -102,27 +103,22 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.jobs.batch import make_progress
 
     settings = settings_from_args(args)
-    try:
-        if args.dataset == "esc50":
-            items = evaluation.esc50_items(args.data, args.folds)
-            classes = evaluation.esc50_class_order(args.data)
-            name = "ESC-50" + (f" folds {' '.join(map(str, args.folds))}" if args.folds else "")
-        elif args.dataset == "folder":
-            items, classes, name = evaluation.folder_items(args.root), None, f"folder {args.root}"
-        else:
-            items, classes, name = evaluation.csv_items(args.table), None, f"csv {args.table}"
-    except evaluation.DatasetError as error:
-        raise UsageError(str(error)) from None
+    MATPLOTLIB.require("soundsift eval's report plots")  # before minutes of embedding, not after
+    if args.dataset == "esc50":
+        items = evaluation.esc50_items(args.data, args.folds)
+        classes = evaluation.esc50_class_order(args.data)
+        name = "ESC-50" + (f" folds {' '.join(map(str, args.folds))}" if args.folds else "")
+    elif args.dataset == "folder":
+        items, classes, name = evaluation.folder_items(args.root), None, f"folder {args.root}"
+    else:
+        items, classes, name = evaluation.csv_items(args.table), None, f"csv {args.table}"
     from soundsift.core.classifier import Classifier
 
     classifier = Classifier(settings)
     progress = make_progress(len(items), args.progress)
-    try:
-        report, predictions = evaluation.evaluate(
-            classifier, items, dataset=name, classes=classes, templates=args.templates, progress=progress
-        )
-    except evaluation.DatasetError as error:
-        raise UsageError(str(error)) from None
+    report, predictions = evaluation.evaluate(
+        classifier, items, dataset=name, classes=classes, templates=args.templates, progress=progress
+    )
     if progress is not None:
         progress.close()
     if args.shots:

@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from soundsift.cli.common import EXIT_OK, UsageError
+from soundsift.cli.common import EXIT_OK
+from soundsift.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from soundsift.cli.common import EXIT_FAILED, EXIT_OK, UsageError, add_model_options, add_progress_option
+from soundsift.cli.common import EXIT_OK, add_model_options, add_progress_option
 from soundsift.core.settings import ModelSettings
+from soundsift.errors import EXIT_FAILED, UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -77,34 +77,25 @@ def open_library(args: argparse.Namespace, **options: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundsift.errors import SoundsiftError
-    from soundsift.search.errors import QueryError
-
+    library = open_library(
+        args, window_s=args.window_s, hop_s=args.hop_s, store=args.store, ann_threshold=args.ann_threshold
+    )
+    if args.status:
+        return _status(library, args.json)
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    bar = _Bar(args.progress)
     try:
-        library = open_library(
-            args, window_s=args.window_s, hop_s=args.hop_s, store=args.store, ann_threshold=args.ann_threshold
+        report = library.add(
+            args.paths,
+            workers=args.workers,
+            retry_failed=args.retry_failed,
+            progress=bar.update,
+            engine=args.engine,
+            ray_address=args.ray_address,
         )
-        if args.status:
-            return _status(library, args.json)
-        if args.workers < 1:
-            raise UsageError("--workers must be at least 1")
-        bar = _Bar(args.progress)
-        try:
-            report = library.add(
-                args.paths,
-                workers=args.workers,
-                retry_failed=args.retry_failed,
-                progress=bar.update,
-                engine=args.engine,
-                ray_address=args.ray_address,
-            )
-        finally:
-            bar.close()
-    except QueryError as error:
-        raise UsageError(str(error)) from None
-    except SoundsiftError as error:
-        print(f"soundsift index: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    finally:
+        bar.close()
     if args.json:
         print(json.dumps(report.model_dump(), ensure_ascii=False))
     else:

@@ -1,6 +1,8 @@
 """The `soundsift` command: wires one module per subcommand (each registers its own parser).
 
-Exit codes: 0 success, 1 a file (or the model) failed, 2 usage error (bad flags or labels).
+Exit codes: 0 success, 1 a file (or the model) failed, 2 usage error (bad flags or labels). Every
+error a subcommand lets through is a SoundsiftError, answered with one line and its class's
+``exit_code`` (soundsift.errors: the same table the server takes its HTTP statuses from).
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from soundsift.cli import batch, classify, detect, eval, export, index, monitor, search, serve, teach
-from soundsift.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
-from soundsift.errors import AdapterError, ConfigurationError, ExamplesError, LabelError, ModelLoadError
+from soundsift.errors import SoundsiftError
 
 SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, search)
 
@@ -23,12 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="soundsift: %(message)s")
     try:
         return args.handler(args)
-    except (UsageError, LabelError, AdapterError, ExamplesError) as error:
+    except SoundsiftError as error:
         print(f"soundsift {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ModelLoadError, ConfigurationError) as error:
-        print(f"soundsift {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return error.exit_code
     except KeyboardInterrupt:
         print("soundsift: interrupted", file=sys.stderr)
         return 130

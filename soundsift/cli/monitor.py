@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from soundsift.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
-    UsageError,
     add_model_options,
     add_translation_options,
     settings_from_args,
 )
-from soundsift.errors import ConfigurationError
+from soundsift.errors import EXIT_FAILED, ConfigurationError, UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -8,8 +8,9 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from soundsift.cli.common import EXIT_FAILED, EXIT_OK, UsageError, add_model_options, add_translation_options
+from soundsift.cli.common import EXIT_OK, add_model_options, add_translation_options
 from soundsift.cli.index import add_index_option, open_library
+from soundsift.errors import UsageError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,36 +50,28 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soundsift.errors import LabelError, SoundsiftError
-    from soundsift.search.errors import QueryError
     from soundsift.search.query import parse_span
 
     if (args.query is None) == (args.like is None):
         raise UsageError("give a QUERY in words or --like FILE (one of the two)")
-    try:
-        library = open_library(args)
-        like, start, end = parse_span(args.like) if args.like else (None, None, None)
-        result = library.search(
-            args.query,
-            like=like,
-            like_start_s=start,
-            like_end_s=end,
-            like_name=like,
-            top=args.top,
-            exclude=args.exclude,
-            path_glob=args.path_glob,
-            min_duration_s=args.min_duration,
-            max_duration_s=args.max_duration,
-            modified_after=_timestamp(args.after, "--after"),
-            modified_before=_timestamp(args.before, "--before"),
-            exact=args.exact,
-            merge_gap_s=args.gap,
-        )
-    except (QueryError, LabelError) as error:
-        raise UsageError(str(error)) from None
-    except SoundsiftError as error:
-        print(f"soundsift search: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    library = open_library(args)
+    like, start, end = parse_span(args.like) if args.like else (None, None, None)
+    result = library.search(
+        args.query,
+        like=like,
+        like_start_s=start,
+        like_end_s=end,
+        like_name=like,
+        top=args.top,
+        exclude=args.exclude,
+        path_glob=args.path_glob,
+        min_duration_s=args.min_duration,
+        max_duration_s=args.max_duration,
+        modified_after=_timestamp(args.after, "--after"),
+        modified_before=_timestamp(args.before, "--before"),
+        exact=args.exact,
+        merge_gap_s=args.gap,
+    )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:

@@ -10,6 +10,7 @@ from soundsift.cli.common import (
     server_settings_from_args,
     settings_from_args,
 )
+from soundsift.optional import SERVER
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -84,6 +85,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, server = settings_from_args(args), server_settings_from_args(args)
+    for dependency in SERVER:  # one line naming the extra, never an ImportError traceback
+        dependency.require("soundsift serve")
     from soundsift.serving.app import serve
 
     return serve(model, server)

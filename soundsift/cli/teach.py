@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from soundsift.cli.common import EXIT_OK, UsageError, add_method_option, add_model_options, settings_from_args
+from soundsift.cli.common import EXIT_OK, add_method_option, add_model_options, settings_from_args
+from soundsift.errors import UsageError
 
 if TYPE_CHECKING:
     from soundsift.core.adapter import Adapter

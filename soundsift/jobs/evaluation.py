@@ -24,14 +24,19 @@ from typing import Any
 import numpy as np
 
 from soundsift._version import __version__
-from soundsift.core.classifier import Classifier, ScoredInput
+from soundsift.core.classifier import Classifier
 from soundsift.core.files import audio_files
+from soundsift.core.pipeline import ScoredInput
 from soundsift.core.results import Classification
-from soundsift.optional import ONNXRUNTIME, TORCH, TRANSFORMERS
+from soundsift.errors import EXIT_USAGE, SoundsiftError
+from soundsift.optional import MATPLOTLIB, ONNXRUNTIME, TORCH, TRANSFORMERS
 
 
-class DatasetError(Exception):
+class DatasetError(SoundsiftError):
     """The dataset folder or file does not have the expected layout."""
+
+    code = "invalid_dataset"
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,7 @@ def _report(
 
 
 def write_report(report: EvalReport, predictions: Sequence[Prediction], out: Path) -> list[Path]:
-    """results.json, predictions.csv, confusion.csv, confusion.png (with matplotlib) and report.md."""
+    """results.json, predictions.csv, confusion.csv, confusion.png, shots.png (with --shots) and report.md."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "results.json", out / "predictions.csv", out / "confusion.csv", out / "report.md"]
     (out / "results.json").write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False))
@@ -267,9 +272,10 @@ def write_report(report: EvalReport, predictions: Sequence[Prediction], out: Pat
         for name, row in zip(report.classes, report.confusion):
             writer.writerow([name, *row])
     (out / "report.md").write_text(markdown_table(report))
-    if _plot_confusion(report, out / "confusion.png"):
-        written.append(out / "confusion.png")
-    if report.shots and _plot_shots(report, out / "shots.png"):
+    _plot_confusion(report, out / "confusion.png")
+    written.append(out / "confusion.png")
+    if report.shots:
+        _plot_shots(report, out / "shots.png")
         written.append(out / "shots.png")
     return written
 
@@ -325,14 +331,8 @@ def peak_rss_gb() -> float:
     return kilobytes / (1024**2) if sys.platform != "darwin" else kilobytes / (1024**3)
 
 
-def _plot_confusion(report: EvalReport, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def _plot_confusion(report: EvalReport, path: Path) -> None:
+    plt = _pyplot()
     size = max(6.0, 0.22 * len(report.classes))
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(np.array(report.confusion), cmap="Blues")
@@ -344,17 +344,10 @@ def _plot_confusion(report: EvalReport, path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return True
 
 
-def _plot_shots(report: EvalReport, path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+def _plot_shots(report: EvalReport, path: Path) -> None:
+    plt = _pyplot()
     rows = sorted((int(shots), row) for shots, row in report.shots.items() if "mean" in row)
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.errorbar(
@@ -373,7 +366,6 @@ def _plot_shots(report: EvalReport, path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return True
 
 
 def _share(rows: Sequence[Prediction], attribute: str) -> float:
@@ -401,3 +393,12 @@ def _versions() -> dict[str, str]:
         if version is not None:
             versions[dependency.module] = version
     return versions
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (the eval extra)."""
+    matplotlib = MATPLOTLIB.require("the evaluation report's plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from soundsift.core.results import Classification, FailedInput
+from soundsift.errors import EXIT_USAGE, SoundsiftError
+from soundsift.optional import PYARROW
 
 FIXED_COLUMNS = ["path", "top_label", "confidence", "margin", "uncertain", "silent", "duration_s", "error"]
 
 
-class OutputError(Exception):
+class OutputError(SoundsiftError):
     """The output file cannot be used (unknown extension, other labels, corrupt middle)."""
+
+    code = "invalid_output"
+    exit_code = EXIT_USAGE
 
 
 def result_row(result: Classification | FailedInput, path: str) -> dict[str, Any]:
@@ -165,10 +170,7 @@ class ParquetWriter:
     """Rows go to a resumable JSONL beside the target; the Parquet file is written from it at close."""
 
     def __init__(self, path: Path, labels: Sequence[str]) -> None:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise OutputError("Parquet output needs pyarrow: pip install pyarrow (or use .jsonl / .csv)") from None
+        PYARROW.require("Parquet output (or use .jsonl / .csv)")
         self.path, self.labels = path, list(labels)
         self.progress = path.with_name(path.name + ".progress.jsonl")
         self._rows = JsonlWriter(self.progress, labels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soundsift.errors import ConfigurationError, SoundsiftError
+from soundsift.errors import EXIT_USAGE, ConfigurationError, SoundsiftError
 
 
 class SearchIndexError(ConfigurationError):
@@ -15,18 +15,21 @@ class IndexNotFoundError(SearchIndexError):
     """The folder holds no index yet (nothing was added to it)."""
 
     code = "index_not_found"
+    http_status = 404
 
 
 class IndexMismatchError(SearchIndexError):
     """The index was built with another model (or another window layout); mixing would be meaningless."""
 
     code = "index_model_mismatch"
+    http_status = 409
 
 
 class IndexBusyError(SearchIndexError):
     """Another indexing run holds the index."""
 
     code = "index_busy"
+    http_status = 409
 
 
 class IndexCorruptError(SearchIndexError):
@@ -39,9 +42,12 @@ class PathNotAllowedError(SoundsiftError):
     """A path outside the library roots a server was configured with."""
 
     code = "path_not_allowed"
+    http_status = 403
+    exit_code = EXIT_USAGE
 
 
 class QueryError(SoundsiftError):
     """A search that cannot run: no query, a bad segment, a bad filter."""
 
     code = "invalid_query"
+    exit_code = EXIT_USAGE

@@ -25,6 +25,8 @@ FILES_PER_BATCH = 8
 class _RemoteError(SoundsiftError):
     """An error raised on an actor, carried back by its code and message."""
 
+    code = "remote_error"
+
     def __init__(self, code: str, message: str, source: str) -> None:
         super().__init__(message, source=source)
         self.code = code

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soundsift.core.adapter import Adapter
-from soundsift.errors import AdapterError, SoundsiftError
+from soundsift.errors import EXIT_USAGE, AdapterError, SoundsiftError
 
 logger = logging.getLogger("soundsift")
 
@@ -21,11 +21,18 @@ SUFFIX = ".adapter"
 
 
 class AdapterNotFoundError(SoundsiftError):
+    """No stored adapter has that name."""
+
     code = "adapter_not_found"
+    http_status = 404
+    exit_code = EXIT_USAGE
 
 
 class AdapterLimitError(SoundsiftError):
+    """The store holds as many adapters as it may."""
+
     code = "too_many_adapters"
+    http_status = 409
 
 
 def check_name(name: str) -> str:

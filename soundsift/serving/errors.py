@@ -1,5 +1,5 @@
-"""HTTP errors in one place: every error answers ``{"error": {"code", "message"}}``, and each
-soundsift error type maps to one status."""
+"""HTTP errors in one place: every error answers ``{"error": {"code", "message"}}`` with the
+status its class declares (soundsift.errors: ``http_status``, ``retry_after_s``)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,22 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from soundsift.errors import (
-    AdapterMismatchError,
-    AudioDecodeError,
-    AudioError,
-    ConfigurationError,
-    LabelError,
-    MissingDependencyError,
-    ProcessingError,
-    QueueFullError,
-    ServiceStoppingError,
-    SoundsiftError,
-)
-from soundsift.serving.adapters import AdapterLimitError, AdapterNotFoundError
-from soundsift.serving.service import ClientGoneError
+from soundsift.errors import SoundsiftError
 
 logger = logging.getLogger("soundsift.server")
 
 RETRY_AFTER_S = "1"
 
 
-class ApiError(Exception):
-    """An error answered as ``{"error": {"code", "message"}}`` with an HTTP status."""
+class ApiError(SoundsiftError):
+    """An error of the HTTP layer itself (a request the API refuses before the library sees it),
+    with its status and code given where it is raised."""
+
+    code = "invalid_request"
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
+        self.http_status, self.code, self.headers = status, code, headers
 
 
 class ErrorDetail(BaseModel):
@@ -48,18 +38,6 @@ class ErrorDetail(BaseModel):
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
-
-STATUS_BY_ERROR: dict[type[SoundsiftError], int] = {
-    AdapterNotFoundError: 404,
-    AdapterLimitError: 409,
-    AdapterMismatchError: 409,
-    AudioDecodeError: 415,
-    AudioError: 422,
-    LabelError: 422,
-    MissingDependencyError: 500,
-    ConfigurationError: 422,
-    ProcessingError: 500,
-}
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -80,9 +58,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    body = {"error": {"code": error.code, "message": error.message}}
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+def error_response(error: SoundsiftError) -> JSONResponse:
+    """The JSON answer for any soundsift error, with its class's status (and Retry-After)."""
+    headers = dict(getattr(error, "headers", None) or {})
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    body = {"error": {"code": error.code, "message": printable(str(error))}}
+    return JSONResponse(body, status_code=error.http_status, headers=headers or None)
 
 
 def printable(text: str) -> str:
@@ -91,27 +73,11 @@ def printable(text: str) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return error_response(error)
-
     @app.exception_handler(SoundsiftError)
     async def soundsift_error(_: Request, error: SoundsiftError) -> JSONResponse:
-        status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)), 422)
-        if status >= 500:
+        if error.http_status >= 500 and error.http_status != 503:
             logger.error("%s: %s", error.code, error)
-        return error_response(ApiError(status, error.code, str(error)))
-
-    @app.exception_handler(QueueFullError)
-    async def queue_full(_: Request, error: QueueFullError) -> JSONResponse:
-        code = "shutting_down" if isinstance(error, ServiceStoppingError) else "overloaded"
-        return error_response(
-            ApiError(503, code, f"the server is busy ({error}); retry shortly", {"Retry-After": RETRY_AFTER_S})
-        )
-
-    @app.exception_handler(ClientGoneError)
-    async def client_gone(_: Request, error: ClientGoneError) -> JSONResponse:
-        return error_response(ApiError(499, "client_closed_request", str(error)))
+        return error_response(error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

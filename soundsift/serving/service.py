@@ -50,7 +50,7 @@ from soundsift.core.scoring import PreparedLabels, check_label_thresholds
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
-from soundsift.errors import ConfigurationError, ExamplesError, QueueFullError, ServiceStoppingError
+from soundsift.errors import ClientGoneError, ConfigurationError, ExamplesError, QueueFullError, ServiceStoppingError
 from soundsift.optional import TORCH
 from soundsift.serving.adapters import AdapterStore, check_name
 from soundsift.serving.metrics import Metrics
@@ -61,10 +61,6 @@ SHUTDOWN_ANSWER_MARGIN_S = 0.5
 # How often a running detection asks whether its client is still there.
 DISCONNECT_POLL_S = 0.25
 Result = TypeVar("Result")
-
-
-class ClientGoneError(Exception):
-    """The client disconnected; the work for it was stopped."""
 
 
 def replica_devices(model: ModelSettings, server: ServerSettings) -> list[str]:

@@ -23,10 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from soundsift.errors import ConfigurationError
-from soundsift.optional import OptionalDependency
 
-LANCEDB = OptionalDependency("lancedb", "search")
-QDRANT = OptionalDependency("qdrant_client", "qdrant")
 DEFAULT_STORE = "lance"
 # Window ids are file_id * WINDOW_ID_SPAN + the window's number within its file.
 WINDOW_ID_SPAN = 1 << 24

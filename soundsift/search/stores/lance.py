@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.search.stores import LANCEDB, Candidate, WindowRows, id_list
+from soundsift.optional import LANCEDB
+from soundsift.search.stores import Candidate, WindowRows, id_list
 
 TABLE = "windows"
 # Approximate search: IVF partitions of product-quantized vectors (PQ codes of 16-dimension

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from soundsift.search.stores import QDRANT, Candidate, WindowRows
+from soundsift.optional import QDRANT
+from soundsift.search.stores import Candidate, WindowRows
 
 API_KEY_ENV = "SOUNDSIFT_QDRANT_API_KEY"
 UPSERT_BATCH = 512

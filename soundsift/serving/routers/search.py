@@ -21,14 +21,6 @@ from pydantic import BaseModel, Field
 
 from soundsift.core.text import check_text
 from soundsift.search import IndexReport, IndexStatus, Library, SearchResult
-from soundsift.search.errors import (
-    IndexBusyError,
-    IndexMismatchError,
-    IndexNotFoundError,
-    PathNotAllowedError,
-    QueryError,
-    SearchIndexError,
-)
 from soundsift.search.indexer import is_under
 from soundsift.serving.dependencies import ADAPTER_HELP, Service, upload_of
 from soundsift.serving.errors import ApiError, ErrorBody
@@ -149,19 +141,6 @@ def _state(request: Request) -> SearchState:
     return state
 
 
-def _api_error(error: Exception) -> ApiError:
-    statuses: dict[type[Exception], int] = {
-        IndexNotFoundError: 404,
-        IndexMismatchError: 409,
-        IndexBusyError: 409,
-        PathNotAllowedError: 403,
-        QueryError: 422,
-    }
-    status = statuses.get(type(error), 422)
-    code = getattr(error, "code", "invalid_request")
-    return ApiError(status, code, str(error))
-
-
 @router.post(
     "/search",
     response_model=SearchResult,
@@ -210,10 +189,7 @@ async def search(
     if example is not None:
         options.update(like=example.file, like_name=example.name, like_start_s=start_s, like_end_s=end_s)
     async with service.admit():
-        try:
-            return await service.in_worker_pool(library.search, query if example is None else None, **options)
-        except (SearchIndexError, QueryError, PathNotAllowedError) as error:
-            raise _api_error(error) from None
+        return await service.in_worker_pool(library.search, query if example is None else None, **options)
 
 
 @router.get(
