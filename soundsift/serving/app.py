@@ -8,7 +8,7 @@ import copy
 import math
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Security
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from soundsift._version import __version__
 from soundsift.core.settings import ModelSettings
-from soundsift.serving.dependencies import bearer_scheme, require_ready
+from soundsift.serving.dependencies import bearer_scheme, model_admission, require_ready
 from soundsift.serving.errors import ERROR_RESPONSES, RETRY_AFTER_S, ApiError, install_error_handlers, printable
 from soundsift.serving.guards import (
     AccessGuard,
@@ -30,10 +31,21 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
-from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, search
+from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login
+from soundsift.serving.routers import search as search_routes
+from soundsift.serving.search_service import SearchService
 from soundsift.serving.service import ClassificationService
 from soundsift.serving.sessions import Authenticator, FailureThrottle, RevokedSessions, SessionSigner
 from soundsift.serving.settings import ServerSettings
+
+API_ROUTERS = (
+    classify.router,
+    detect.router,
+    embed.router,
+    info.router,
+    adapters.router,
+    search_routes.router,
+)
 
 
 def create_app(service: ClassificationService) -> FastAPI:
@@ -46,7 +58,7 @@ def create_app(service: ClassificationService) -> FastAPI:
         print(f"Running on local URL: http://{_display_host(settings.host)}:{settings.port}", flush=True)
         print(f"Model {service.classifier.model_id} ready on {', '.join(service.devices)}", flush=True)
         yield
-        await asyncio.get_running_loop().run_in_executor(None, app.state.search.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, search.shutdown)
         await service.stop()
         if app.state.auth is not None:
             app.state.auth.sessions.revoked.close()
@@ -58,23 +70,33 @@ def create_app(service: ClassificationService) -> FastAPI:
         "When the server has an API key, send it as 'Authorization: Bearer <key>'.",
         lifespan=lifespan,
     )
-    app.state.service = service
+    search = SearchService(service)
+    app.state.service, app.state.search = service, search
     app.state.auth = authenticator(settings)
-    search.install(app, service)
     install_error_handlers(app)
     app.include_router(health.router)
     api = [Security(bearer_scheme), Depends(require_ready)]
-    for module in (classify, detect, embed, info, adapters, search):
-        app.include_router(module.router, dependencies=api, responses=ERROR_RESPONSES)
+    for router in API_ROUTERS:
+        app.include_router(router, dependencies=api, responses=ERROR_RESPONSES)
     if settings.api_key:
         app.include_router(login.router)
     app.include_router(_api_fallback)
     if settings.ui:
         from soundsift.serving.page import mount_ui
 
-        mount_ui(app, service, upload_root())
+        mount_ui(app, service, search, upload_root())
     _install_guards(app, service)
     return app
+
+
+def model_paths(routers: Iterable[APIRouter]) -> frozenset[str]:
+    """The paths of the routes that declare they run the model (``dependencies=[RUNS_MODEL]``)."""
+    return frozenset(
+        route.path
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and any(depends.dependency is model_admission for depends in route.dependencies)
+    )
 
 
 def authenticator(settings: ServerSettings) -> Authenticator | None:
@@ -100,7 +122,9 @@ def _install_guards(app: FastAPI, service: ClassificationService) -> None:
     settings = service.settings
     app.add_middleware(GradioFileGuard, upload_root=upload_root())
     app.add_middleware(StrictFormCharset)
-    app.add_middleware(AdmissionGate, is_full=lambda: service.full, retry_after_s=RETRY_AFTER_S)
+    app.add_middleware(
+        AdmissionGate, is_full=lambda: service.full, retry_after_s=RETRY_AFTER_S, model_paths=model_paths(API_ROUTERS)
+    )
     origins = OriginCheck([origin for origin in settings.cors_origins if origin != "*"])
     app.add_middleware(AccessGuard, auth=app.state.auth, origins=origins)
     if settings.cors_origins:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Form, Request, UploadFile
 from fastapi.security import HTTPBearer
 
+from soundsift.errors import QueueFullError
 from soundsift.i18n.presets import preset_labels, preset_names
 from soundsift.serving.errors import RETRY_AFTER_S, ApiError, printable
 from soundsift.serving.service import ClassificationService, Upload
@@ -39,6 +40,17 @@ async def require_ready(service: Service) -> None:
         if service.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": RETRY_AFTER_S})
         raise ApiError(503, "not_ready", "the model is still loading", {"Retry-After": RETRY_AFTER_S})
+
+
+async def model_admission(service: Service) -> None:
+    """Declares a route that runs the model (``dependencies=[RUNS_MODEL]``): refused with 503 when
+    every admission place is taken. The app collects the routes that carry it, and its admission
+    gate refuses them the same way before their bodies are even read."""
+    if service.full:
+        raise QueueFullError("every admission place is taken" if not service.draining else "shutting down")
+
+
+RUNS_MODEL = Depends(model_admission)
 
 
 class ScoringForm:

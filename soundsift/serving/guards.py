@@ -38,9 +38,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Routes that never run the model or read user data: supervisors and browsers reach them unauthenticated.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/login", "/logout", "/docs", "/openapi.json"})
-MODEL_ROUTES = frozenset(
-    {"/api/classify", "/api/classify/batch", "/api/detect", "/api/embed/audio", "/api/embed/text", "/api/search"}
-)
 # JSON bodies sent to Gradio's routes are small (component values, never file contents).
 _GRADIO_JSON_LIMIT = 1 << 20
 STRICT_UTF8 = "soundsift-strict-utf-8"
@@ -290,13 +287,21 @@ async def _unauthorized(send: Send) -> None:
 
 
 class AdmissionGate:
-    """Refuse model routes with 503 before their body is read while ``is_full()`` says so."""
+    """Refuse the routes that run the model (``model_paths``: the app collects the routes that declare
+    it) with 503 before their body is read while ``is_full()`` says so."""
 
-    def __init__(self, app: ASGIApp, is_full: Callable[[], bool], retry_after_s: str) -> None:
-        self.app, self.is_full, self.retry_after_s = app, is_full, retry_after_s
+    def __init__(
+        self, app: ASGIApp, is_full: Callable[[], bool], retry_after_s: str, model_paths: frozenset[str]
+    ) -> None:
+        self.app, self.is_full, self.retry_after_s, self.model_paths = app, is_full, retry_after_s, model_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in MODEL_ROUTES and self.is_full():
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in self.model_paths
+            and self.is_full()
+        ):
             await send_json(
                 send, 503, "overloaded", "the server is busy; retry shortly", {"Retry-After": self.retry_after_s}
             )

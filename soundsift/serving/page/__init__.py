@@ -9,8 +9,8 @@ import gradio as gr
 from fastapi import FastAPI
 
 from soundsift.i18n.page_text import TEXT
-from soundsift.search import Library
 from soundsift.serving.page import classify_tab, detect_tab, live_tab, search_tab, teach_tab
+from soundsift.serving.search_service import SearchService
 from soundsift.serving.service import ClassificationService
 
 # Never readable through the page, whatever else is configured.
@@ -32,7 +32,7 @@ button.primary { background: #c2410c !important; border-color: #c2410c !importan
 
 
 def build_ui(
-    service: ClassificationService, upload_root: Path, library: Library | None = None
+    service: ClassificationService, upload_root: Path, search: SearchService | None = None
 ) -> tuple[gr.Blocks, gr.I18n]:
     i18n = gr.I18n(**TEXT)
     with gr.Blocks(title="soundsift") as page:
@@ -47,17 +47,16 @@ def build_ui(
         if service.settings.max_adapters:
             with gr.Tab(i18n("teach_tab"), elem_id="teach-tab"):
                 teach_tab.build(service, i18n, upload_root, choices)
-        if library is not None:  # the server was given a search index
+        if search is not None and search.library is not None:  # the server was given a search index
             with gr.Tab(i18n("search_tab"), elem_id="search-tab"):
-                search_tab.build(service, i18n, upload_root, library)
+                search_tab.build(service, search, i18n, upload_root)
         # Adapters taught elsewhere (the API, another browser) are offered as soon as the page opens.
         page.load(lambda: teach_tab.adapter_dropdowns(service, len(choices)), outputs=choices, api_visibility="private")
     return page, i18n
 
 
-def mount_ui(app: FastAPI, service: ClassificationService, upload_root: Path) -> None:
-    search = getattr(app.state, "search", None)
-    page, i18n = build_ui(service, upload_root, search.library if search is not None else None)
+def mount_ui(app: FastAPI, service: ClassificationService, search: SearchService, upload_root: Path) -> None:
+    page, i18n = build_ui(service, upload_root, search)
     # Gradio's queue is unbounded by default; the service admits at most max_queue requests anyway.
     page.queue(default_concurrency_limit=service.settings.max_queue, max_size=service.settings.max_queue)
     gr.mount_gradio_app(

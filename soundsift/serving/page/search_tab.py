@@ -16,8 +16,9 @@ import numpy as np
 
 from soundsift.core.audio import AudioLimits, stream_audio
 from soundsift.i18n.page_text import message
-from soundsift.search import Library, SearchHit, SearchResult
+from soundsift.search import SearchHit, SearchResult
 from soundsift.serving.page.common import PageProblem, as_page_problems, open_upload, request_language, score_text
+from soundsift.serving.search_service import SearchService
 from soundsift.serving.service import ClassificationService
 
 WAVEFORM_RATE = 8000
@@ -25,11 +26,11 @@ WAVEFORM_BARS = 120
 MAX_PAGE_HITS = 20
 
 
-def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, library: Library) -> None:
+def build(service: ClassificationService, search_service: SearchService, i18n: gr.I18n, upload_root: Path) -> None:
     async def search(query: str, example: str | None, top: float, request: gr.Request) -> str:
         language = request_language(request)
         try:
-            return await run_search(service, library, upload_root, language, query, example, int(top))
+            return await run_search(service, search_service, upload_root, language, query, example, int(top))
         except PageProblem as problem:
             return f'<p class="search-error">{html.escape(message(language, "error", message=str(problem)))}</p>'
 
@@ -52,7 +53,7 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path, libr
 
 async def run_search(
     service: ClassificationService,
-    library: Library,
+    search_service: SearchService,
     upload_root: Path,
     language: str,
     query: str | None,
@@ -64,14 +65,11 @@ async def run_search(
         raise PageProblem(message(language, "no_search"))
     top = max(1, min(MAX_PAGE_HITS, top))
     with as_page_problems("search", language):
-        async with service.admit():
-            if example:
-                with open_upload(upload_root, example, language) as upload:
-                    result = await service.in_worker_pool(
-                        library.search, None, like=upload.file, like_name=upload.name, top=top
-                    )
-            else:
-                result = await service.in_worker_pool(library.search, text, top=top)
+        if example:
+            with open_upload(upload_root, example, language) as upload:
+                result = await search_service.search(None, like=upload.file, like_name=upload.name, top=top)
+        else:
+            result = await search_service.search(text, top=top)
         waveforms = await service.in_worker_pool(_waveforms, result.hits)
     return render(result, waveforms, language)
 

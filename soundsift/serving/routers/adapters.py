@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from soundsift.core.adapter import Adapter
-from soundsift.serving.dependencies import Service, upload_of
+from soundsift.serving.dependencies import RUNS_MODEL, Service, upload_of
 from soundsift.serving.errors import ApiError
 from soundsift.serving.schemas import AdapterList, AdapterSummary
 
@@ -31,7 +31,13 @@ def summary(adapter: Adapter) -> AdapterSummary:
     )
 
 
-@router.post("/adapters", response_model=AdapterSummary, status_code=201, summary="Teach (or upload) an adapter")
+@router.post(
+    "/adapters",
+    response_model=AdapterSummary,
+    status_code=201,
+    summary="Teach (or upload) an adapter",
+    dependencies=[RUNS_MODEL],
+)
 async def create_adapter(
     service: Service,
     name: Annotated[str, Form(description="1-64 letters, digits, '-' or '_'; an existing name is replaced.")],

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, UploadFile
 
-from soundsift.serving.dependencies import ScoringForm, Service, check_file_count, upload_of
+from soundsift.serving.dependencies import RUNS_MODEL, ScoringForm, Service, check_file_count, upload_of
 from soundsift.serving.errors import ApiError
 from soundsift.serving.schemas import BatchResponse, ClassifyResponse
 from soundsift.serving.service import elapsed_ms
@@ -15,7 +15,7 @@ from soundsift.serving.service import elapsed_ms
 router = APIRouter(prefix="/api", tags=["classify"])
 
 
-@router.post("/classify", response_model=ClassifyResponse, summary="Classify one audio file")
+@router.post("/classify", response_model=ClassifyResponse, summary="Classify one audio file", dependencies=[RUNS_MODEL])
 async def classify(
     service: Service,
     audio: Annotated[
@@ -35,7 +35,12 @@ async def classify(
     return ClassifyResponse(**result.model_dump(), elapsed_ms=elapsed_ms(started))
 
 
-@router.post("/classify/batch", response_model=BatchResponse, summary="Classify several files against one label set")
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    summary="Classify several files against one label set",
+    dependencies=[RUNS_MODEL],
+)
 async def classify_batch(
     service: Service,
     audio: Annotated[list[UploadFile], File(description="Repeat the field once per file.")],

@@ -12,6 +12,7 @@ from soundsift.serving.dependencies import (
     ADAPTER_HELP,
     LABELS_HELP,
     PRESET_HELP,
+    RUNS_MODEL,
     Service,
     labels_or_preset,
     templates_of,
@@ -23,7 +24,12 @@ from soundsift.serving.service import elapsed_ms
 router = APIRouter(prefix="/api", tags=["detect"])
 
 
-@router.post("/detect", response_model=DetectResponse, summary="When each sound happens in a recording")
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    summary="When each sound happens in a recording",
+    dependencies=[RUNS_MODEL],
+)
 async def detect(
     request: Request,
     service: Service,

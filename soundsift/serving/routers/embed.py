@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, UploadFile
 
 from soundsift.core.text import check_text
-from soundsift.serving.dependencies import Service, check_file_count, upload_of
+from soundsift.serving.dependencies import RUNS_MODEL, Service, check_file_count, upload_of
 from soundsift.serving.errors import ApiError
 from soundsift.serving.schemas import EmbeddingResponse, TextEmbedRequest
 from soundsift.serving.service import ClassificationService
@@ -15,7 +15,12 @@ from soundsift.serving.service import ClassificationService
 router = APIRouter(prefix="/api", tags=["embed"])
 
 
-@router.post("/embed/audio", response_model=EmbeddingResponse, summary="L2-normalised CLAP audio embeddings")
+@router.post(
+    "/embed/audio",
+    response_model=EmbeddingResponse,
+    summary="L2-normalised CLAP audio embeddings",
+    dependencies=[RUNS_MODEL],
+)
 async def embed_audio(
     service: Service, audio: Annotated[list[UploadFile], File(description="One or more files.")]
 ) -> EmbeddingResponse:
@@ -24,7 +29,12 @@ async def embed_audio(
     return embedding_response(service, list(vectors))
 
 
-@router.post("/embed/text", response_model=EmbeddingResponse, summary="L2-normalised CLAP text embeddings")
+@router.post(
+    "/embed/text",
+    response_model=EmbeddingResponse,
+    summary="L2-normalised CLAP text embeddings",
+    dependencies=[RUNS_MODEL],
+)
 async def embed_text(service: Service, request: TextEmbedRequest) -> EmbeddingResponse:
     limit = service.model_settings.max_label_chars
     for index, text in enumerate(request.texts):
