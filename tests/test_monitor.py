@@ -18,7 +18,8 @@ import soundfile
 
 from soundsift.cli.main import main
 from soundsift.core.audio import load_audio
-from soundsift.monitor.runner import Monitor, MonitorOptions
+from soundsift.monitor.config import MonitorConfig
+from soundsift.monitor.runner import MonitorService
 
 pytestmark = pytest.mark.slow  # real-time replays of a 12 s recording
 
@@ -63,23 +64,40 @@ def recording(tmp_path_factory, esc50_clips):
     return path
 
 
-def options(recording, tmp_path, **overrides):
-    values = dict(
+def options(recording, tmp_path, *, database=None, webhook_drain_s=10.0, **overrides):
+    """A one-stream MonitorConfig replaying ``recording``; ``overrides`` are fields of its stream."""
+    stream = dict(
         labels="dog, rain, siren",
         alert=["dog", "siren"],
         source=str(recording),
         window_s=2.0,
         hop_s=1.0,
         threshold=0.0,
-        confirm_n=2,
-        confirm_m=3,
+        confirm="2/3",
         cooldown_s=5.0,
         gate_db=-60.0,
-        database=tmp_path / "events.db",
         speed=4.0,
     )
-    values.update(overrides)
-    return MonitorOptions(**values)
+    stream.update(overrides)
+    return MonitorConfig.model_validate(
+        {"streams": [stream], "database": database or tmp_path / "events.db", "webhook_drain_s": webhook_drain_s}
+    )
+
+
+class Monitor:
+    """A MonitorService with one stream, as these tests look at it."""
+
+    def __init__(self, classifier, config, *, emit):
+        self.service = MonitorService(classifier, config, emit=emit)
+        (self.stream,) = self.service.streams
+        self.stats, self.webhook = self.stream.stats, self.stream.webhook
+
+    def stop(self):
+        self.service.stop()
+
+    def run(self):
+        self.service.run()
+        return self.stream.stats
 
 
 def logged(database):
@@ -226,7 +244,7 @@ def test_alerts_still_queued_at_exit_are_drained_within_the_timeout(classifier, 
     monitor = Monitor(
         classifier,
         options(
-            recording, tmp_path, webhook=url, speed=10.0, cooldown_s=0.0, confirm_n=1, confirm_m=1, webhook_drain_s=30
+            recording, tmp_path, webhook=url, speed=10.0, cooldown_s=0.0, confirm="1/1", webhook_drain_s=30
         ),
         emit=lambda _: None,
     )
@@ -247,8 +265,7 @@ def test_what_cannot_be_sent_in_time_is_counted_logged_and_kept(classifier, reco
             webhook=url,
             speed=10.0,
             cooldown_s=0.0,
-            confirm_n=1,
-            confirm_m=1,
+            confirm="1/1",
             webhook_drain_s=0.5,
             webhook_timeout_s=5,
         ),

@@ -61,9 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_index_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--index", required=True, metavar="DIR", help="the index folder (created on first use; SOUNDSIFT_INDEX)"
-    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="the index folder (created on first use)")
 
 
 def open_library(args: argparse.Namespace, **options: Any) -> Any:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from soundsift.cli.common import (
     EXIT_OK,
@@ -15,6 +16,46 @@ from soundsift.cli.common import (
     settings_from_args,
 )
 from soundsift.errors import EXIT_FAILED, ConfigurationError, UsageError
+
+if TYPE_CHECKING:
+    from soundsift.monitor.config import MonitorConfig
+
+
+# What the single-stream options are called on the command line, for error messages.
+FLAGS = {
+    "labels": "--labels",
+    "alert": "--alert",
+    "source": "--source",
+    "window_s": "--window",
+    "hop_s": "--hop",
+    "threshold": "--threshold",
+    "confirm": "--confirm",
+    "cooldown_s": "--cooldown",
+    "hold_s": "--hold",
+    "gate_db": "--gate-db",
+    "name": "--name",
+    "webhook": "--webhook",
+    "url": "--mqtt",
+    "ca_certs": "--mqtt-ca",
+    "certfile": "--mqtt-cert",
+    "keyfile": "--mqtt-key",
+    "dir": "--evidence-dir",
+    "before_s": "--evidence-before",
+    "after_s": "--evidence-after",
+    "health_port": "--health-port",
+}
+
+
+def build_config(data: Mapping[str, Any]) -> MonitorConfig:
+    """A single-stream config from flag values; ConfigurationError names the flags at fault."""
+    from pydantic import ValidationError
+
+    from soundsift.monitor.config import MonitorConfig, config_error
+
+    try:
+        return MonitorConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigurationError(config_error(error, data, flags=FLAGS)) from None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -143,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
     from soundsift.monitor.config import load_config
     from soundsift.monitor.evidence import EvidenceStore
-    from soundsift.monitor.runner import MonitorService, build_config
+    from soundsift.monitor.runner import MonitorService
 
     settings = settings_from_args(args)
     try:

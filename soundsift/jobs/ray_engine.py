@@ -11,10 +11,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from soundsift.core.placement import ray_placement
 from soundsift.core.settings import ModelSettings
 from soundsift.jobs.batch import BatchSummary
 from soundsift.jobs.outputs import RowWriter, result_row
-from soundsift.optional import RAY
 
 
 class _ClassifyActor:
@@ -61,21 +61,13 @@ def run_on_ray(
     cpus_per_actor: float = 1.0,
     progress: Any = None,
 ) -> None:
-    ray = RAY.require("the ray engine")
-
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    use_gpus = settings.device.startswith("cuda") or (settings.device == "auto" and ray.cluster_resources().get("GPU"))
-    resources = ray.cluster_resources()
-    pool_size = actors or max(
-        1, int(resources.get("GPU", 0) if use_gpus else resources.get("CPU", 1) // cpus_per_actor)
-    )
-    dataset = ray.data.from_items([{"path": path} for path in paths])
+    placement = ray_placement(settings.device, address=address, actors=actors, cpus_per_actor=cpus_per_actor)
+    dataset = placement.ray.data.from_items([{"path": path} for path in paths])
     rows = dataset.map_batches(
         _ClassifyActor,
         batch_size=settings.batch_size,
-        concurrency=pool_size,
-        num_gpus=1 if use_gpus else 0,
+        concurrency=placement.actors,
+        num_gpus=placement.gpus_per_actor,
         num_cpus=cpus_per_actor,
         fn_constructor_kwargs={
             "settings": settings.model_dump(),

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from soundsift._version import __version__
 from soundsift.core.adapter import Adapter
@@ -31,7 +30,7 @@ from soundsift.core.audio import is_silent, resample
 from soundsift.core.classifier import Classifier
 from soundsift.core.engine import ModelEngine
 from soundsift.errors import ConfigurationError, SoundsiftError
-from soundsift.monitor.config import MonitorConfig, MqttConfig, StreamConfig, config_error, object_id, redact_url
+from soundsift.monitor.config import MonitorConfig, MqttConfig, StreamConfig, object_id, redact_url
 from soundsift.monitor.evidence import EvidenceStore, StreamEvidence
 from soundsift.monitor.gate import AlertGate, LabelStates
 from soundsift.monitor.health import HealthServer
@@ -40,84 +39,6 @@ from soundsift.monitor.sinks import EventLog, Webhook
 from soundsift.monitor.sources import is_finite, open_source
 
 logger = logging.getLogger("soundsift.monitor")
-
-# What the single-stream options are called on the command line, for error messages.
-FLAGS = {
-    "labels": "--labels",
-    "alert": "--alert",
-    "source": "--source",
-    "window_s": "--window",
-    "hop_s": "--hop",
-    "threshold": "--threshold",
-    "confirm": "--confirm",
-    "cooldown_s": "--cooldown",
-    "hold_s": "--hold",
-    "gate_db": "--gate-db",
-    "name": "--name",
-    "webhook": "--webhook",
-    "url": "--mqtt",
-    "ca_certs": "--mqtt-ca",
-    "certfile": "--mqtt-cert",
-    "keyfile": "--mqtt-key",
-    "dir": "--evidence-dir",
-    "before_s": "--evidence-before",
-    "after_s": "--evidence-after",
-    "health_port": "--health-port",
-}
-
-
-@dataclass
-class MonitorOptions:
-    """The single-stream options of `Monitor` (the library's form of the CLI flags)."""
-
-    labels: str
-    alert: list[str]
-    source: str = "mic"
-    window_s: float = 2.0
-    hop_s: float = 1.0
-    threshold: float = 0.5
-    confirm_n: int = 2
-    confirm_m: int = 3
-    cooldown_s: float = 30.0
-    gate_db: float = -50.0
-    database: Path = Path("soundsift-events.db")
-    webhook: str | None = None
-    webhook_timeout_s: float = 5.0
-    webhook_retries: int = 3
-    webhook_drain_s: float = 10.0
-    speed: float = 1.0
-    source_rate: int = 16_000
-    max_seconds: float | None = None
-    reconnect_max_s: float = 30.0
-
-    def to_config(self) -> MonitorConfig:
-        stream = {
-            "labels": self.labels,
-            "alert": self.alert,
-            "source": self.source,
-            "window_s": self.window_s,
-            "hop_s": self.hop_s,
-            "threshold": self.threshold,
-            "confirm": f"{self.confirm_n}/{self.confirm_m}",
-            "cooldown_s": self.cooldown_s,
-            "gate_db": self.gate_db,
-            "webhook": self.webhook,
-            "webhook_timeout_s": self.webhook_timeout_s,
-            "webhook_retries": self.webhook_retries,
-            "speed": self.speed,
-            "source_rate": self.source_rate,
-            "max_seconds": self.max_seconds,
-            "reconnect_max_s": self.reconnect_max_s,
-        }
-        return build_config({"streams": [stream], "database": self.database, "webhook_drain_s": self.webhook_drain_s})
-
-
-def build_config(data: Mapping[str, Any]) -> MonitorConfig:
-    """A single-stream config from flag values; ConfigurationError names the flags at fault."""
-    try:
-        return MonitorConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigurationError(config_error(error, data, flags=FLAGS)) from None
 
 
 @dataclass
@@ -510,27 +431,3 @@ class MonitorService:
     def _close_sinks(self) -> None:
         for log in [self.shared.log, *self.shared.logs.values()]:
             log.close()
-
-
-class Monitor:
-    """One stream from `MonitorOptions` (the library form of `soundsift monitor`'s flags)."""
-
-    def __init__(self, classifier: Classifier, options: MonitorOptions, *, emit: Callable[[str], None] = print) -> None:
-        self.options = options
-        self.service = MonitorService(classifier, options.to_config(), emit=emit)
-        (self.stream,) = self.service.streams
-
-    @property
-    def stats(self) -> MonitorStats:
-        return self.stream.stats
-
-    @property
-    def webhook(self) -> Webhook | None:
-        return self.stream.webhook
-
-    def stop(self) -> None:
-        self.service.stop()
-
-    def run(self) -> MonitorStats:
-        self.service.run()
-        return self.stats

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from soundsift.core.classifier import Classifier
+from soundsift.core.placement import ray_placement
 from soundsift.core.settings import ModelSettings
 from soundsift.errors import SoundsiftError
-from soundsift.optional import RAY
 from soundsift.search.embedding import FileEmbedder, FileTask, FileVectors, WindowLayout
 
 FILES_PER_BATCH = 8
@@ -98,21 +98,16 @@ def embed_on_ray(
     cpus_per_actor: float = 1.0,
 ) -> Iterator[FileVectors]:
     """Each file's outcome as it comes back from the actor pool (order not kept)."""
-    ray = RAY.require("the ray engine")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     settings = classifier.settings
-    use_gpus = settings.device.startswith("cuda")
-    resources = ray.cluster_resources()
-    pool = actors or max(1, int(resources.get("GPU", 0) if use_gpus else resources.get("CPU", 1) // cpus_per_actor))
-    dataset = ray.data.from_items(
+    placement = ray_placement(settings.device, address=address, actors=actors, cpus_per_actor=cpus_per_actor)
+    dataset = placement.ray.data.from_items(
         [{"file_id": t.file_id, "path": t.path, "known_sha256": t.known_sha256 or ""} for t in tasks]
     )
     outcomes = dataset.map_batches(
         _EmbedActor,
         batch_size=FILES_PER_BATCH,
-        concurrency=min(pool, max(1, len(tasks))),
-        num_gpus=1 if use_gpus else 0,
+        concurrency=min(placement.actors, max(1, len(tasks))),
+        num_gpus=placement.gpus_per_actor,
         num_cpus=cpus_per_actor,
         fn_constructor_kwargs={
             "settings": settings.model_dump(),
