@@ -75,6 +75,13 @@ class LabelError(SoundsiftError):
     exit_code = EXIT_USAGE
 
 
+class OptionsError(SoundsiftError):
+    """A scoring or detection option out of its range (a threshold above 1, a negative margin, ...)."""
+
+    code = "invalid_options"
+    exit_code = EXIT_USAGE
+
+
 class InvalidTextError(LabelError):
     """Text that cannot be used honestly: invalid UTF-8, lone surrogates, NUL or other control characters."""
 

@@ -243,9 +243,7 @@ def test_alerts_still_queued_at_exit_are_drained_within_the_timeout(classifier, 
     handler.delay_s = 0.3  # slower than alerts come at this replay speed, so a backlog forms
     monitor = Monitor(
         classifier,
-        options(
-            recording, tmp_path, webhook=url, speed=10.0, cooldown_s=0.0, confirm="1/1", webhook_drain_s=30
-        ),
+        options(recording, tmp_path, webhook=url, speed=10.0, cooldown_s=0.0, confirm="1/1", webhook_drain_s=30),
         emit=lambda _: None,
     )
     stats = monitor.run()

@@ -100,6 +100,30 @@ def test_classify_options_and_repeated_label_fields(server, esc50_clips):
     assert body["uncertain"] is True and set(body["detected_labels"]) == {"dog barking | dog bark", "rain"}
 
 
+def test_min_margin_is_a_request_option_over_http(server, esc50_clips):
+    def uncertain(**fields: str) -> bool:
+        with open(esc50_clips[1], "rb") as sample:
+            response = requests.post(
+                f"{server.url}/api/classify",
+                files={"audio": ("clip.wav", sample)},
+                data={"labels": "dog, rain, siren", "threshold": "0", **fields},
+            )
+        assert response.status_code == 200, response.text
+        return response.json()["uncertain"]
+
+    assert uncertain(min_margin="1") is True  # no top-1 leads the next score by a whole 1.0
+    assert uncertain(min_margin="0") is False
+    assert_error(
+        requests.post(
+            f"{server.url}/api/classify",
+            files={"audio": ("a.wav", wav_bytes(1))},
+            data={"labels": "a, b", "min_margin": "2"},
+        ),
+        422,
+        "invalid_request",
+    )
+
+
 @pytest.mark.parametrize(
     ("files", "data", "status", "code"),
     [

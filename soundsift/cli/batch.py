@@ -89,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         else:
+            from soundsift.core.scoring import ScoringOptions
             from soundsift.jobs.batch import LocalBatchRunner
 
-            runner = LocalBatchRunner(
-                classifier, prepared, workers=args.workers, threshold=args.threshold, label_thresholds=label_thresholds
-            )
+            options = ScoringOptions(threshold=args.threshold, label_thresholds=label_thresholds)
+            runner = LocalBatchRunner(classifier, prepared, workers=args.workers, options=options)
             runner.run(todo, writer, summary, progress)
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -21,7 +21,7 @@ from soundsift.core.label_text import LabelEncoder
 from soundsift.core.labels import LabelsInput, check_taught_labels
 from soundsift.core.pipeline import Embedder, LocalEmbedder, Pipeline, ScoredInput, embeddings_or_raise
 from soundsift.core.results import Classification, FailedInput
-from soundsift.core.scoring import LabelThresholds, PreparedLabels, check_label_thresholds
+from soundsift.core.scoring import LabelThresholds, PreparedLabels, ScoringOptions, check_label_thresholds
 from soundsift.core.settings import ModelSettings
 from soundsift.errors import LabelError
 
@@ -126,9 +126,9 @@ class Classifier:
 
         ``labels`` are zero-shot labels; with an ``adapter`` (or the classifier's own) its taught
         labels are scored too, and ``labels`` may be left out."""
-        prepared = self._ensure_prepared(labels, templates, multi_label, adapter)
-        check_label_thresholds(prepared, label_thresholds)
-        decision = self.pipeline.decision(threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds)
+        options = ScoringOptions(_templates(templates), multi_label, threshold, min_margin, label_thresholds)
+        prepared = self._ensure_prepared(labels, options, adapter)
+        decision = self.pipeline.decision(options)
         item = self.pipeline.decode_input(audio, source=source)
         (outcome,) = self.pipeline.embed_inputs([item])
         scored = self.pipeline.scored(item, outcome, prepared, decision)
@@ -190,9 +190,9 @@ class Classifier:
         batch at a time (with ``decode_workers`` threads decoding ahead when above 0), so memory does
         not grow with the number of inputs. A bad input becomes a FailedInput in its place; a clip
         that fails inside the model fails alone, never its batch."""
-        prepared = self._ensure_prepared(labels, templates, multi_label, adapter)
-        check_label_thresholds(prepared, label_thresholds)
-        decision = self.pipeline.decision(threshold=threshold, min_margin=min_margin, label_thresholds=label_thresholds)
+        options = ScoringOptions(_templates(templates), multi_label, threshold, min_margin, label_thresholds)
+        prepared = self._ensure_prepared(labels, options, adapter)
+        decision = self.pipeline.decision(options)
         return self.pipeline.run(audios, prepared, decision, batch_size=batch_size, decode_workers=decode_workers)
 
     # ---- labels and embeddings ----------------------------------------------------------------
@@ -233,15 +233,19 @@ class Classifier:
         return self.label_encoder.embed_text([texts] if isinstance(texts, str) else list(texts))
 
     def _ensure_prepared(
-        self,
-        labels: LabelsInput | PreparedLabels | None,
-        templates: Sequence[str] | None,
-        multi_label: bool,
-        adapter: Adapter | None,
+        self, labels: LabelsInput | PreparedLabels | None, options: ScoringOptions, adapter: Adapter | None
     ) -> PreparedLabels:
-        if isinstance(labels, PreparedLabels):
-            return labels
-        return self.prepare_labels(labels, templates=templates, multi_label=multi_label, adapter=adapter)
+        """The request's labels prepared with its options (or as already prepared), its per-label
+        thresholds checked against them."""
+        prepared = (
+            labels
+            if isinstance(labels, PreparedLabels)
+            else self.prepare_labels(
+                labels, templates=options.templates, multi_label=options.multi_label, adapter=adapter
+            )
+        )
+        check_label_thresholds(prepared, options.label_thresholds)
+        return prepared
 
 
 def load_settings_backend(settings: ModelSettings, *, device: str | None = None) -> Backend:
@@ -255,6 +259,10 @@ def load_settings_backend(settings: ModelSettings, *, device: str | None = None)
         quantize_encoders=tuple(settings.quantize_encoders),
         threads=settings.threads,
     )
+
+
+def _templates(templates: Sequence[str] | None) -> tuple[str, ...] | None:
+    return tuple(templates) if templates else None
 
 
 def _is_single_audio(audios: object) -> bool:

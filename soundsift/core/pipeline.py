@@ -36,7 +36,7 @@ from soundsift.core.audio import (
 )
 from soundsift.core.features import MelFeaturizer
 from soundsift.core.results import Classification, FailedInput
-from soundsift.core.scoring import Decision, LabelThresholds, PreparedLabels, failed_input, score_embedding
+from soundsift.core.scoring import Decision, PreparedLabels, ScoringOptions, failed_input, score_embedding
 from soundsift.core.settings import ModelSettings
 from soundsift.errors import ProcessingError, SoundsiftError
 
@@ -266,20 +266,15 @@ class Pipeline:
 
     # ---- score -------------------------------------------------------------------------------
 
-    def decision(
-        self,
-        *,
-        threshold: float | None = None,
-        min_margin: float | None = None,
-        label_thresholds: LabelThresholds = None,
-    ) -> Decision:
-        """The settings' verdict rules, with a request's overrides."""
+    def decision(self, options: ScoringOptions | None = None) -> Decision:
+        """The settings' verdict rules, with a request's options in their place where given."""
+        chosen = options or ScoringOptions()
         return Decision.build(
             logit_scale=self.logit_scale,
-            threshold=self.settings.threshold if threshold is None else threshold,
-            min_margin=self.settings.min_margin if min_margin is None else min_margin,
+            threshold=self.settings.threshold if chosen.threshold is None else chosen.threshold,
+            min_margin=self.settings.min_margin if chosen.min_margin is None else chosen.min_margin,
             label_threshold=self.settings.label_threshold,
-            label_thresholds=label_thresholds,
+            label_thresholds=chosen.label_thresholds,
         )
 
     def score(

@@ -17,7 +17,7 @@ import numpy as np
 from soundsift.core.fitting import ExampleCache
 from soundsift.core.labels import LabelClass
 from soundsift.core.results import Classification, FailedInput, LabelScore
-from soundsift.errors import LabelError, SoundsiftError
+from soundsift.errors import LabelError, OptionsError, SoundsiftError
 
 LabelThresholds = float | Mapping[str, float] | None
 """Multi-label thresholds: one similarity for every label, or per-label overrides."""
@@ -69,6 +69,40 @@ class PreparedLabels:
     @property
     def translations(self) -> dict[str, list[str]]:
         return {name: english for name, english in zip(self.names, self.translated_as) if english}
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """One request's scoring choices, validated once when made and then passed along unchanged: the
+    Classifier's keywords, the HTTP form, the CLI flags and the page each make one. None (or empty)
+    means the classifier's own setting.
+
+    ``threshold``: top-1 confidence below this is uncertain (0-1). ``min_margin``: top-1 minus top-2
+    score below this is uncertain (0-1). ``label_thresholds``: multi-label similarity needed, one
+    number for every label or one per label name (-1 to 1). ``templates``: prompt templates."""
+
+    templates: tuple[str, ...] | None = None
+    multi_label: bool = False
+    threshold: float | None = None
+    min_margin: float | None = None
+    label_thresholds: float | Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.templates is not None:
+            object.__setattr__(self, "templates", tuple(self.templates) or None)
+        for name in ("threshold", "min_margin"):
+            _check_range(name, getattr(self, name), 0.0, 1.0)
+        if isinstance(self.label_thresholds, Mapping):
+            for label, value in self.label_thresholds.items():
+                _check_range(f"the threshold of {label!r}", value, -1.0, 1.0)
+            object.__setattr__(self, "label_thresholds", dict(self.label_thresholds))
+        else:
+            _check_range("label_thresholds", self.label_thresholds, -1.0, 1.0)
+
+
+def _check_range(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and low <= value <= high):
+        raise OptionsError(f"{name} must be a number from {low:g} to {high:g}, not {value!r}")
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from soundsift.errors import OptionsError
+
 
 @dataclass(frozen=True)
 class EventRules:
+    """How score tracks become events (see the module's docstring); validated when made."""
+
     threshold: float = 0.5
     off_threshold: float | None = None
     label_thresholds: Mapping[str, float] = field(default_factory=dict)
     smoothing_windows: int = 1
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
-    background: frozenset[str] = frozenset()
+    background: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label_thresholds", dict(self.label_thresholds))
+        object.__setattr__(self, "background", tuple(self.background))
+        for name, value in [("threshold", self.threshold), ("off_threshold", self.off_threshold)]:
+            _check(name, value, 0.0, 1.0)
+        for label, value in self.label_thresholds.items():
+            _check(f"the threshold of {label!r}", value, 0.0, 1.0)
+        _check("smoothing_windows", self.smoothing_windows, 1, 1000)
+        _check("min_duration_s", self.min_duration_s, 0.0, 86_400.0)
+        _check("merge_gap_s", self.merge_gap_s, 0.0, 86_400.0)
 
     def on_off(self, label: str) -> tuple[float, float]:
         on = self.label_thresholds.get(label, self.threshold)
         off = self.off_threshold if self.off_threshold is not None else on
         return on, min(off, on)
+
+
+def _check(name: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and low <= value <= high):
+        raise OptionsError(f"{name} must be from {low:g} to {high:g}, not {value!r}")
 
 
 @dataclass(frozen=True)

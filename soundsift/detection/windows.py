@@ -34,18 +34,18 @@ Progress = Callable[[float, float | None], None]
 
 @dataclass(frozen=True)
 class DetectOptions:
-    """How windows are laid out and how their scores become events (see `detect`)."""
+    """How windows are laid out over a recording and how their scores become events; validated
+    when made (ConfigurationError for a window layout that cannot work)."""
 
     window_s: float = DEFAULT_WINDOW_S
     hop_s: float | None = None
-    threshold: float = 0.5
-    off_threshold: float | None = None
-    label_thresholds: Mapping[str, float] = field(default_factory=dict)
-    smoothing_windows: int = 1
-    min_duration_s: float = 0.0
-    merge_gap_s: float = 0.0
-    background: Sequence[str] | str | None = None
-    templates: Sequence[str] | None = None
+    rules: EventRules = field(default_factory=EventRules)
+    templates: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_geometry(self.window_s, self.hop)
+        if self.templates is not None:
+            object.__setattr__(self, "templates", tuple(self.templates) or None)
 
     @property
     def hop(self) -> float:
@@ -74,21 +74,12 @@ class DetectionRun:
         self.classifier = classifier
         self.window_s = options.window_s
         self.hop_s = options.hop
-        _check_geometry(self.window_s, self.hop_s)
-        self.background = label_names(options.background) if options.background else []
+        self.rules = options.rules
+        self.background = list(options.rules.background)
         self.prepared = classifier.prepare_labels(
             _with_background(labels, self.background), templates=options.templates, adapter=adapter
         )
-        check_label_thresholds(self.prepared, dict(options.label_thresholds))
-        self.rules = EventRules(
-            threshold=options.threshold,
-            off_threshold=options.off_threshold,
-            label_thresholds=dict(options.label_thresholds),
-            smoothing_windows=options.smoothing_windows,
-            min_duration_s=options.min_duration_s,
-            merge_gap_s=options.merge_gap_s,
-            background=frozenset(self.background),
-        )
+        check_label_thresholds(self.prepared, dict(self.rules.label_thresholds))
         self.max_windows = max_windows
         limits = AudioLimits(max_duration_s=max_duration_s, max_channels=classifier.settings.max_channels)
         self.stream = stream_audio(audio, classifier.sample_rate, limits=limits, source=source)
@@ -209,18 +200,16 @@ def detect(
     streamed); ``progress`` is called with (seconds scored, total seconds or None) after each batch.
     An ``adapter`` (or the classifier's own) adds its taught labels; ``labels`` may then be None.
     """
-    options = DetectOptions(
-        window_s=window_s,
-        hop_s=hop_s,
+    rules = EventRules(
         threshold=threshold,
         off_threshold=off_threshold,
         label_thresholds=dict(label_thresholds or {}),
         smoothing_windows=smoothing_windows,
         min_duration_s=min_duration_s,
         merge_gap_s=merge_gap_s,
-        background=background,
-        templates=templates,
+        background=tuple(label_names(background)) if background else (),
     )
+    options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=tuple(templates or ()) or None)
     run = DetectionRun(
         classifier,
         audio,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soundsift.core.classifier import Classifier
-from soundsift.core.scoring import PreparedLabels
+from soundsift.core.scoring import PreparedLabels, ScoringOptions
 from soundsift.jobs.outputs import RowWriter, result_row
 
 
@@ -63,12 +63,11 @@ class LocalBatchRunner:
         prepared: PreparedLabels,
         *,
         workers: int = 2,
-        threshold: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
+        options: ScoringOptions | None = None,
     ) -> None:
         self.classifier, self.prepared = classifier, prepared
         self.workers = max(1, workers)
-        self.threshold, self.label_thresholds = threshold, label_thresholds
+        self.options = options or ScoringOptions()
 
     def run(self, paths: Sequence[str], writer: RowWriter, summary: BatchSummary, progress: Any = None) -> None:
         """Rows are appended (and flushed to disk) once per model batch."""
@@ -77,8 +76,9 @@ class LocalBatchRunner:
         for item in self.classifier.iter_results(
             paths,
             self.prepared,
-            threshold=self.threshold,
-            label_thresholds=self.label_thresholds,
+            threshold=self.options.threshold,
+            min_margin=self.options.min_margin,
+            label_thresholds=self.options.label_thresholds,
             decode_workers=self.workers,
         ):
             summary.decode_s += item.decode_s

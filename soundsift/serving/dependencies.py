@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Form, Request, UploadFile
 from fastapi.security import HTTPBearer
 
+from soundsift.core.scoring import ScoringOptions
 from soundsift.errors import QueueFullError
 from soundsift.i18n.presets import preset_labels, preset_names
 from soundsift.serving.errors import RETRY_AFTER_S, ApiError, printable
@@ -60,7 +61,12 @@ class ScoringForm:
         self,
         labels: Annotated[list[str] | None, Form(description=LABELS_HELP)] = None,
         preset: Annotated[str | None, Form(description=PRESET_HELP)] = None,
-        threshold: Annotated[float | None, Form(ge=0, le=1, description="Uncertainty threshold.")] = None,
+        threshold: Annotated[
+            float | None, Form(ge=0, le=1, description="Top-1 confidence below this is uncertain.")
+        ] = None,
+        min_margin: Annotated[
+            float | None, Form(ge=0, le=1, description="Top-1 minus top-2 score below this is uncertain.")
+        ] = None,
         template: Annotated[str | None, Form(description="Prompt template with {} for the label.")] = None,
         multi_label: Annotated[bool, Form(description="Judge every label on its own.")] = False,
         label_threshold: Annotated[float | None, Form(ge=-1, le=1, description="Multi-label similarity.")] = None,
@@ -68,8 +74,13 @@ class ScoringForm:
     ) -> None:
         self.adapter = adapter or None
         self.labels = labels_or_preset(labels, preset, optional=self.adapter is not None)
-        self.templates = templates_of(template)
-        self.threshold, self.multi_label, self.label_threshold = threshold, multi_label, label_threshold
+        self.options = ScoringOptions(
+            templates=templates_of(template),
+            multi_label=multi_label,
+            threshold=threshold,
+            min_margin=min_margin,
+            label_thresholds=label_threshold,
+        )
 
 
 def labels_or_preset(labels: list[str] | None, preset: str | None, *, optional: bool = False) -> str | list[str] | None:
@@ -89,8 +100,8 @@ def labels_or_preset(labels: list[str] | None, preset: str | None, *, optional: 
     return labels[0] if len(labels) == 1 else labels
 
 
-def templates_of(template: str | None) -> list[str] | None:
-    return [template] if template and template.strip() else None
+def templates_of(template: str | None) -> tuple[str, ...] | None:
+    return (template,) if template and template.strip() else None
 
 
 def check_file_count(count: int, limit: int) -> None:

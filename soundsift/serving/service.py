@@ -24,7 +24,7 @@ import functools
 import io
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, TypeVar
@@ -46,7 +46,7 @@ from soundsift.core.pipeline import (
     ready_features,
 )
 from soundsift.core.results import Classification, FailedInput
-from soundsift.core.scoring import PreparedLabels, check_label_thresholds
+from soundsift.core.scoring import PreparedLabels, ScoringOptions, check_label_thresholds
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
@@ -232,18 +232,20 @@ class ClassificationService:
         return await asyncio.get_running_loop().run_in_executor(self._workers, call)
 
     async def prepare_labels(
-        self,
-        labels: str | Sequence[str] | None,
-        templates: Sequence[str] | None,
-        multi_label: bool,
-        adapter: str | None = None,
+        self, labels: str | Sequence[str] | None, options: ScoringOptions, adapter: str | None = None
     ) -> PreparedLabels:
-        """The request's labels, with the taught labels of the stored ``adapter`` named (or of the
-        server's own ``--adapter``)."""
+        """The request's labels prepared with its options, with the taught labels of the stored
+        ``adapter`` named (or of the server's own ``--adapter``); per-label thresholds are checked."""
         chosen = self.adapters.get(adapter) if adapter else None
-        return await self.in_worker_pool(
-            self.classifier.prepare_labels, labels, templates=templates, multi_label=multi_label, adapter=chosen
+        prepared = await self.in_worker_pool(
+            self.classifier.prepare_labels,
+            labels,
+            templates=options.templates,
+            multi_label=options.multi_label,
+            adapter=chosen,
         )
+        check_label_thresholds(prepared, options.label_thresholds)
+        return prepared
 
     async def teach(
         self,
@@ -282,18 +284,9 @@ class ClassificationService:
         await self.in_worker_pool(self.classifier.checked_adapter, adapter)
         return await self.in_worker_pool(self.adapters.put, name, adapter)
 
-    async def classify(
-        self,
-        upload: Upload,
-        prepared: PreparedLabels,
-        *,
-        threshold: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
-    ) -> Classification:
+    async def classify(self, upload: Upload, prepared: PreparedLabels, options: ScoringOptions) -> Classification:
         """One upload; its error is raised (the API answers it with the matching status)."""
-        (result,) = await self.classify_many(
-            [upload], prepared, threshold=threshold, label_thresholds=label_thresholds, raise_errors=True
-        )
+        (result,) = await self.classify_many([upload], prepared, options, raise_errors=True)
         assert isinstance(result, Classification)
         return result
 
@@ -301,21 +294,20 @@ class ClassificationService:
         self,
         uploads: Sequence[Upload],
         prepared: PreparedLabels,
+        options: ScoringOptions,
         *,
-        threshold: float | None = None,
-        label_thresholds: float | Mapping[str, float] | None = None,
         raise_errors: bool = False,
     ) -> list[Classification | FailedInput]:
         """Classify uploads with the pipeline's decode and scoring steps, embedding through the
         engine; a bad upload becomes a FailedInput in its place."""
         inputs = [(upload.file, upload.name) for upload in uploads]
-        return await self._classify(inputs, prepared, threshold, label_thresholds, raise_errors)
+        return await self._classify(inputs, prepared, options, raise_errors)
 
     async def classify_samples(
-        self, samples: np.ndarray, sample_rate: int, prepared: PreparedLabels, *, threshold: float | None = None
+        self, samples: np.ndarray, sample_rate: int, prepared: PreparedLabels, options: ScoringOptions
     ) -> Classification:
         """Audio already in memory (the page's live microphone), under the same admission and engine."""
-        (result,) = await self._classify([((samples, sample_rate), "live")], prepared, threshold, None, True)
+        (result,) = await self._classify([((samples, sample_rate), "live")], prepared, options, True)
         assert isinstance(result, Classification)
         return result
 
@@ -323,13 +315,12 @@ class ClassificationService:
         self,
         inputs: Sequence[tuple[AudioInput, str]],
         prepared: PreparedLabels,
-        threshold: float | None,
-        label_thresholds: float | Mapping[str, float] | None,
+        options: ScoringOptions,
         raise_errors: bool,
     ) -> list[Classification | FailedInput]:
-        check_label_thresholds(prepared, label_thresholds)
+        check_label_thresholds(prepared, options.label_thresholds)
         pipeline = self.classifier.pipeline
-        decision = pipeline.decision(threshold=threshold, label_thresholds=label_thresholds)
+        decision = pipeline.decision(options)
         async with self.admit(len(inputs)):
             decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
         results = []

@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from soundsift.core.results import Classification
+from soundsift.core.scoring import ScoringOptions
 from soundsift.i18n.page_text import message
 from soundsift.i18n.presets import PRESETS, PRESETS_ZH
 from soundsift.serving.page.common import (
@@ -173,10 +174,11 @@ async def run_classification(
         raise PageProblem(message(language, "no_audio"))
     if (not labels or not labels.strip()) and not options.adapter:
         raise PageProblem(message(language, "no_labels"))
-    templates = [options.template] if options.template and options.template.strip() else None
+    templates = (options.template,) if options.template and options.template.strip() else None
+    scoring = ScoringOptions(templates=templates, multi_label=options.multi_label, threshold=options.threshold)
     with as_page_problems("classification", language), open_upload(upload_root, audio_path, language) as upload:
-        prepared = await service.prepare_labels(labels or None, templates, options.multi_label, options.adapter)
-        result = await service.classify(upload, prepared, threshold=options.threshold)
+        prepared = await service.prepare_labels(labels or None, scoring, options.adapter)
+        result = await service.classify(upload, prepared, scoring)
     return verdict(result, elapsed_ms(started), language), score_table(result, language), score_chart(result, language)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from soundsift.core.labels import label_names
+from soundsift.detection.events import EventRules
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectOptions
 from soundsift.i18n.page_text import message
@@ -85,8 +87,9 @@ async def run_detection(
         raise PageProblem(message(language, "no_recording"))
     if not labels or not labels.strip():
         raise PageProblem(message(language, "no_labels"))
-    options = DetectOptions(window_s=float(window), threshold=float(threshold), background=background or None)
     with as_page_problems("detection", language), open_upload(upload_root, audio_path, language) as upload:
+        rules = EventRules(threshold=float(threshold), background=tuple(label_names(background)) if background else ())
+        options = DetectOptions(window_s=float(window), rules=rules)
         detection = await service.detect(upload, labels, options, disconnected=_never_disconnected)
     summary = message(language, "events_summary", count=len(detection.events), duration=f"{detection.duration_s:.1f}")
     return summary, score_curves(detection, language), event_table(detection, language)

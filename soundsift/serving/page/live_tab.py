@@ -19,7 +19,7 @@ import pandas as pd
 
 from soundsift.core.audio import resample
 from soundsift.core.results import LabelScore
-from soundsift.core.scoring import PreparedLabels
+from soundsift.core.scoring import PreparedLabels, ScoringOptions
 from soundsift.i18n.page_text import message
 from soundsift.monitor.gate import AlertGate
 from soundsift.serving.page.common import (
@@ -132,7 +132,7 @@ async def step(
         raise PageProblem(message(language, "no_labels"))
     if session is None or session.request != request:
         with as_page_problems("live labels", language):
-            prepared = await service.prepare_labels(labels or None, None, False, adapter)
+            prepared = await service.prepare_labels(labels or None, ScoringOptions(), adapter)
         needed, window = CONFIRM
         gate = AlertGate(prepared.names, needed=needed, window=window, cooldown_s=COOLDOWN_S)
         session = LiveSession(request, prepared, gate, service.classifier.sample_rate)
@@ -141,7 +141,7 @@ async def step(
     rate, data = chunk
     session.add(resample(mono_float(data), int(rate), session.sample_rate))
     with as_page_problems("live scoring", language):
-        result = await service.classify_samples(session.ring, session.sample_rate, session.prepared)
+        result = await service.classify_samples(session.ring, session.sample_rate, session.prepared, ScoringOptions())
     by_label = {score.label: score.score for score in result.scores}
     for label in session.gate.update(session.heard_s, {name: by_label[name] >= threshold for name in by_label}):
         session.events.appendleft((session.heard_s, label, by_label[label]))

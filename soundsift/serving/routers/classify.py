@@ -28,10 +28,8 @@ async def classify(
         raise ApiError(
             422, "too_many_files", f"send one 'audio' file here ({len(audio)} given); use /api/classify/batch"
         )
-    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label, form.adapter)
-    result = await service.classify(
-        upload_of(audio[0]), prepared, threshold=form.threshold, label_thresholds=form.label_threshold
-    )
+    prepared = await service.prepare_labels(form.labels, form.options, form.adapter)
+    result = await service.classify(upload_of(audio[0]), prepared, form.options)
     return ClassifyResponse(**result.model_dump(), elapsed_ms=elapsed_ms(started))
 
 
@@ -48,11 +46,8 @@ async def classify_batch(
 ) -> BatchResponse:
     started = time.perf_counter()
     check_file_count(len(audio), service.settings.max_batch_files)
-    prepared = await service.prepare_labels(form.labels, form.templates, form.multi_label, form.adapter)
+    prepared = await service.prepare_labels(form.labels, form.options, form.adapter)
     results = await service.classify_many(
-        [upload_of(upload, index) for index, upload in enumerate(audio)],
-        prepared,
-        threshold=form.threshold,
-        label_thresholds=form.label_threshold,
+        [upload_of(upload, index) for index, upload in enumerate(audio)], prepared, form.options
     )
     return BatchResponse(results=results, elapsed_ms=elapsed_ms(started))

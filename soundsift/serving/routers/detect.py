@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
+from soundsift.core.labels import label_names
+from soundsift.detection.events import EventRules
 from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
 from soundsift.serving.dependencies import (
     ADAPTER_HELP,
@@ -50,17 +52,15 @@ async def detect(
     adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
 ) -> DetectResponse:
     started = time.perf_counter()
-    options = DetectOptions(
-        window_s=window_s,
-        hop_s=hop_s,
+    rules = EventRules(
         threshold=threshold,
         off_threshold=off_threshold,
         smoothing_windows=smoothing_windows,
         min_duration_s=min_duration_s,
         merge_gap_s=merge_gap_s,
-        background=background or None,
-        templates=templates_of(template),
+        background=tuple(label_names(background)) if background else (),
     )
+    options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=templates_of(template))
     detection = await service.detect(
         upload_of(audio),
         labels_or_preset(labels, preset, optional=bool(adapter)),
