@@ -3,9 +3,11 @@
 ``Adapter.fit(classifier, "examples/")`` embeds the clips (one sub-folder per label, or a CSV of
 ``path,label``; ``_none`` holds "none of these" recordings), picks a method by cross-validation
 (see soundsift.core.fitting), and calibrates a softmax scale and a threshold per label. The result
-is one portable file (``Adapter.save`` / ``Adapter.load``): safetensors arrays plus JSON metadata,
-no pickle. It records the model and an *embedding fingerprint* — the model's embeddings of fixed
-probe sounds and a probe text — so a classifier whose embeddings differ refuses it.
+is one portable file (``Adapter.save`` / ``Adapter.load``; the container is
+soundsift.core.adapter_file): safetensors arrays plus JSON metadata, no pickle. Where the clips
+come from is soundsift.core.examples. It records the model and an *embedding fingerprint* (the
+model's embeddings of fixed probe sounds and a probe text, soundsift.core.fingerprint), so a
+classifier whose embeddings differ refuses it.
 
 Taught labels join a request's zero-shot labels (`Adapter.prepared_labels`): they come first,
 scored by the adapter's class vectors (and Tip-Adapter cache), then ranked together.
@@ -13,11 +15,8 @@ scored by the adapter's class vectors (and Tip-Adapter cache), then ranked toget
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cached_property
@@ -27,28 +26,16 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from soundsift._version import __version__
+from soundsift.core import adapter_file
 from soundsift.core.audio import AudioInput
-from soundsift.core.files import audio_files
+from soundsift.core.examples import ExamplesInput, content_hash, describe_clip, read_examples, read_negatives
 from soundsift.core.fingerprint import AGREEMENT, agreement, same_model
 from soundsift.core.fitting import ExampleCache, Examples, Head, Method, calibrate, describe, fit, select
 from soundsift.core.label_text import LabelEncoder
 from soundsift.core.labels import LabelClass
 from soundsift.core.pipeline import Pipeline
 from soundsift.core.scoring import PreparedLabels
-from soundsift.core.text import load_bounded_json
 from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, LabelError, SoundsiftError
-
-FORMAT = "soundsift-adapter"
-FORMAT_VERSION = 1
-NEGATIVE_LABEL = "_none"
-MAX_EXAMPLE_LIST_BYTES = 10 * 1024 * 1024
-# An adapter's metadata holds labels, prompts, clip hashes and skipped clips: a few MB at the most
-# for the largest teaching the server allows; nothing in it is nested more than four levels.
-MAX_METADATA_CHARS = 16 * 1024 * 1024
-MAX_METADATA_DEPTH = 16
-
-ExamplesInput = str | os.PathLike[str] | Mapping[str, Sequence[AudioInput]]
-"""A folder (one sub-folder per label), a CSV file of ``path,label``, or ``{label: [clips]}``."""
 
 
 class TeachingModel(Protocol):
@@ -67,14 +54,6 @@ class TeachingModel(Protocol):
     def label_encoder(self) -> LabelEncoder: ...
 
     def fingerprint(self) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class ExampleFiles:
-    """Clips per label, and the negative clips, as found in a folder, a CSV or a mapping."""
-
-    by_label: dict[str, list[AudioInput]]
-    negatives: list[AudioInput]
 
 
 @dataclass(frozen=True)
@@ -145,7 +124,7 @@ class Adapter:
             classifier,
             [label for label, _ in clips],
             outcomes,
-            sources=[_describe(clip) for clip in every_clip],
+            sources=[describe_clip(clip) for clip in every_clip],
             digests=digests,
             method=method,
             templates=templates,
@@ -333,16 +312,12 @@ class Adapter:
     # ---- the file -----------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        from safetensors.numpy import save_file
-
         target = Path(path)
-        save_file(self._tensors(), str(target), metadata={FORMAT: json.dumps(self._metadata(), ensure_ascii=False)})
+        target.write_bytes(self.to_bytes())
         return target
 
     def to_bytes(self) -> bytes:
-        from safetensors.numpy import save
-
-        return save(self._tensors(), metadata={FORMAT: json.dumps(self._metadata(), ensure_ascii=False)})
+        return adapter_file.encode(self._tensors(), self._metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, name: str = "") -> Adapter:
@@ -357,13 +332,9 @@ class Adapter:
     @classmethod
     def from_bytes(cls, data: bytes, *, name: str = "", source: str = "adapter") -> Adapter:
         from safetensors import SafetensorError
-        from safetensors.numpy import load
 
         try:
-            tensors = load(data)
-            metadata = load_bounded_json(
-                _header_metadata(data).get(FORMAT, "null"), max_chars=MAX_METADATA_CHARS, max_depth=MAX_METADATA_DEPTH
-            )
+            tensors, metadata = adapter_file.decode(data)
         except (SafetensorError, ValueError, OSError) as error:
             raise AdapterError(f"{source}: not a soundsift adapter file ({error})") from None
         try:
@@ -386,8 +357,8 @@ class Adapter:
 
     def _metadata(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format": adapter_file.FORMAT,
+            "format_version": adapter_file.FORMAT_VERSION,
             "labels": list(self.labels),
             "examples": self.examples,
             "method": self.method,
@@ -407,10 +378,10 @@ class Adapter:
 
     @classmethod
     def _from_parts(cls, tensors: dict[str, np.ndarray], metadata: Any, name: str) -> Adapter:
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        if not isinstance(metadata, dict) or metadata.get("format") != adapter_file.FORMAT:
             raise ValueError("no soundsift adapter metadata")
-        if metadata.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"format version {metadata.get('format_version')} is not {FORMAT_VERSION}")
+        if metadata.get("format_version") != adapter_file.FORMAT_VERSION:
+            raise ValueError(f"format version {metadata.get('format_version')} is not {adapter_file.FORMAT_VERSION}")
         labels = tuple(str(label) for label in metadata["labels"])
         adapter = cls(
             labels=labels,
@@ -467,83 +438,11 @@ class Adapter:
             raise ValueError("logit_scale must be a positive number")
 
 
-# ---- examples --------------------------------------------------------------------------------------
-
-
-def read_examples(examples: ExamplesInput) -> ExampleFiles:
-    """Clips per label from a folder of label folders, a ``path,label`` CSV, or a mapping."""
-    if isinstance(examples, Mapping):
-        by_label = {str(label).strip(): list(clips) for label, clips in examples.items()}
-        negatives = by_label.pop(NEGATIVE_LABEL, [])
-        return _checked(ExampleFiles(by_label, negatives), "the examples")
-    path = Path(examples)
-    if path.is_dir():
-        return _checked(_from_folder(path), str(path))
-    if path.is_file():
-        return _checked(_from_csv(path), str(path))
-    raise ExamplesError(f"{path}: no such folder or CSV file")
-
-
-def read_negatives(negatives: str | os.PathLike[str] | Sequence[AudioInput]) -> list[AudioInput]:
-    if isinstance(negatives, (str, os.PathLike)):
-        folder = Path(negatives)
-        if not folder.is_dir():
-            raise ExamplesError(f"{folder}: the negatives must be a folder of recordings")
-        return list(audio_files(folder))
-    return list(negatives)
-
-
-def _from_folder(folder: Path) -> ExampleFiles:
-    by_label: dict[str, list[AudioInput]] = {}
-    negatives: list[AudioInput] = []
-    for child in sorted(folder.iterdir()):
-        if not child.is_dir() or child.name.startswith("."):
-            continue
-        clips: list[AudioInput] = list(audio_files(child))
-        if child.name == NEGATIVE_LABEL:
-            negatives.extend(clips)
-        else:
-            by_label[child.name] = clips
-    return ExampleFiles(by_label, negatives)
-
-
-def _from_csv(path: Path) -> ExampleFiles:
-    if path.stat().st_size > MAX_EXAMPLE_LIST_BYTES:
-        raise ExamplesError(f"{path}: the example list is larger than {MAX_EXAMPLE_LIST_BYTES // 2**20} MB")
-    by_label: dict[str, list[AudioInput]] = {}
-    negatives: list[AudioInput] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            for number, row in enumerate(csv.reader(handle), start=1):
-                if not row or (number == 1 and [cell.strip().lower() for cell in row[:2]] == ["path", "label"]):
-                    continue
-                if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                    raise ExamplesError(f"{path}:{number}: expected 'path,label'")
-                clip, label = (path.parent / row[0].strip()), row[1].strip()
-                (negatives if label == NEGATIVE_LABEL else by_label.setdefault(label, [])).append(str(clip))
-    except UnicodeDecodeError:
-        raise ExamplesError(f"{path}: the example list is not UTF-8 text") from None
-    except csv.Error as error:
-        raise ExamplesError(f"{path}: not a readable CSV ({error})") from None
-    return ExampleFiles(by_label, negatives)
-
-
-def _checked(found: ExampleFiles, where: str) -> ExampleFiles:
-    if not found.by_label:
-        raise ExamplesError(f"{where}: no labels found (expected one folder per label, or a 'path,label' CSV)")
-    empty = [label for label, clips in found.by_label.items() if not clips]
-    if empty:
-        raise ExamplesError(f"{where}: no audio clips for label(s) {', '.join(empty)}")
-    if any(not label for label in found.by_label):
-        raise ExamplesError(f"{where}: a label is empty")
-    return found
-
-
 def _embed(
     classifier: TeachingModel, clips: list[AudioInput], cached: dict[str, np.ndarray]
 ) -> tuple[list[np.ndarray | SoundsiftError], list[str]]:
     """Each clip's embedding (from ``cached`` when its content hash is there) or error, and its hash."""
-    digests = [_content_hash(clip) for clip in clips]
+    digests = [content_hash(clip) for clip in clips]
     missing = [index for index, digest in enumerate(digests) if not digest or digest not in cached]
     fresh = dict(zip(missing, classifier.pipeline.embed_all([clips[index] for index in missing])))
     return [fresh[index] if index in fresh else cached[digest] for index, digest in enumerate(digests)], digests
@@ -557,44 +456,5 @@ def _check_every_label_has_clips(labels: tuple[str, ...], owners: list[int], ski
         raise ExamplesError(f"no usable clip for label(s) {', '.join(empty)} ({reasons})")
 
 
-def _content_hash(clip: AudioInput) -> str:
-    """sha256 of a file's bytes or an array's samples; '' for inputs that cannot be re-read."""
-    digest = hashlib.sha256()
-    if isinstance(clip, (str, os.PathLike)):
-        try:
-            with open(clip, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-        except OSError:
-            return ""
-    elif isinstance(clip, (bytes, bytearray)):
-        digest.update(clip)
-    elif isinstance(clip, tuple) and len(clip) == 2 and isinstance(clip[0], np.ndarray):
-        digest.update(f"{clip[1]}:{clip[0].shape}:{clip[0].dtype}".encode())
-        digest.update(np.ascontiguousarray(clip[0]).tobytes())
-    else:
-        return ""
-    return digest.hexdigest()
-
-
-def _describe(clip: AudioInput) -> str:
-    return os.fspath(clip) if isinstance(clip, (str, os.PathLike)) else "<clip>"
-
-
 def _stack(vectors: list[np.ndarray], width: int) -> np.ndarray:
     return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, width), dtype=np.float32)
-
-
-def _header_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    length = int.from_bytes(data[:8], "little")
-    if length > len(data) - 8:
-        raise ValueError("header longer than the file")
-    text = data[8 : 8 + length].decode("utf-8")
-    header = load_bounded_json(text, max_chars=MAX_METADATA_CHARS, max_depth=MAX_METADATA_DEPTH)
-    metadata = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-    if not isinstance(metadata, dict):
-        raise ValueError("__metadata__ is not an object")
-    return {str(key): str(value) for key, value in metadata.items()}
