@@ -9,6 +9,7 @@ from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
 
 from soundsift import Classifier, FailedInput, LabelError
 from soundsift.core.audio import load_audio
+from soundsift.core.features import int16_roundtrip
 from soundsift.core.pipeline import embeddings_or_raise
 from soundsift.errors import AudioTooLongError, ModelLoadError
 
@@ -49,7 +50,7 @@ def test_scores_match_direct_computation_with_synonyms_and_templates(classifier,
     labels = {"dog": ["dog barking", "dog bark"], "rain": ["rain"], "siren": ["siren", "ambulance siren"]}
     result = classifier.classify(esc50_clips[0], labels, templates=templates, threshold=0.0, min_margin=0.0)
 
-    audio = reference_audio(reference, load_audio(esc50_clips[0], 48_000).samples)
+    audio = reference_audio(reference, int16_roundtrip(load_audio(esc50_clips[0], 48_000).samples))
     class_vectors = []
     for phrases in labels.values():
         prompts = [t.replace("{}", p) for p in phrases for t in templates]

@@ -100,3 +100,32 @@ def test_bilinear_resize_matches_torch():
         torch.tensor(matrix[None, None]), size=[1001, 64], mode="bilinear", align_corners=False
     )[0, 0].numpy()
     np.testing.assert_allclose(bilinear_resize_rows(matrix, 1001), expected, atol=1e-4)
+
+
+def test_samples_go_through_16_bit_integers_as_laion_clap_feeds_them():
+    from soundsift.core.features import int16_roundtrip
+
+    samples = np.array([1.44, -2.0, 0.5, 1e-6, -1e-6, 0.25], dtype=np.float32)
+    # laion_clap's float32_to_int16 / int16_to_float32 (training/data.py), written out
+    reference = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    np.testing.assert_array_equal(int16_roundtrip(samples), (reference / 32767.0).astype(np.float32))
+    assert int16_roundtrip(samples)[:2].tolist() == [1.0, -1.0] and int16_roundtrip(samples)[3:5].tolist() == [0, 0]
+
+
+def test_the_pipeline_clips_peaks_and_silences_what_is_below_the_int16_floor(tiny_model_dir):
+    from soundsift import Classifier
+    from soundsift.core.features import int16_roundtrip
+
+    reference = Classifier(model=str(tiny_model_dir), device="cpu").pipeline
+    plain = Classifier(model=str(tiny_model_dir), device="cpu", reference_int16=False).pipeline
+    rate = reference.sample_rate
+    time = np.arange(rate) / rate
+    loud = (1.44 * np.sin(2 * np.pi * 440 * time)).astype(np.float32)  # peaks above 1, as resampled clips do
+    quiet = (3e-5 * np.sin(2 * np.pi * 440 * time)).astype(np.float32)  # below one int16 step
+    np.testing.assert_array_equal(
+        reference.features_of(loud).features, plain.features_of(int16_roundtrip(loud)).features
+    )
+    np.testing.assert_array_equal(
+        reference.features_of(quiet).features, plain.features_of(np.zeros_like(quiet)).features
+    )
+    assert not np.array_equal(plain.features_of(loud).features, reference.features_of(loud).features)

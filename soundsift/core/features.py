@@ -188,3 +188,14 @@ def _mel_to_hz(mels: np.ndarray, scale: str) -> np.ndarray:
     log_region = mels >= 15.0
     hz[log_region] = 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels[log_region] - 15.0))
     return hz
+
+
+INT16_SCALE = 32767.0
+
+
+def int16_roundtrip(waveform: np.ndarray) -> np.ndarray:
+    """The samples as laion_clap feeds them to the features (``float32_to_int16`` then
+    ``int16_to_float32`` in its training/data.py): clipped to [-1, 1] and rounded down to the
+    16-bit grid, so peaks above 1 after resampling are clipped and sound below 1/32767 is silence."""
+    quantized = (np.clip(waveform, -1.0, 1.0) * INT16_SCALE).astype(np.int16)
+    return (quantized / INT16_SCALE).astype(np.float32)  # divided in float64, then cast: as the reference

@@ -34,7 +34,7 @@ from soundsift.core.audio import (
     is_silent,
     load_audio,
 )
-from soundsift.core.features import MelFeaturizer
+from soundsift.core.features import MelFeaturizer, int16_roundtrip
 from soundsift.core.results import Classification, FailedInput
 from soundsift.core.scoring import Decision, PreparedLabels, ScoringOptions, failed_input, score_embedding
 from soundsift.core.settings import ModelSettings
@@ -190,6 +190,10 @@ class Pipeline:
         return self.features_of(clip.samples)
 
     def features_of(self, samples: np.ndarray) -> ClipFeatures:
+        """Model input for mono samples at the model's rate (through 16-bit integers first, as the
+        reference does, unless the ``reference_int16`` setting is off)."""
+        if self.settings.reference_int16:
+            samples = int16_roundtrip(samples)
         features, is_longer = self.featurizer.clip_features(samples)
         return ClipFeatures(features.astype(np.float32, copy=False), is_longer)
 

@@ -74,6 +74,12 @@ class ModelSettings(SoundsiftSettings):
         "(refused if it was taught on a model whose embeddings differ).",
     )
     batch_size: int = Field(8, ge=1, le=1024, description="Clips per model call.")
+    reference_int16: bool = Field(
+        True,
+        description="Pass the samples through 16-bit integers before the features, as LAION's laion_clap does in "
+        "training and evaluation (clip to [-1, 1], x32767, int16, /32767), so embeddings match the reference; "
+        "off keeps float precision and peaks above 1.",
+    )
     templates: list[str] = Field(
         default_factory=lambda: [DEFAULT_TEMPLATE],
         description="Prompt templates with a {} placeholder; several are averaged (prompt ensemble).",
