@@ -269,3 +269,21 @@ def test_server_gpu_replicas_need_gpus():
         replica_devices(ModelSettings(), ServerSettings(gpus="all"))
     with pytest.raises(ConfigurationError, match="gpus"):
         ServerSettings.build(gpus="some")
+
+
+def test_a_model_failure_is_a_processing_error_in_classify_and_detect_too(classifier, esc50_clips, monkeypatch):
+    """classify() and detect() go through the same isolating embedder as batch: the model raising
+    inside is the input's ProcessingError, never the raw exception."""
+    from soundsift import detect
+    from soundsift.errors import ProcessingError
+
+    def broken(features, is_longer):
+        raise RuntimeError("simulated allocator failure")
+
+    monkeypatch.setattr(classifier.backend, "embed_audio", broken)
+    with pytest.raises(ProcessingError):
+        classifier.classify(esc50_clips[0], "dog, rain")
+    with pytest.raises(ProcessingError):
+        detect(classifier, esc50_clips[0], "dog, rain")
+    batch = classifier.classify_batch(esc50_clips[:2], "dog, rain", errors="return")
+    assert [item.error for item in batch] == ["processing_failed", "processing_failed"]
