@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Security
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -31,7 +31,7 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
-from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login
+from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, openai
 from soundsift.serving.routers import search as search_routes
 from soundsift.serving.search_service import SearchService
 from soundsift.serving.service import ClassificationService
@@ -45,6 +45,7 @@ API_ROUTERS = (
     info.router,
     adapters.router,
     search_routes.router,
+    openai.router,
 )
 
 
@@ -142,9 +143,10 @@ _api_fallback = APIRouter(include_in_schema=False)
 
 
 @_api_fallback.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-async def unknown_api_path(rest: str) -> None:
-    """Unknown /api/* paths get a JSON 404 instead of falling through to the web page."""
-    raise ApiError(404, "not_found", f"no API endpoint /api/{printable(rest)[:200]}; see /docs")
+@_api_fallback.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+async def unknown_api_path(request: Request, rest: str) -> None:
+    """Unknown /api/* and /v1/* paths get a JSON 404 instead of falling through to the web page."""
+    raise ApiError(404, "not_found", f"no API endpoint {printable(request.url.path)[:200]}; see /docs")
 
 
 def _display_host(host: str) -> str:
