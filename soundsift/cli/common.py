@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from soundsift.core.scoring import SCORING_HELP
 from soundsift.core.settings import DEFAULT_MODEL, DEFAULT_TEMPLATE, ModelSettings, validation_message
 from soundsift.errors import UsageError
 from soundsift.i18n.presets import preset_labels, preset_names
@@ -66,17 +67,11 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="templates",
         metavar="TEMPLATE",
-        help=f'prompt template with {{}} for the label (default "{DEFAULT_TEMPLATE}"); repeat to average several',
+        help=f'{SCORING_HELP["templates"]} (default "{DEFAULT_TEMPLATE}"); repeat to average several',
     )
-    group.add_argument("--threshold", type=float, help="confidence below this is reported as uncertain (default 0.35)")
-    group.add_argument(
-        "--min-margin", type=float, help="top-1 minus top-2 score below this is uncertain (default 0.05)"
-    )
-    group.add_argument(
-        "--multi-label",
-        action="store_true",
-        help="judge every label on its own (several sounds may be present, or none)",
-    )
+    group.add_argument("--threshold", type=float, help=f"{SCORING_HELP['threshold']} (default 0.35)")
+    group.add_argument("--min-margin", type=float, help=f"{SCORING_HELP['min_margin']} (default 0.05)")
+    group.add_argument("--multi-label", action="store_true", help=SCORING_HELP["multi_label"])
     group.add_argument(
         "--label-threshold",
         dest="label_thresholds",

@@ -71,15 +71,22 @@ class PreparedLabels:
         return {name: english for name, english in zip(self.names, self.translated_as) if english}
 
 
+SCORING_HELP = {
+    "templates": "prompt template with {} for the label",
+    "multi_label": "judge every label on its own (several sounds may be present, or none)",
+    "threshold": "top-1 confidence below this is uncertain (0 to 1)",
+    "min_margin": "top-1 minus top-2 score below this is uncertain (0 to 1)",
+    "label_thresholds": "multi-label: cosine similarity a label needs (-1 to 1)",
+}
+"""What each field of `ScoringOptions` means: the CLI's flag help and the HTTP form's field
+descriptions are taken from here, so the three say the same."""
+
+
 @dataclass(frozen=True)
 class ScoringOptions:
     """One request's scoring choices, validated once when made and then passed along unchanged: the
     Classifier's keywords, the HTTP form, the CLI flags and the page each make one. None (or empty)
-    means the classifier's own setting.
-
-    ``threshold``: top-1 confidence below this is uncertain (0-1). ``min_margin``: top-1 minus top-2
-    score below this is uncertain (0-1). ``label_thresholds``: multi-label similarity needed, one
-    number for every label or one per label name (-1 to 1). ``templates``: prompt templates."""
+    means the classifier's own setting; each field is described in `SCORING_HELP`."""
 
     templates: tuple[str, ...] | None = None
     multi_label: bool = False

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Form, Request, UploadFile
 from fastapi.security import HTTPBearer
 
-from soundsift.core.scoring import ScoringOptions
+from soundsift.core.scoring import SCORING_HELP, ScoringOptions
 from soundsift.errors import QueueFullError
 from soundsift.i18n.presets import preset_labels, preset_names
 from soundsift.serving.errors import RETRY_AFTER_S, ApiError, printable
@@ -54,6 +54,11 @@ async def model_admission(service: Service) -> None:
 RUNS_MODEL = Depends(model_admission)
 
 
+def _help(field: str) -> str:
+    text = SCORING_HELP[field]
+    return text[0].upper() + text[1:] + "."
+
+
 class ScoringForm:
     """The form fields every classification route shares: labels or a preset, and how to decide."""
 
@@ -61,15 +66,13 @@ class ScoringForm:
         self,
         labels: Annotated[list[str] | None, Form(description=LABELS_HELP)] = None,
         preset: Annotated[str | None, Form(description=PRESET_HELP)] = None,
-        threshold: Annotated[
-            float | None, Form(ge=0, le=1, description="Top-1 confidence below this is uncertain.")
+        threshold: Annotated[float | None, Form(ge=0, le=1, description=_help("threshold"))] = None,
+        min_margin: Annotated[float | None, Form(ge=0, le=1, description=_help("min_margin"))] = None,
+        template: Annotated[str | None, Form(description=_help("templates"))] = None,
+        multi_label: Annotated[bool, Form(description=_help("multi_label"))] = False,
+        label_threshold: Annotated[
+            float | None, Form(ge=-1, le=1, description=_help("label_thresholds") + ", one for every label")
         ] = None,
-        min_margin: Annotated[
-            float | None, Form(ge=0, le=1, description="Top-1 minus top-2 score below this is uncertain.")
-        ] = None,
-        template: Annotated[str | None, Form(description="Prompt template with {} for the label.")] = None,
-        multi_label: Annotated[bool, Form(description="Judge every label on its own.")] = False,
-        label_threshold: Annotated[float | None, Form(ge=-1, le=1, description="Multi-label similarity.")] = None,
         adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
     ) -> None:
         self.adapter = adapter or None
