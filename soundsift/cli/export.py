@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from soundsift.cli.common import EXIT_OK
+from soundsift.core.gallery import resolve_model
 from soundsift.errors import UsageError
 
 
@@ -18,7 +19,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "included), tokenizer.json and manifest.json (source model, opset, quantization, checksums) into "
         "--out. Needs torch and transformers; serving the result needs only onnxruntime.",
     )
-    parser.add_argument("--model", required=True, help="hub id or local folder of a CLAP checkpoint")
+    parser.add_argument(
+        "--model", required=True, help="hub id or local folder of a CLAP checkpoint, or an alias (soundsift models)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="folder to write")
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")
     parser.add_argument(
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.backends.onnx.export import export
 
     started = time.perf_counter()
-    folder = export(args.model, args.out, quantize=args.quantize, quantize_encoders=encoders, fp16=args.fp16)
+    model = args.model if Path(args.model).expanduser().exists() else resolve_model(args.model)
+    folder = export(model, args.out, quantize=args.quantize, quantize_encoders=encoders, fp16=args.fp16)
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(folder.glob("*.onnx")))
     print(f"exported {args.model} to {folder} in {time.perf_counter() - started:.1f} s ({sizes})")
     return EXIT_OK

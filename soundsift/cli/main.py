@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from soundsift.cli import batch, classify, detect, eval, export, index, monitor, search, serve, teach
+from soundsift.cli import batch, classify, detect, eval, export, index, models, monitor, search, serve, teach
 from soundsift.errors import SoundsiftError
 
-SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, search)
+SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, search, models)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("soundsift: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`soundsift models | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def build_parser() -> argparse.ArgumentParser:

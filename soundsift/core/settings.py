@@ -10,11 +10,13 @@ are refused, and so is any value out of range, also when settings are overridden
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from soundsift.core.gallery import resolve_model
 from soundsift.core.text import check_text
 from soundsift.errors import ConfigurationError, LabelError
 
@@ -57,7 +59,11 @@ class SoundsiftSettings(BaseSettings):
 class ModelSettings(SoundsiftSettings):
     """What a Classifier needs: the checkpoint and runtime, scoring defaults and limits on inputs."""
 
-    model: str = Field(DEFAULT_MODEL, description="Hugging Face hub id or local folder of a CLAP checkpoint.")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Hugging Face hub id or local folder of a CLAP checkpoint, or a gallery alias "
+        "(fused, unfused, general, music-and-speech, music; `soundsift models`).",
+    )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend: torch or onnx.")
     quantize: Literal["none", "int8"] = Field(
@@ -129,6 +135,13 @@ class ModelSettings(SoundsiftSettings):
             return validate_templates(templates, max_chars=10_000)
         except LabelError as error:
             raise ValueError(str(error)) from None
+
+    @field_validator("model")
+    @classmethod
+    def _aliases_name_checkpoints(cls, model: str) -> str:
+        if Path(model).expanduser().exists():  # a folder of that name is meant, not the alias
+            return model
+        return resolve_model(model)
 
     @field_validator("device")
     @classmethod

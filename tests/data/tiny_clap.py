@@ -36,7 +36,25 @@ def training_corpus() -> list[str]:
     return [f"This is a sound of {name}." for name in names] + ["a recording of", "狗叫声 猫叫声 鸟叫声"]
 
 
-def build_tiny_clap(folder: Path, *, fusion: bool = True, seed: int = 0) -> Path:
+# The audio encoder's proportions, scaled down: HTSAT-tiny (clap-htsat-*) and HTSAT-base
+# (larger_clap_*: wider patches, a deeper third stage, no fusion).
+AUDIO_SHAPES = {
+    "tiny": {
+        "patch_embeds_hidden_size": 8,
+        "hidden_size": 64,
+        "depths": [2, 2, 2, 2],
+        "num_attention_heads": [2, 2, 4, 4],
+    },
+    "base": {
+        "patch_embeds_hidden_size": 16,
+        "hidden_size": 128,
+        "depths": [2, 2, 4, 2],
+        "num_attention_heads": [2, 4, 8, 8],
+    },
+}
+
+
+def build_tiny_clap(folder: Path, *, fusion: bool = True, seed: int = 0, shape: str = "tiny") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(training_corpus(), vocab_size=800, min_frequency=1, special_tokens=SPECIAL_TOKENS)
@@ -73,10 +91,7 @@ def build_tiny_clap(folder: Path, *, fusion: bool = True, seed: int = 0) -> Path
             "window_size": 8,
             "patch_size": 4,
             "patch_stride": [4, 4],
-            "patch_embeds_hidden_size": 8,
-            "depths": [2, 2, 2, 2],
-            "num_attention_heads": [2, 2, 4, 4],
-            "hidden_size": 64,
+            **AUDIO_SHAPES[shape],
             "enable_fusion": fusion,
             "projection_dim": 16,
             "fusion_num_hidden_layers": 1,

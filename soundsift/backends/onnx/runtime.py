@@ -48,6 +48,8 @@ class OnnxBackend:
         self._audio = onnxruntime.InferenceSession(
             str(folder / AUDIO_GRAPH), session_options(threads), providers=providers
         )
+        # An unfused checkpoint's graph never reads is_longer, and the exporter leaves it out.
+        self._audio_inputs = [graph_input.name for graph_input in self._audio.get_inputs()]
         # Each session owns a thread pool whose idle threads spin; the text encoder runs rarely (labels
         # are cached), so its threads must not spin and steal the cores the audio encoder needs.
         self._text = onnxruntime.InferenceSession(
@@ -62,8 +64,9 @@ class OnnxBackend:
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         if features.shape[-2] != self.model_frames:
             features = bicubic_resize_rows(features, self.model_frames, axis=-2)
+        inputs = {"input_features": features, "is_longer": is_longer}
         with self._lock:
-            (embeddings,) = self._audio.run(None, {"input_features": features, "is_longer": is_longer})
+            (embeddings,) = self._audio.run(None, {name: inputs[name] for name in self._audio_inputs})
         return embeddings
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
