@@ -56,6 +56,8 @@ class MonitorStats:
     webhook_undelivered: int = 0
     mqtt_undelivered: int = 0
     mqtt_events_undelivered: int = 0
+    resent: int = 0
+    """Alerts an earlier run left undelivered, sent again at this run's start."""
     state: str = "starting"
     """starting, listening, reconnecting, ended or failed."""
     last_event: dict[str, Any] | None = None
@@ -163,7 +165,19 @@ class StreamMonitor:
     def stop(self) -> None:
         self.shared.stop.set()
 
+    def resend_pending(self) -> None:
+        """Alerts an earlier run raised but never delivered (the broker or the webhook was away
+        when it ended) go out again first, oldest first, with their original times; each sink
+        marks them sent as it delivers them, as it does new alerts."""
+        for sink, send in (("webhook", self.webhook and self.webhook.send), ("mqtt", self.mqtt and self.mqtt.event)):
+            if not send:
+                continue
+            for alert in self.log.pending(sink, self.config.name):
+                send(alert)
+                self.stats.resent += 1
+
     def run(self) -> MonitorStats:
+        self.resend_pending()
         audio: queue.Queue[np.ndarray | None] = queue.Queue()
         reader = threading.Thread(
             target=self._read, args=(audio,), name=f"soundsift-source-{self.config.name}", daemon=True

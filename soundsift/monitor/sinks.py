@@ -68,6 +68,31 @@ class EventLog:
             self._db.commit()
             return int(cursor.lastrowid or 0)
 
+    def pending(self, sink: str, stream: str) -> list[dict]:
+        """The alerts of ``stream`` that ``sink`` never delivered (state 'pending': the run that
+        raised them ended first), oldest first, as they were sent, with their original times."""
+        if sink not in ("webhook", "mqtt"):
+            raise ValueError(f"unknown sink {sink!r}")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, time_utc, stream, stream_time_s, start_s, end_s, label, score, source, evidence "
+                f"FROM events WHERE {sink} = 'pending' AND stream = ? ORDER BY id",
+                (stream,),
+            ).fetchall()
+        names = (
+            "id",
+            "time_utc",
+            "stream",
+            "stream_time_s",
+            "start_s",
+            "end_s",
+            "label",
+            "score",
+            "source",
+            "evidence",
+        )
+        return [{**dict(zip(names, row)), "resent": True} for row in rows]
+
     def set_webhook_state(self, event_id: int, state: str) -> None:
         self.set_delivery(event_id, "webhook", state)
 
