@@ -251,7 +251,9 @@ def wait_for_metric(process: ServerProcess, name: str, value: float, timeout_s: 
     """Until the server's gauge ``name`` reads ``value`` (``timeout_s`` is a hang guard)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = re.search(rf"^{name} ([\d.e+]+)$", requests.get(f"{process.url}/metrics", timeout=5).text, re.MULTILINE)
+        found = re.search(
+            rf"^{name} ([\d.e+]+)$", requests.get(f"{process.url}/metrics", timeout=30).text, re.MULTILINE
+        )
         if found and float(found.group(1)) >= value:
             return
         time.sleep(0.05)
