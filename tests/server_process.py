@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -32,12 +33,34 @@ def _die_with_parent() -> None:
 @contextmanager
 def running_server(model_dir: Path, log_path: Path, **settings: str) -> Iterator[ServerProcess]:
     """A ready server for the block, stopped when the block ends, whether it passed or failed."""
-    process = ServerProcess(model_dir, log_path, **settings)
+    process = start_ready(model_dir, log_path, **settings)
     try:
-        process.wait_ready()
         yield process
     finally:
         process.terminate()
+
+
+PORT_TAKEN = "address already in use"
+
+
+def start_ready(model_dir: Path, log_path: Path, *, attempts: int = 3, **settings: Any) -> ServerProcess:
+    """A ready server, or the error that kept it from starting (the process is stopped then).
+
+    The free port is picked before the server binds it, so another process on this machine (a test
+    run beside this one) can take it meanwhile; that start is tried again on another port."""
+    for attempt in range(1, attempts + 1):
+        process = ServerProcess(model_dir, log_path, **settings)
+        try:
+            process.wait_ready()
+            return process
+        except BaseException as error:
+            if process.process.poll() is None:
+                process.process.kill()  # not ready in time: it may be frozen, and SIGTERM would wait
+            process.terminate()
+            if isinstance(error, RuntimeError) and PORT_TAKEN in process.log() and attempt < attempts:
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 def without_read_override() -> list[str]:
@@ -78,18 +101,19 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/readyz", timeout=10).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or slow to answer
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"server not ready in {timeout_s} s:\n{self.log()}")
 
-    def terminate(self) -> int:
+    def terminate(self, timeout_s: float = 40.0) -> int:
+        """SIGTERM, then SIGKILL if it has not exited after ``timeout_s`` (a hang guard); the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=40)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -31,7 +31,7 @@ from soundsift.monitor.config import MonitorConfig, MqttConfig, object_id
 from soundsift.monitor.mqtt import MqttSink, node_id
 from soundsift.monitor.runner import MonitorService
 from tests.data.audio import tone
-from tests.monitor.broker import Broker, Recorder, TlsFiles, retained
+from tests.monitor.broker import HANG_GUARD_S, Broker, Recorder, TlsFiles, retained
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]  # a real mosquitto and monitor processes
 
@@ -66,8 +66,10 @@ def wav(path: Path, samples: np.ndarray) -> Path:
 def broker(tmp_path):
     server = Broker(tmp_path / "broker")
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def config(tmp_path: Path, broker: Broker | None, streams: list[dict], **shared) -> MonitorConfig:
@@ -85,8 +87,18 @@ def config(tmp_path: Path, broker: Broker | None, streams: list[dict], **shared)
     }
     data: dict = {"streams": [{**defaults, **stream} for stream in streams], "database": tmp_path / "events.db"}
     if broker:
-        data["mqtt"] = {"url": f"{broker.url}/test", "scores_interval_s": 0.5, "drain_s": 5.0}
+        # drain_s is a hang guard here: close() returns as soon as the broker has acknowledged everything.
+        data["mqtt"] = {"url": f"{broker.url}/test", "scores_interval_s": 0.5, "drain_s": HANG_GUARD_S}
     return MonitorConfig.model_validate({**data, **shared})
+
+
+def _until(condition, what: str) -> None:
+    """Poll ``condition`` until it holds; the deadline is only a hang guard."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never saw {what} in {HANG_GUARD_S:.0f} s")
+        time.sleep(0.05)
 
 
 def logged(database: Path) -> list[dict]:
@@ -100,12 +112,14 @@ def test_discovery_events_states_and_availability(classifier, broker, tmp_path):
     node = node_id("test", "kitchen")
     # A label this stream had in an earlier run: its discovery config must be removed.
     stale = Recorder(broker, "unused")
-    stale.client.publish(
+    published = stale.client.publish(
         f"homeassistant/binary_sensor/{node}/old_label_0badf00d/config",
         json.dumps({"name": "old label", "state_topic": "test/kitchen/old_label_0badf00d/state"}),
         qos=1,
         retain=True,
-    ).wait_for_publish(5)
+    )
+    published.wait_for_publish(HANG_GUARD_S)
+    assert published.is_published(), "the stale config never reached the broker"
     stale.close()
     recorder = Recorder(broker, ["test/#", "homeassistant/#"])
     service = MonitorService(classifier, config(tmp_path, broker, [{"name": "kitchen", "source": str(source)}]))
@@ -152,23 +166,23 @@ def test_last_will_says_offline_when_the_monitor_is_killed(tiny_model_dir, broke
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "soundsift", "monitor", "--labels", "siren, rain", "--source", str(source)]
     command += ["--name", "hall", "--mqtt", f"{broker.url}/test", "--db", str(tmp_path / "events.db")]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(tmp_path / "monitor.log", "wb") as log:  # a pipe that nobody reads could fill and block it
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         recorder.wait_for(
             lambda: [m.payload for m in recorder.on("test/hall/availability")][-1:] == [b"online"],
-            timeout_s=60,
             what="online from the monitor process",
         )
         process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        process.wait(timeout=HANG_GUARD_S)
         recorder.wait_for(
             lambda: [m.payload for m in recorder.on("test/hall/availability")][-1:] == [b"offline"],
-            timeout_s=10,
             what="the last will",
         )
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
         recorder.close()
     assert retained(broker, "test/hall/availability") == {"test/hall/availability": b"offline"}
 
@@ -184,19 +198,26 @@ def test_events_produced_while_the_broker_is_down_arrive_after_it_restarts(class
     )
     runner = threading.Thread(target=service.run)
     runner.start()
-    recorder.wait_for(lambda: recorder.on("test/porch/event"), timeout_s=10, what="a first event")
-    broker.stop()
-    down_from = len(logged(tmp_path / "events.db"))
-    time.sleep(2.5)  # events happen meanwhile (one per label and second of audio at speed 2)
-    produced_while_down = len(logged(tmp_path / "events.db")) - down_from
-    broker.start()
-    runner.join(timeout=60)
-    assert not runner.is_alive()
+    try:
+        recorder.wait_for(lambda: recorder.on("test/porch/event"), what="a first event")
+        broker.stop()
+        down_from = len(logged(tmp_path / "events.db"))
+        # Events happen meanwhile (one per label and second of audio at speed 2): the broker stays
+        # down until two of them are in the log, or the recording has ended.
+        _until(
+            lambda: len(logged(tmp_path / "events.db")) - down_from >= 2 or not runner.is_alive(),
+            "two events logged while the broker was down",
+        )
+        produced_while_down = len(logged(tmp_path / "events.db")) - down_from
+        broker.start()
+        runner.join(timeout=HANG_GUARD_S)
+        assert not runner.is_alive()
+    finally:
+        service.stop()
+        runner.join(timeout=HANG_GUARD_S)
     rows = logged(tmp_path / "events.db")
     assert produced_while_down >= 2, "no events were produced while the broker was down"
-    recorder.wait_for(
-        lambda: len(recorder.on("test/porch/event")) >= len(rows), timeout_s=20, what="every logged event delivered"
-    )
+    recorder.wait_for(lambda: len(recorder.on("test/porch/event")) >= len(rows), what="every logged event delivered")
     received = {message.json()["id"] for message in recorder.on("test/porch/event")}
     assert received == {row["id"] for row in rows}, "an event was lost across the broker restart"
     assert all(row["mqtt"] == "sent" for row in rows)
@@ -249,6 +270,7 @@ def test_a_stream_that_ends_is_reopened_and_reported(classifier, broker, tmp_pat
         stats = MonitorService(classifier, config(tmp_path, broker, [stream]), emit=lambda _: None).run()["garage"]
     finally:
         server.shutdown()
+        server.server_close()
     assert stats.reconnects >= 2 and stats.audio_s >= 5.0
     recorder.wait_for(
         lambda: [m.payload for m in recorder.on("test/garage/availability")].count(b"online") >= 3,
@@ -278,25 +300,34 @@ def test_evidence_clips_hold_the_event_and_the_seconds_around_it(classifier, tmp
 
 
 def test_health_port_reports_each_stream(classifier, tmp_path):
-    source = wav(tmp_path / "office.wav", sound(("tone", 6)))
+    # Far longer than the test needs: it stops the stream itself once the health port has said what
+    # is checked, so a slow start cannot let the recording end first.
+    source = wav(tmp_path / "office.wav", sound(("tone", 120)))
     cfg = config(tmp_path, None, [{"name": "office", "source": str(source), "speed": 2.0}], health_port=0)
     service = MonitorService(classifier, cfg, emit=lambda _: None)
     assert service.health_server is not None
     runner = threading.Thread(target=service.run)
     runner.start()
     try:
-        deadline, body = time.monotonic() + 10, {}
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{service.health_server.port}/health", timeout=2) as answer:
+        body: dict = {}
+
+        def health() -> dict:
+            nonlocal body
+            url = f"http://127.0.0.1:{service.health_server.port}/health"
+            with urllib.request.urlopen(url, timeout=HANG_GUARD_S) as answer:
                 body = json.loads(answer.read())
-            if body["streams"]["office"]["state"] == "listening" and body["streams"]["office"]["scored"]:
-                break
-            time.sleep(0.1)
+            return body
+
+        _until(
+            lambda: health()["streams"]["office"]["state"] == "listening" and body["streams"]["office"]["scored"],
+            "the stream listening and scored on the health port",
+        )
         assert body["ok"] is True and body["streams"]["office"]["state"] == "listening", body
         assert body["streams"]["office"]["source"] == str(source) and body["scorer"]["windows"] >= 1
     finally:
         service.stop()
-        runner.join(timeout=20)
+        runner.join(timeout=HANG_GUARD_S)
+    assert not runner.is_alive(), "stop() did not end the service"
 
 
 def test_mqtts_with_a_ca_and_a_client_certificate(classifier, tmp_path):
@@ -321,7 +352,7 @@ def test_configs_are_sent_again_when_home_assistant_restarts(broker):
     sink = MqttSink(MqttConfig(url=f"{broker.url}/test", drain_s=2.0), "den", ["doorbell"], model="tiny")
     recorder = Recorder(broker, "homeassistant/binary_sensor/#")
     try:
-        assert sink.connected.wait(10), "the sink did not connect"
+        assert sink.connected.wait(HANG_GUARD_S), "the sink did not connect"
         recorder.wait_for(lambda: recorder.messages, what="the discovery config")
         seen = len(recorder.messages)
         recorder.client.publish("homeassistant/status", "online", qos=1)  # Home Assistant's birth message

@@ -11,7 +11,7 @@ import soundfile
 from playwright.sync_api import expect
 
 from soundsift import Classifier, Library
-from tests.server_process import ServerProcess
+from tests.server_process import running_server
 from tests.test_webui import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -38,10 +38,8 @@ def recordings(tmp_path_factory: pytest.TempPathFactory, esc50_clips: list[Path]
 def search_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, recordings: Path):
     index = tmp_path_factory.mktemp("page-index") / "index"
     Library(index, classifier=Classifier(model=str(tiny_model_dir), device="cpu")).add([recordings])
-    process = ServerProcess(tiny_model_dir, index.parent / "server.log", search_index=str(index))
-    process.wait_ready()
-    yield process
-    process.terminate()
+    with running_server(tiny_model_dir, index.parent / "server.log", search_index=str(index)) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import soundfile
 
 from soundsift import Classifier, Library
 from tests.security.conftest import API_KEY, AUTH, assert_error
-from tests.server_process import ServerProcess, without_read_override
+from tests.server_process import running_server, without_read_override
 
 pytestmark = pytest.mark.slow  # a real server process
 RATE = 16_000
@@ -42,7 +42,7 @@ def search_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     os.symlink(outside, root / "escape")
     index = base / "index"
     Library(index, classifier=Classifier(model=str(tiny_model_dir), device="cpu")).add([root / "first"])
-    process = ServerProcess(
+    with running_server(
         tiny_model_dir,
         base / "server.log",
         api_key=API_KEY,
@@ -50,11 +50,9 @@ def search_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
         library_roots=str(root),
         ui="false",
         wrapper=without_read_override(),  # folders made unreadable are unreadable to it
-    )
-    process.wait_ready()
-    process.root, process.outside = root, outside  # type: ignore[attr-defined]
-    yield process
-    process.terminate()
+    ) as process:
+        process.root, process.outside = root, outside  # type: ignore[attr-defined]
+        yield process
 
 
 @pytest.mark.parametrize(

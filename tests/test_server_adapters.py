@@ -12,7 +12,7 @@ import requests
 import soundfile
 
 from soundsift import Adapter, Classifier
-from tests.server_process import ServerProcess
+from tests.server_process import running_server
 from tests.test_adapters import RATE, SOUNDS, synthetic
 
 pytestmark = pytest.mark.slow  # a real server process
@@ -39,17 +39,15 @@ def teaching_form(shots: int = 3) -> tuple[list, dict]:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapters")
-    process = ServerProcess(
+    with running_server(
         tiny_model_dir,
         folder / "server.log",
         api_key=KEY,
         adapter_dir=str(folder / "store"),
         max_teach_clips="12",
         max_adapters="3",
-    )
-    process.wait_ready()
-    yield process
-    process.terminate()
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +196,9 @@ def test_limits_and_bad_inputs_are_clear_errors(server, taught, tiny_unfused_mod
 
 def test_adapters_survive_a_restart(tiny_model_dir, server, taught, tmp_path):
     store = next(path for path in server.log_path.parent.glob("store"))
-    again = ServerProcess(tiny_model_dir, tmp_path / "again.log", api_key=KEY, adapter_dir=str(store))
-    again.wait_ready()
-    try:
+    with running_server(tiny_model_dir, tmp_path / "again.log", api_key=KEY, adapter_dir=str(store)) as again:
         listed = requests.get(f"{again.url}/api/adapters", headers=AUTH, timeout=10).json()["adapters"]
-        assert "workshop" in [item["name"] for item in listed]
-    finally:
-        again.terminate()
+    assert "workshop" in [item["name"] for item in listed]
 
 
 def relabelled(adapter: Adapter, labels: list[str]) -> bytes:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 
 from soundsift.core.audio import load_audio
-from tests.server_process import ServerProcess
+from tests.server_process import running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]  # a real server and Chromium
 
@@ -21,14 +21,15 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 LATIN_LETTERS = re.compile(r"[A-Za-z]")
+# Every expect() polls the page until its condition holds; this default (5 s in Playwright) is only a
+# hang guard, so a loaded machine makes a test slower, never failed. Explicit timeouts below are too.
+expect.set_options(timeout=60_000)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    process = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("ui") / "server.log")
-    process.wait_ready()
-    yield process
-    process.terminate()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("ui") / "server.log") as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,31 @@ def long_recording(esc50_clips, tmp_path_factory) -> Path:
     return path
 
 
-def open_page(browser, server, *, locale: str = "en-US", width: int = 1280, height: int = 900) -> Page:
+OPEN_CONTEXTS: list[BrowserContext] = []
+
+
+@pytest.fixture(autouse=True)
+def pages_are_closed_after_each_test():
+    """A test's pages are closed when it ends, passed or failed. An open page holds connections to
+    the server (Gradio's event stream), which a server's SIGTERM shutdown waits for until its grace
+    period (30 s) runs out: every server stop in this module took that long."""
+    yield
+    close_pages()
+
+
+def close_pages() -> None:
+    while OPEN_CONTEXTS:
+        OPEN_CONTEXTS.pop().close()
+
+
+def new_context(browser, *, locale: str = "en-US", width: int = 1280, height: int = 900) -> BrowserContext:
     context = browser.new_context(locale=locale, viewport={"width": width, "height": height})
-    page = context.new_page()
+    OPEN_CONTEXTS.append(context)
+    return context
+
+
+def open_page(browser, server, *, locale: str = "en-US", width: int = 1280, height: int = 900) -> Page:
+    page = new_context(browser, locale=locale, width=width, height=height).new_page()
     page.goto(server.url + "/", wait_until="domcontentloaded")
     expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)
     return page
@@ -119,29 +142,32 @@ def test_record_with_the_microphone_then_classify(browser, server):
     page = open_page(browser, server)
     page.locator('#audio-input button[aria-label="Record audio"]').click()
     page.locator("#audio-input .record-button").click()
-    page.wait_for_timeout(2_000)
+    # Two seconds of recording, as the recorder itself counts them (not two seconds of this machine's time).
+    expect(page.locator("#audio-input time.duration")).to_have_text(re.compile(r"^(0:0[2-9]|0:[1-5]\d|\d+:\d\d)$"))
     classify(page, "dog barking, rain")
     expect(page.locator("#verdict")).to_contain_text("still running", timeout=20_000)
     page.locator("#audio-input .stop-button").first.click()
     expect(page.locator("#audio-input .record-button, #audio-input audio").first).to_be_attached(timeout=20_000)
-    page.wait_for_timeout(1_000)  # the recording is uploaded when it stops
+    # The recording is uploaded when it stops: the player's download link then names the server's copy.
+    expect(page.locator("#audio-input [data-testid=download-link]")).to_have_attribute(
+        "href", re.compile(r"/gradio_api/file=")
+    )
     classify(page, None)
     expect(page.locator("#verdict")).to_contain_text(re.compile(r"(dog barking|rain).*\d\.\d s"), timeout=30_000)
     expect(page.locator("#results-table")).to_contain_text("dog barking")
 
 
 def test_a_preset_then_classify_at_once_on_a_fresh_server(browser, tiny_model_dir, esc50_clips, tmp_path):
-    fresh = ServerProcess(tiny_model_dir, tmp_path / "server.log")
-    fresh.wait_ready()
-    try:
-        page = open_page(browser, fresh)
-        upload(page, "#audio-input", esc50_clips[0])
-        page.locator("#preset-street").click()
-        page.locator("#classify-button").click()  # no wait: the preset fills in the browser
-        expect(page.locator("#results-table")).to_contain_text("car horn", timeout=30_000)
-        assert page.locator("#labels-input textarea").input_value().startswith("car horn")
-    finally:
-        fresh.terminate()
+    with running_server(tiny_model_dir, tmp_path / "server.log") as fresh:
+        try:
+            page = open_page(browser, fresh)
+            upload(page, "#audio-input", esc50_clips[0])
+            page.locator("#preset-street").click()
+            page.locator("#classify-button").click()  # no wait: the preset fills in the browser
+            expect(page.locator("#results-table")).to_contain_text("car horn", timeout=30_000)
+            assert page.locator("#labels-input textarea").input_value().startswith("car horn")
+        finally:
+            close_pages()  # before the server stops (see pages_are_closed_after_each_test)
 
 
 def test_an_error_replaces_the_previous_result_and_logs_one_line(browser, server, esc50_clips):
@@ -348,27 +374,26 @@ def test_with_a_key_the_page_logs_in_classifies_and_a_hostile_page_next_door_get
     browser, tiny_model_dir, esc50_clips, attacker_site, tmp_path
 ):
     site, folder = attacker_site
-    keyed = ServerProcess(tiny_model_dir, tmp_path / "server.log", api_key="browser-test-key")
-    try:
-        keyed.wait_ready()
-        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.goto(keyed.url + "/", wait_until="domcontentloaded")
-        expect(page).to_have_url(re.compile(r"/login$"))
-        page.locator("#key").fill("browser-test-key")
-        page.locator("button[type=submit]").click()
-        expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)
-        upload(page, "#audio-input", esc50_clips[0])  # Gradio's upload and queue POSTs carry the origin
-        classify(page, "dog barking, rain")
-        expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
+    with running_server(tiny_model_dir, tmp_path / "server.log", api_key="browser-test-key") as keyed:
+        try:
+            context = new_context(browser)
+            page = context.new_page()
+            page.goto(keyed.url + "/", wait_until="domcontentloaded")
+            expect(page).to_have_url(re.compile(r"/login$"))
+            page.locator("#key").fill("browser-test-key")
+            page.locator("button[type=submit]").click()
+            expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)
+            upload(page, "#audio-input", esc50_clips[0])  # Gradio's upload and queue POSTs carry the origin
+            classify(page, "dog barking, rain")
+            expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
 
-        (folder / "index.html").write_text(ATTACKER_PAGE.replace("TARGET", keyed.url))
-        before = classify_answers(keyed, "200")
-        hostile = context.new_page()
-        hostile.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
-        expect(hostile.locator("body")).to_contain_text("cross_origin", timeout=20_000)  # the logout form's answer
-        assert classify_answers(keyed, "200") == before, "the hostile page ran the model with the user's cookie"
-        page.reload(wait_until="domcontentloaded")
-        expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)  # still logged in
-    finally:
-        keyed.terminate()
+            (folder / "index.html").write_text(ATTACKER_PAGE.replace("TARGET", keyed.url))
+            before = classify_answers(keyed, "200")
+            hostile = context.new_page()
+            hostile.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+            expect(hostile.locator("body")).to_contain_text("cross_origin", timeout=20_000)  # the logout form's answer
+            assert classify_answers(keyed, "200") == before, "the hostile page ran the model with the user's cookie"
+            page.reload(wait_until="domcontentloaded")
+            expect(page.locator("#classify-button")).to_be_visible(timeout=30_000)  # still logged in
+        finally:
+            close_pages()  # before the server stops (see pages_are_closed_after_each_test)

@@ -128,8 +128,10 @@ def test_docker_stop_shuts_down_gracefully(server: Container) -> None:
     exit_code, seconds = server.stop(grace_s=30)
     logs = server.logs()
     # uvicorn re-raises SIGTERM after its clean shutdown, so 143 (128 + 15) is the normal ending
-    assert exit_code in (0, 143), logs
-    assert seconds < 30, f"docker stop took {seconds:.1f} s: the grace period ran out and it was killed"
+    # 137 (128 + SIGKILL) would mean the grace period ran out and it was killed; how long the stop
+    # took is only reported (a loaded machine makes a graceful stop slower, not a killed one).
+    assert exit_code in (0, 143), f"exit {exit_code} after {seconds:.1f} s:\n{logs}"
+    print(f"docker stop: exit {exit_code} after {seconds:.1f} s")
     assert "Application shutdown complete." in logs
     assert "Finished server process" in logs
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from tests.security import fuzzing
-from tests.server_process import ServerProcess
+from tests.server_process import running_server
 
 API_KEY = "correct-horse-battery"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -18,10 +18,9 @@ LIMITS = {"max_upload_mb": "1", "max_duration_s": "30", "max_detect_windows": "4
 
 @pytest.fixture(scope="package")
 def keyed_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    process = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("keyed") / "server.log", api_key=API_KEY, **LIMITS)
-    process.wait_ready()
-    yield process
-    process.terminate()
+    log = tmp_path_factory.mktemp("keyed") / "server.log"
+    with running_server(tiny_model_dir, log, api_key=API_KEY, **LIMITS) as process:
+        yield process
 
 
 def assert_error(response: requests.Response, status: int, code: str) -> dict:

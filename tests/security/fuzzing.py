@@ -555,7 +555,10 @@ class DecoderWorker:
             cwd=REPO,
             env=env,
         )
-        self._expect_line(60.0)  # "ready" once the imports are done
+        said = self._expect_line(120.0)  # "ready" once the imports are done (a hang guard)
+        if said != b"ready\n":
+            self.close()
+            raise RuntimeError(f"the decoder worker did not start: it said {said!r}")
         return self.process
 
     def _expect_line(self, timeout_s: float) -> bytes | None:

@@ -16,7 +16,6 @@ end. The number of requests made is printed after the session ("fuzz cases run")
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import io
@@ -42,14 +41,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.security import fuzzing, page_api
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, start_ready
 
 pytestmark = [pytest.mark.security, pytest.mark.slow]
 
 KEY = "fuzz-" + "k3y" * 4
 AUTH = {"Authorization": f"Bearer {KEY}"}
 WRONG_KEYS = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}]
-TIMEOUT = (5, 20)  # connect, read: every request is bounded
+HANG_GUARD_S = 60  # only a frozen server takes this long to answer; no test waits for it otherwise
+TIMEOUT = (5, HANG_GUARD_S)  # connect, read: every request is bounded
 # The wrong-key throttle refills a thousand attempts a second here: a long run sends tens of
 # thousands of wrong keys from one address on purpose (the throttle: tests/security/test_sessions.py).
 LIMITS = {
@@ -102,18 +102,12 @@ class Servers:
         previous = os.environ.get("GRADIO_TEMP_DIR")
         os.environ["GRADIO_TEMP_DIR"] = str(self.cache)
         try:
-            process = ServerProcess(self.model_dir, folder / "server.log", api_key=KEY, **LIMITS)
+            process = start_ready(self.model_dir, folder / "server.log", api_key=KEY, **LIMITS)
         finally:
             if previous is None:
                 del os.environ["GRADIO_TEMP_DIR"]
             else:
                 os.environ["GRADIO_TEMP_DIR"] = previous
-        try:
-            process.wait_ready()
-        except BaseException:
-            process.process.kill()
-            process.terminate()
-            raise
         self.current = process
         return process
 
@@ -122,7 +116,7 @@ class Servers:
         if process.process.poll() is not None:
             return False
         try:
-            return requests.get(f"{process.url}/healthz", timeout=3).status_code == 200
+            return requests.get(f"{process.url}/healthz", timeout=10).status_code == 200
         except requests.RequestException:
             return False
 
@@ -162,10 +156,14 @@ def wav_bytes(seconds: float = 1.0, rate: int = 16_000) -> bytes:
 
 
 def assert_alive(server: ServerProcess) -> None:
+    """The process runs and answers /healthz (a frozen event loop never does; a busy machine only
+    answers later, so the bound is a hang guard, not a speed limit)."""
     assert server.process.poll() is None, f"the server died (exit {server.process.returncode}):\n{server.log()[-3000:]}"
-    started = time.monotonic()
-    response = requests.get(f"{server.url}/healthz", timeout=5)
-    assert response.status_code == 200 and time.monotonic() - started < 5, "the server stopped answering"
+    try:
+        response = requests.get(f"{server.url}/healthz", timeout=(5, HANG_GUARD_S))
+    except requests.RequestException as error:
+        pytest.fail(f"the server stopped answering: {error}")
+    assert response.status_code == 200, f"the server stopped answering: {response.status_code}"
 
 
 # --------------------------------------------------------------------------- (a) schemathesis
@@ -338,22 +336,53 @@ def squash(text: str) -> str:
     ],
 )
 def test_huge_label_fields_are_refused_quickly(server, name, fields):
-    """Known: templates and synonym lists have no bound (each synonym is a text-encoder call)."""
-    started = time.monotonic()
-    try:
-        response = request(
-            "POST",
-            f"{server.url}/api/classify",
-            "huge label fields",
-            headers=AUTH,
-            files={"audio": ("a.wav", wav_bytes(0.5))},
-            data=fields,
-            timeout=(5, 30),
-        )
-    except requests.Timeout:
-        pytest.fail(f"{name}: no answer in 30 s")
+    """Known: templates and synonym lists have no bound (each synonym is a text-encoder call).
+
+    "Quickly" is a ratio measured in the same run, not a number of seconds: the refusal must take
+    less than an accepted request at the limits (16 synonyms, a 293-character template; labels new
+    each time, so no cache helps it) takes ten times over. A server that did the unbounded work
+    before refusing fails on any machine; a loaded machine slows both sides alike. Each side is the
+    fastest of three tries, the one least disturbed by other load."""
+
+    def send(data: dict) -> requests.Response:
+        try:
+            return request(
+                "POST",
+                f"{server.url}/api/classify",
+                "huge label fields",
+                headers=AUTH,
+                files={"audio": ("a.wav", wav_bytes(0.5))},
+                data=data,
+                timeout=(5, HANG_GUARD_S),
+            )
+        except requests.Timeout:
+            pytest.fail(f"{name}: no answer in {HANG_GUARD_S} s")
+
+    response, refusal_s = quickest(lambda _: send(fields))
     assert response.status_code in (413, 422), f"{name}: {response.status_code} {response.text[:200]}"
-    assert time.monotonic() - started < 10, f"{name}: took {time.monotonic() - started:.0f} s"
+    accepted, work_s = quickest(lambda attempt: send(at_the_limits(attempt)))
+    assert accepted.status_code == 200, accepted.text[:300]
+    assert refusal_s < 10 * work_s, (
+        f"{name}: refused after {refusal_s:.3f} s; an accepted request at the limits takes {work_s:.3f} s"
+    )
+
+
+def at_the_limits(attempt: int) -> dict:
+    """The largest label fields the server accepts: 16 synonyms and a 293-character template."""
+    return {
+        "labels": " | ".join(f"dog {attempt}-{i}" for i in range(16)) + f", cat {attempt}",
+        "template": "x" * 290 + " {}",
+    }
+
+
+def quickest(send, tries: int = 3) -> tuple[requests.Response, float]:
+    """The last answer of ``send(attempt)`` and the shortest time one of them took."""
+    fastest = float("inf")
+    for attempt in range(tries):
+        started = time.monotonic()
+        response = send(attempt)
+        fastest = min(fastest, time.monotonic() - started)
+    return response, fastest
 
 
 # --------------------------------------------------------------------------- (b) Gradio routes
@@ -427,8 +456,8 @@ def test_unauthenticated_queue_join_never_runs_the_model(server):
     assert not any(m.get("success") for m in completed), f"the model ran without credentials: {completed}"
 
 
-def read_queue(url: str, session: str, headers: dict, limit_s: float = 15.0) -> list[dict]:
-    """The server-sent events of one session until process_completed (bounded in time)."""
+def read_queue(url: str, session: str, headers: dict, limit_s: float = HANG_GUARD_S) -> list[dict]:
+    """The server-sent events of one session until process_completed (``limit_s`` is a hang guard)."""
     messages: list[dict] = []
     deadline = time.monotonic() + limit_s
     with requests.get(
@@ -606,7 +635,7 @@ def test_file_data_payloads_never_read_server_files(servers, server, planted_lin
         text = json.dumps(messages).encode()
         for marker in SECRET_MARKERS:
             assert marker not in text, f"{target}: the answer holds {marker!r}: {text[:500]!r}"
-        assert not any(m.get("msg") == "timeout" for m in messages), f"{target}: no answer in 15 s"
+        assert not any(m.get("msg") == "timeout" for m in messages), f"{target}: no answer in {HANG_GUARD_S} s"
         assert not any(m.get("success") for m in messages if m.get("msg") == "process_completed"), messages[-1]
         if copy is not None and not existed:
             assert not copy.exists(), f"{target} was copied into Gradio's cache as {copy}"
@@ -726,18 +755,21 @@ def test_chunked_upload_past_the_limit_is_cut_off(server, route):
 
 # Last: it freezes the server (the teardown kills it).
 def test_dev_zero_file_data_does_not_freeze_the_server(server):
-    """Known: FileData naming /dev/zero is read forever on the event loop."""
+    """Known: FileData naming /dev/zero is read forever on the event loop.
+
+    The health check comes after the server has dealt with the event (refused it, or run it to its
+    end), not after a guessed second: a join that is refused never reads the file; one that is
+    accepted is followed on the queue until its event ends (bounded)."""
     payload = {"path": "/dev/zero", "url": None, "orig_name": "a.wav", "meta": {"_type": "gradio.FileData"}}
     session = uuid.uuid4().hex[:11]
     body = {"data": [payload, *CLASSIFY_INPUTS], "fn_index": fn_index(server.url, CLASSIFY), "session_hash": session}
-    with contextlib.suppress(requests.Timeout):
-        request("POST", f"{server.url}/gradio_api/queue/join", "gradio /dev/zero", headers=AUTH, json=body, timeout=5)
-    time.sleep(1.0)
     try:
-        health = requests.get(f"{server.url}/healthz", timeout=5)
+        joined = request("POST", f"{server.url}/gradio_api/queue/join", "gradio /dev/zero", headers=AUTH, json=body)
+        if joined.status_code == 200:
+            read_queue(server.url, session, AUTH)
     except requests.RequestException as error:
         pytest.fail(f"the server stopped answering after a FileData naming /dev/zero: {error}")
-    assert health.status_code == 200
+    assert_alive(server)
 
 
 # --------------------------------------------------------------------------- uploaded adapter files

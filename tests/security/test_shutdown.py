@@ -67,7 +67,9 @@ def test_work_past_the_grace_period_is_answered_with_503_not_cut_off(tiny_model_
 def _admitted(server) -> float:
     import re
 
-    found = re.search(r"^soundsift_admitted_requests ([\d.e+]+)$", requests.get(f"{server.url}/metrics").text, re.M)
+    found = re.search(
+        r"^soundsift_admitted_requests ([\d.e+]+)$", requests.get(f"{server.url}/metrics", timeout=30).text, re.M
+    )
     return float(found.group(1)) if found else 0.0
 
 
