@@ -188,8 +188,9 @@ OPERATIONS = [
     ("GET", "/api/index/status"),
     ("POST", "/api/index"),
     ("GET", "/api/search/files/{file_id}"),
+    ("POST", "/v1/embeddings"),
 ]
-API_OPERATIONS = [operation for operation in OPERATIONS if operation[1].startswith("/api/")]
+API_OPERATIONS = [operation for operation in OPERATIONS if operation[1].startswith(("/api/", "/v1/"))]
 # Health routes take no input, so schemathesis has no invalid data for them: positive cases only.
 CASES = [(*operation, "positive") for operation in OPERATIONS] + [
     (*operation, "negative") for operation in API_OPERATIONS
