@@ -136,20 +136,25 @@ class Traffic:
         self.name, self.clients, self.send = name, clients, send
 
 
+# One numbering for every phase, so that no phase re-sends a text or query an earlier phase sent
+# (the server would answer it from its text cache, and the mixed figures would count cache hits).
+REQUEST_NUMBERS = itertools.count()
+
+
 def run_phase(traffic: list[Traffic], seconds: float) -> dict[str, dict[str, float]]:
     """Every client of every traffic kind sends requests back to back for ``seconds``."""
     deadline = time.monotonic() + seconds
     latencies: dict[str, list[float]] = {kind.name: [] for kind in traffic}
     items = dict.fromkeys(latencies, 0)
     errors = dict.fromkeys(latencies, 0)
-    lock, counter = threading.Lock(), itertools.count()
+    lock = threading.Lock()
 
     def client(kind: Traffic) -> None:
         with requests.Session() as session:
             while time.monotonic() < deadline:
                 started = time.perf_counter()
                 try:
-                    count = kind.send(session, next(counter))
+                    count = kind.send(session, next(REQUEST_NUMBERS))
                 except requests.RequestException:
                     count = -1
                 elapsed = time.perf_counter() - started
@@ -202,6 +207,7 @@ def mixed_load(url: str, audio: bytes, args: argparse.Namespace) -> dict[str, ob
         "both": [classifying, embedding],
     }
     if args.search:
+        search(requests.Session(), next(REQUEST_NUMBERS))  # untimed: the first search opens the index
         searching = Traffic("search", args.text_clients, search)
         phases.update({"search_alone": [searching], "classify_and_search": [classifying, searching]})
     figures: dict[str, object] = {}
@@ -228,9 +234,16 @@ def work_fraction(figures: dict, mixed: str, other_alone: str, other: str) -> fl
 
 
 def build_index(model: str, extra: list[str]) -> str:
-    """An index of the example clips, made with `soundsift index`, for the search phases."""
+    """An index of the example clips, made with `soundsift index` with the server's model flags
+    (``--backend X`` / ``--backend=X``, ``--quantize``), for the search phases."""
     folder = tempfile.mkdtemp(prefix="soundsift-load-index-")
-    model_flags = [flag for flag in extra if flag.startswith("--backend") or flag.startswith("--quantize")]
+    model_flags: list[str] = []
+    for position, flag in enumerate(extra):
+        name = flag.split("=", 1)[0]
+        if name in ("--backend", "--quantize"):
+            model_flags.append(flag)
+            if "=" not in flag and position + 1 < len(extra):
+                model_flags.append(extra[position + 1])
     command = [sys.executable, "-m", "soundsift", "index", str(EXAMPLES), "--index", folder, "--model", model]
     subprocess.run([*command, *model_flags], check=True, stdout=subprocess.DEVNULL)
     return folder
