@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from soundsift.core.labels import label_names
 from soundsift.errors import OptionsError
 
 
@@ -30,6 +31,7 @@ class EventRules:
     min_duration_s: float = 0.0
     merge_gap_s: float = 0.0
     background: tuple[str, ...] = ()
+    """Labels that compete in the scores but make no events (`background_labels` reads them)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label_thresholds", dict(self.label_thresholds))
@@ -46,6 +48,12 @@ class EventRules:
         on = self.label_thresholds.get(label, self.threshold)
         off = self.off_threshold if self.off_threshold is not None else on
         return on, min(off, on)
+
+
+def background_labels(background: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Background labels as given by a user: a comma-separated string or a list, parsed like a
+    label set (the API's form field, the page's text box and `detect()`'s keyword all read them)."""
+    return tuple(label_names(background)) if background else ()
 
 
 def _check(name: str, value: float | None, low: float, high: float) -> None:

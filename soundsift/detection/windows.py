@@ -21,7 +21,7 @@ from soundsift.core.classifier import Classifier
 from soundsift.core.labels import LabelsInput, label_names
 from soundsift.core.pipeline import Window, batched, embeddings_or_raise
 from soundsift.core.scoring import check_label_thresholds
-from soundsift.detection.events import EventRules, detect_events
+from soundsift.detection.events import EventRules, background_labels, detect_events
 from soundsift.detection.results import Detection, SoundEvent, WindowScores
 from soundsift.errors import AudioTooLongError, ConfigurationError, SoundsiftError
 
@@ -207,7 +207,7 @@ def detect(
         smoothing_windows=smoothing_windows,
         min_duration_s=min_duration_s,
         merge_gap_s=merge_gap_s,
-        background=tuple(label_names(background)) if background else (),
+        background=background_labels(background),
     )
     options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=tuple(templates or ()) or None)
     run = DetectionRun(

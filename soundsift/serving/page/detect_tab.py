@@ -7,8 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from soundsift.core.labels import label_names
-from soundsift.detection.events import EventRules
+from soundsift.detection.events import EventRules, background_labels
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectOptions
 from soundsift.i18n.page_text import message
@@ -88,7 +87,7 @@ async def run_detection(
     if not labels or not labels.strip():
         raise PageProblem(message(language, "no_labels"))
     with as_page_problems("detection", language), open_upload(upload_root, audio_path, language) as upload:
-        rules = EventRules(threshold=float(threshold), background=tuple(label_names(background)) if background else ())
+        rules = EventRules(threshold=float(threshold), background=background_labels(background))
         options = DetectOptions(window_s=float(window), rules=rules)
         detection = await service.detect(upload, labels, options, disconnected=_never_disconnected)
     summary = message(language, "events_summary", count=len(detection.events), duration=f"{detection.duration_s:.1f}")

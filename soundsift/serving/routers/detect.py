@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from soundsift.core.labels import label_names
-from soundsift.detection.events import EventRules
+from soundsift.detection.events import EventRules, background_labels
 from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
 from soundsift.serving.dependencies import (
     ADAPTER_HELP,
@@ -58,7 +57,7 @@ async def detect(
         smoothing_windows=smoothing_windows,
         min_duration_s=min_duration_s,
         merge_gap_s=merge_gap_s,
-        background=tuple(label_names(background)) if background else (),
+        background=background_labels(background),
     )
     options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=templates_of(template))
     detection = await service.detect(
