@@ -235,17 +235,16 @@ class ClassificationService:
         self, labels: str | Sequence[str] | None, options: ScoringOptions, adapter: str | None = None
     ) -> PreparedLabels:
         """The request's labels prepared with its options, with the taught labels of the stored
-        ``adapter`` named (or of the server's own ``--adapter``); per-label thresholds are checked."""
+        ``adapter`` named (or of the server's own ``--adapter``). Per-label thresholds are checked
+        against them where they are used (`classify_many`)."""
         chosen = self.adapters.get(adapter) if adapter else None
-        prepared = await self.in_worker_pool(
+        return await self.in_worker_pool(
             self.classifier.prepare_labels,
             labels,
             templates=options.templates,
             multi_label=options.multi_label,
             adapter=chosen,
         )
-        check_label_thresholds(prepared, options.label_thresholds)
-        return prepared
 
     async def teach(
         self,
