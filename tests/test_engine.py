@@ -1,6 +1,6 @@
 """The model engine: one queue of audio and text inputs over the replicas. Inputs waiting together
 share one model call, each gets its own outcome, a failure stays with its input, the queue is
-bounded, and the oldest waiting kind goes first."""
+bounded, and the two kinds take turns, texts first."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_batches_are_cut_at_the_batch_size(classifier, clips):
     assert replica.calls == [("audio", 2), ("audio", 1)]
 
 
-def test_texts_are_batched_with_texts_and_the_oldest_kind_goes_first(classifier, clips):
+def test_texts_are_batched_with_texts_and_go_before_clips_that_waited_longer(classifier, clips):
     gate = threading.Event()
     replica = RecordingReplica(classifier, gate)
     engine = ModelEngine([replica], max_batch_size=8, max_text_batch_size=8)
@@ -86,17 +86,37 @@ def test_texts_are_batched_with_texts_and_the_oldest_kind_goes_first(classifier,
     try:
         first = engine.submit_audio(clips[:1])
         assert replica.entered.wait(60)  # the worker is inside the first call; the rest queue behind it
-        texts = engine.submit_text(["dog", "siren"])
         audio = engine.submit_audio(clips[1:3])
+        texts = engine.submit_text(["dog", "siren"])
         more_texts = engine.submit_text(["rain"])
         gate.set()
-        outcomes = [future.result(timeout=60) for future in first + texts + audio + more_texts]
+        outcomes = [future.result(timeout=60) for future in first + audio + texts + more_texts]
     finally:
         gate.set()
         engine.close()
-    # the texts waited longest, so they go next, with the later text in the same call; then the clips
+    # the clips queued first, but after an audio call the texts go next, all three in one call
     assert replica.calls == [("audio", 1), ("text", 3), ("audio", 2)]
-    np.testing.assert_allclose(np.stack(outcomes[1:3]), classifier.embed_text(["dog", "siren"]), atol=1e-5)
+    np.testing.assert_allclose(np.stack(outcomes[3:5]), classifier.embed_text(["dog", "siren"]), atol=1e-5)
+
+
+def test_while_both_kinds_wait_they_take_turns_so_neither_starves(classifier, clips):
+    gate = threading.Event()
+    replica = RecordingReplica(classifier, gate)
+    engine = ModelEngine([replica], max_batch_size=1, max_text_batch_size=1)
+    engine.start()
+    try:
+        first = engine.submit_audio(clips[:1])
+        assert replica.entered.wait(60)
+        texts = engine.submit_text(["dog", "siren", "rain", "wind"])
+        audio = engine.submit_audio(clips[1:3])
+        gate.set()
+        for future in first + texts + audio:
+            future.result(timeout=60)
+    finally:
+        gate.set()
+        engine.close()
+    kinds = [kind for kind, _ in replica.calls]
+    assert kinds == ["audio", "text", "audio", "text", "audio", "text", "text"]
 
 
 def test_an_input_the_model_fails_on_fails_alone_and_the_worker_lives_on(classifier, clips):

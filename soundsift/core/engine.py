@@ -1,11 +1,16 @@
 """One engine owns every model call of a process that serves many callers (the server, the monitor).
 
 Callers on any thread (or coroutines, through the ``*_async`` methods) submit audio features and
-texts; one worker thread per replica (a `LocalEmbedder` per device) takes the kind whose oldest
-input has waited longest, gathers more inputs of that kind (up to ``max_batch_size`` clips or
-``max_text_batch_size`` texts, for at most ``max_wait_s``) and embeds them in one call. So texts are
-batched with texts and clips with clips, no two model calls of a replica ever compete for its cores,
-and neither kind can starve the other: whatever has waited longest goes next.
+texts; one worker thread per replica (a `LocalEmbedder` per device) picks a kind, gathers inputs of
+that kind (up to ``max_batch_size`` clips or ``max_text_batch_size`` texts, waiting at most
+``max_wait_s`` for more) and embeds them in one call. So texts are batched with texts and clips with
+clips, and no two model calls of a replica ever compete for its cores.
+
+The kinds take turns: when both wait, a replica runs the kind it did not run last, and texts first.
+A text call is short (a few milliseconds per text) while an audio call of a full batch takes up to
+seconds on a CPU, so texts going first costs the clips little and spares a text request (a label
+set, a search query) from waiting behind every clip queued before it. Neither kind can starve: each
+waits for at most one call of the other kind beyond the call already running.
 
 While a batch runs, new inputs queue up, so batches grow with load. Clips wait as features (about
 1 MB each); past ``max_queue`` waiting clips a submission raises QueueFullError at once. Texts are
@@ -23,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from soundsift.core.pipeline import ClipFeatures, Embedder, Outcome
@@ -60,7 +65,6 @@ class _Job:
     kind: Kind
     item: ClipFeatures | str
     future: Future[Outcome]
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class ModelEngine:
@@ -162,8 +166,10 @@ class ModelEngine:
     # ---- the replicas' workers ----------------------------------------------------------------
 
     def _work(self, replica: Embedder) -> None:
-        while (batch := self._next_batch()) is not None:
+        previous: Kind = "audio"  # so that texts go first when both kinds are waiting
+        while (batch := self._next_batch(previous)) is not None:
             kind, jobs = batch
+            previous = kind
             started = time.perf_counter()
             outcomes = _embedded(replica, kind, jobs)
             seconds = time.perf_counter() - started
@@ -174,15 +180,17 @@ class ModelEngine:
             for job, outcome in zip(jobs, outcomes, strict=True):
                 job.future.set_result(outcome)
 
-    def _next_batch(self) -> tuple[Kind, list[_Job]] | None:
-        """The next inputs to embed together, or None when the engine stops."""
+    def _next_batch(self, previous: Kind) -> tuple[Kind, list[_Job]] | None:
+        """The next inputs to embed together (the kinds taking turns after ``previous``), or None when
+        the engine stops."""
         with self._condition:
             while True:
                 while not self._stopping and not any(self._waiting.values()):
                     self._condition.wait()
                 if self._stopping:
                     return None
-                kind = min((k for k in KINDS if self._waiting[k]), key=lambda k: self._waiting[k][0].queued_at)
+                waiting = [kind for kind in KINDS if self._waiting[kind]]
+                kind = waiting[0] if len(waiting) == 1 else _other(previous)
                 jobs = self._gather(kind)
                 if jobs:
                     return kind, jobs
@@ -202,6 +210,10 @@ class ModelEngine:
             if len(jobs) >= limit or self._stopping or remaining <= 0:
                 return jobs
             self._condition.wait(remaining)
+
+
+def _other(kind: Kind) -> Kind:
+    return "text" if kind == "audio" else "audio"
 
 
 def _embedded(replica: Embedder, kind: Kind, jobs: list[_Job]) -> list[Outcome]:
