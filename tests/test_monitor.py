@@ -81,7 +81,7 @@ def options(recording, tmp_path, *, database=None, webhook_drain_s=10.0, **overr
         threshold=0.0,
         confirm="2/3",
         cooldown_s=5.0,
-        gate_db=-60.0,
+        min_dbfs=-60.0,
         speed=4.0,
     )
     stream.update(overrides)

@@ -33,7 +33,7 @@ def adapter_file(classifier, tmp_path_factory):
 
 def stream(source, **values):
     base = {"name": "workshop", "source": str(source), "window_s": 1.0, "hop_s": 0.5, "threshold": 0.0}
-    return {**base, "confirm": "1/1", "cooldown_s": 100.0, "gate_db": -60.0, "speed": 8.0, **values}
+    return {**base, "confirm": "1/1", "cooldown_s": 100.0, "min_dbfs": -60.0, "speed": 8.0, **values}
 
 
 def test_a_stream_with_an_adapter_alerts_on_its_taught_labels(classifier, adapter_file, tmp_path):

@@ -82,7 +82,7 @@ def config(tmp_path: Path, broker: Broker | None, streams: list[dict], **shared)
         "confirm": "1/1",
         "cooldown_s": 100.0,
         "hold_s": 0.5,
-        "gate_db": -60.0,
+        "min_dbfs": -60.0,
         "speed": 4.0,
     }
     data: dict = {"streams": [{**defaults, **stream} for stream in streams], "database": tmp_path / "events.db"}

@@ -318,6 +318,32 @@ def test_detect_endpoint(server, esc50_clips):
     )
 
 
+def test_detect_gates_quiet_windows_and_counts_them_in_the_metrics(server, esc50_clips):
+    from soundsift.core.audio import load_audio
+
+    clip = load_audio(esc50_clips[0], 16_000).samples
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.concatenate([clip, np.zeros(16_000 * 6, dtype=np.float32)]), 16_000, format="FLAC")
+
+    def gated_windows_counted() -> float:
+        text = requests.get(f"{server.url}/metrics").text
+        found = re.search(r'^soundsift_detect_windows_total\{outcome="gated"\} (\S+)$', text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = gated_windows_counted()
+    data = {"labels": "dog, siren", "window_s": "2", "hop_s": "2", "min_dbfs": "-60"}
+    response = requests.post(f"{server.url}/api/detect", files={"audio": ("a.flac", buffer.getvalue())}, data=data)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    gated = [window["gated"] for window in body["windows"]]
+    assert gated[-3:] == [True] * 3 and body["gated_windows"] == sum(gated) < len(gated)  # the silence at the end
+    assert gated_windows_counted() == before + body["gated_windows"]
+    too_loud = requests.post(
+        f"{server.url}/api/detect", files={"audio": ("a.flac", buffer.getvalue())}, data={**data, "min_dbfs": "5"}
+    )
+    assert_error(too_loud, 422, "invalid_request")
+
+
 def test_presets_translation_and_original_labels_over_http(keyed_server, esc50_clips):
     url, auth = f"{keyed_server.url}/api/classify", {"Authorization": "Bearer s3cret-key"}
     sample = {"audio": (esc50_clips[0].name, esc50_clips[0].read_bytes())}

@@ -85,6 +85,19 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MIN_DBFS_HELP = (
+    "silence gate: windows quieter than this RMS level in dBFS (-120 to 0, e.g. -60) are not sent to the "
+    "model and count as quiet"
+)
+
+
+def add_gate_option(group: argparse._ActionsContainer, *, default: float | None = None) -> None:
+    shown = "off" if default is None else f"{default:g}"
+    group.add_argument(
+        "--min-dbfs", type=float, default=default, metavar="DBFS", help=f"{MIN_DBFS_HELP} (default {shown})"
+    )
+
+
 def add_progress_option(group: argparse._ActionsContainer) -> None:
     group.add_argument(
         "--progress",

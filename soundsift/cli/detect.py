@@ -8,6 +8,7 @@ from pathlib import Path
 
 from soundsift.cli.common import (
     EXIT_OK,
+    add_gate_option,
     add_model_options,
     add_progress_option,
     add_translation_options,
@@ -58,6 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     window.add_argument("--smooth", type=int, default=1, help="moving average over N windows (default 1: none)")
     window.add_argument("--min-duration", type=float, default=0.0, help="drop shorter events, seconds")
     window.add_argument("--merge-gap", type=float, default=0.0, help="merge events of a label this close, seconds")
+    add_gate_option(window)
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="events file: .csv (events) or .json (events and window scores)")
     output.add_argument("--labels-track", type=Path, help="Audacity label track (.txt)")
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             merge_gap_s=args.merge_gap,
             background=args.background,
             templates=args.templates,
+            min_dbfs=args.min_dbfs,
             progress=progress,
         )
     except ConfigurationError as error:  # a window or hop the recording cannot use: a flag to fix
@@ -118,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
         args.labels_track.write_text(timeline.audacity_labels(detection), encoding="utf-8")
     if args.plot:
         timeline.plot_timeline(detection, args.plot)
+    gated = f" ({detection.gated_windows} gated as quiet)" if detection.gated_windows else ""
     print(
-        f"{detection.source}: {detection.duration_s:.1f} s, {len(detection.windows)} windows, "
+        f"{detection.source}: {detection.duration_s:.1f} s, {len(detection.windows)} windows{gated}, "
         f"{len(detection.events)} events"
     )
     for event in detection.events:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from soundsift.cli.common import EXIT_OK, add_model_options, add_progress_option
+from soundsift.cli.common import EXIT_OK, add_gate_option, add_model_options, add_progress_option
 from soundsift.core.settings import ModelSettings
 from soundsift.errors import EXIT_FAILED, UsageError
 
@@ -50,6 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     execution.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
     execution.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local instance)")
     execution.add_argument("--retry-failed", action="store_true", help="try files that failed before again")
+    add_gate_option(execution)
     execution.add_argument(
         "--allow-unreadable",
         action="store_true",
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             progress=bar.update,
             engine=args.engine,
             ray_address=args.ray_address,
+            min_dbfs=args.min_dbfs,
         )
     finally:
         bar.close()
@@ -131,7 +133,7 @@ def _render(report: Any) -> str:
         f"{report.resumed} resumed, {report.unchanged + report.touched} unchanged, {report.removed} removed, "
         f"{len(report.failed)} failed, {len(report.unreadable)} folders unreadable; "
         f"{report.windows_added} windows from {report.audio_s / 60:.1f} min of audio "
-        f"({rate:.2f} files/s)"
+        f"({rate:.2f} files/s)" + (f"; {report.windows_gated} quiet windows gated" if report.windows_gated else "")
     ]
     lines += [f"failed: {problem.path}: {problem.error}: {problem.message}" for problem in report.failed]
     lines += [f"unreadable: {problem.path}: {problem.message}" for problem in report.unreadable]

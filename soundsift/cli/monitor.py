@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from soundsift.cli.common import (
     EXIT_OK,
+    MIN_DBFS_HELP,
     add_model_options,
     add_translation_options,
     settings_from_args,
@@ -32,7 +33,7 @@ FLAGS = {
     "confirm": "--confirm",
     "cooldown_s": "--cooldown",
     "hold_s": "--hold",
-    "gate_db": "--gate-db",
+    "min_dbfs": "--min-dbfs",
     "name": "--name",
     "webhook": "--webhook",
     "url": "--mqtt",
@@ -64,7 +65,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="listen continuously and alert when a sound happens",
         description="Score the last --window seconds every --hop seconds against --labels; an --alert label "
         "fires when its score reached --threshold in N of the last M hops (--confirm N/M), then stays quiet for "
-        "--cooldown seconds. Windows quieter than --gate-db are not scored. Alerts are printed, stored in a "
+        "--cooldown seconds. Windows quieter than --min-dbfs are not scored. Alerts are printed, stored in a "
         "SQLite log (--db) and optionally POSTed as JSON to --webhook and published to an MQTT broker (--mqtt, "
         "with Home Assistant discovery). --config FILE listens to several streams with one model (see "
         "docs/smart-home.md). Live sources reconnect with backoff (a file source that does not exist is an error "
@@ -98,7 +99,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     live.add_argument("--confirm", default="2/3", help="N/M: alert when heard in N of the last M hops (2/3)")
     live.add_argument("--cooldown", type=float, default=30.0, help="seconds before a label alerts again (30)")
     live.add_argument("--hold", type=float, default=5.0, help="seconds a label's MQTT state stays ON (5)")
-    live.add_argument("--gate-db", type=float, default=-50.0, help="skip windows quieter than this dBFS (-50)")
+    live.add_argument(
+        "--min-dbfs",
+        "--gate-db",
+        dest="min_dbfs",
+        type=float,
+        default=-50.0,
+        metavar="DBFS",
+        help=f"{MIN_DBFS_HELP} (default -50; --gate-db is its old name)",
+    )
     live.add_argument("--duration", type=float, help="stop after this many seconds of audio")
     sinks = parser.add_argument_group("where alerts go (with --config, these replace the file's shared settings)")
     sinks.add_argument("--db", type=Path, help="SQLite event log (default soundsift-events.db)")
@@ -168,7 +177,7 @@ def single_stream(args: argparse.Namespace) -> dict[str, Any]:
         "confirm": args.confirm,
         "cooldown_s": args.cooldown,
         "hold_s": args.hold,
-        "gate_db": args.gate_db,
+        "min_dbfs": args.min_dbfs,
         "max_seconds": args.duration,
         "webhook": args.webhook,
         "webhook_timeout_s": args.webhook_timeout,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from soundsift.errors import (
     AudioTooLargeError,
     AudioTooLongError,
     AudioTooShortError,
+    ConfigurationError,
     EmptyAudioError,
     NonFiniteAudioError,
 )
@@ -144,11 +146,29 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def is_silent(samples: np.ndarray, silence_db: float) -> bool:
+def level_dbfs(samples: np.ndarray) -> float:
+    """The RMS level in dB relative to full scale (a full-scale sine is -3 dBFS); -inf when empty
+    or all zero."""
     if len(samples) == 0:
-        return True
+        return -math.inf
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    return rms <= 10.0 ** (silence_db / 20.0)
+    return 20.0 * math.log10(rms) if rms > 0.0 else -math.inf
+
+
+GATE_RANGE_DBFS = (-120.0, 0.0)
+"""The silence gate's thresholds that make sense: below -120 dBFS is below 24-bit audio's own noise
+floor; above 0 dBFS nothing is louder."""
+
+
+def check_min_dbfs(min_dbfs: float | None) -> None:
+    """A silence-gate threshold (None: no gate) is a number in `GATE_RANGE_DBFS`."""
+    low, high = GATE_RANGE_DBFS
+    if min_dbfs is not None and not (isinstance(min_dbfs, (int, float)) and low <= min_dbfs <= high):
+        raise ConfigurationError(f"min_dbfs must be from {low:g} to {high:g} dBFS, not {min_dbfs!r}")
+
+
+def is_silent(samples: np.ndarray, silence_db: float) -> bool:
+    return level_dbfs(samples) <= silence_db
 
 
 @dataclass

@@ -31,7 +31,7 @@ from soundsift.core.audio import (
     AudioStream,
     DecodedAudio,
     describe_source,
-    is_silent,
+    level_dbfs,
     load_audio,
 )
 from soundsift.core.features import MelFeaturizer, int16_roundtrip
@@ -85,12 +85,18 @@ class ScoredInput:
 
 @dataclass(frozen=True)
 class Window:
-    """One window of a recording, ready for the model."""
+    """One window of a recording, ready for the model, or ``gated``: quieter than the silence gate,
+    so it was neither featurized nor is it to be sent to the model (``features`` is None)."""
 
     start_s: float
     end_s: float
     silent: bool
-    features: ClipFeatures
+    features: ClipFeatures | None
+    level_dbfs: float
+
+    @property
+    def gated(self) -> bool:
+        return self.features is None
 
 
 class Embedder(Protocol):
@@ -211,12 +217,18 @@ class Pipeline:
             index, clip.source, features, clip.duration_s, clip.silent, None, time.perf_counter() - started
         )
 
-    def windows(self, stream: AudioStream, window_s: float, hop_s: float) -> Iterator[Window]:
-        """The overlapping windows of a decoded stream (a last, shorter one covers any tail), featurized."""
+    def windows(
+        self, stream: AudioStream, window_s: float, hop_s: float, *, min_dbfs: float | None = None
+    ) -> Iterator[Window]:
+        """The overlapping windows of a decoded stream (a last, shorter one covers any tail),
+        featurized; with ``min_dbfs`` (the silence gate) a window whose RMS level is below it comes
+        gated instead, unfeaturized, for the caller to count as quiet without running the model."""
         rate, silence_db = self.sample_rate, self.settings.silence_db
         for start, samples in sliding_windows(stream.blocks, round(window_s * rate), round(hop_s * rate)):
-            silent = is_silent(samples, silence_db)
-            yield Window(start / rate, (start + len(samples)) / rate, silent, self.features_of(samples))
+            level = level_dbfs(samples)
+            gated = min_dbfs is not None and level < min_dbfs
+            features = None if gated else self.features_of(samples)
+            yield Window(start / rate, (start + len(samples)) / rate, level <= silence_db, features, level)
 
     # ---- embed -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ class WindowScores(BaseModel):
     start_s: float
     end_s: float
     scores: dict[str, float] = Field(description="Score of every label for this window alone.")
+    gated: bool = Field(False, description="Quieter than min_dbfs: not sent to the model, every score 0.")
 
 
 class Detection(BaseModel):
@@ -30,6 +31,7 @@ class Detection(BaseModel):
     background: list[str] = Field(description="Labels that compete in the scores but never make events.")
     events: list[SoundEvent]
     windows: list[WindowScores]
+    gated_windows: int = Field(0, description="Windows the silence gate kept from the model (min_dbfs).")
     model: str
     translations: dict[str, list[str]] = Field(
         default_factory=dict, description="English phrasings used for labels written in another language."

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from soundsift.core.adapter import Adapter
-from soundsift.core.audio import AudioInput, AudioLimits, stream_audio
+from soundsift.core.audio import AudioInput, AudioLimits, check_min_dbfs, stream_audio
 from soundsift.core.classifier import Classifier
 from soundsift.core.labels import LabelsInput, label_names
 from soundsift.core.pipeline import Window, batched, embeddings_or_raise
@@ -41,9 +41,13 @@ class DetectOptions:
     hop_s: float | None = None
     rules: EventRules = field(default_factory=EventRules)
     templates: tuple[str, ...] | None = None
+    min_dbfs: float | None = None
+    """The silence gate: windows quieter than this RMS level (dBFS) are not sent to the model and
+    score 0 for every label; None scores every window."""
 
     def __post_init__(self) -> None:
         _check_geometry(self.window_s, self.hop)
+        check_min_dbfs(self.min_dbfs)
         if self.templates is not None:
             object.__setattr__(self, "templates", tuple(self.templates) or None)
 
@@ -75,6 +79,7 @@ class DetectionRun:
         self.window_s = options.window_s
         self.hop_s = options.hop
         self.rules = options.rules
+        self.min_dbfs = options.min_dbfs
         self.background = list(options.rules.background)
         self.prepared = classifier.prepare_labels(
             _with_background(labels, self.background), templates=options.templates, adapter=adapter
@@ -89,6 +94,7 @@ class DetectionRun:
         self._starts: list[float] = []
         self._ends: list[float] = []
         self._rows: list[list[float]] = []
+        self._gated: list[bool] = []
 
     @property
     def declared_duration_s(self) -> float | None:
@@ -105,29 +111,36 @@ class DetectionRun:
         """Score every window, ``batch_size`` at a time, and find the events. ``progress`` is called
         after each batch; when ``stop`` is set the run ends with StoppedError."""
         pipeline = self.classifier.pipeline
-        windows = pipeline.windows(self.stream, self.window_s, self.hop_s)
+        windows = pipeline.windows(self.stream, self.window_s, self.hop_s, min_dbfs=self.min_dbfs)
         for group in batched(windows, self.classifier.settings.batch_size):
             if stop is not None and stop.is_set():
                 raise StoppedError("the detection was stopped", source=self.stream.source)
             self._check_window_count(len(self._rows) + len(group))
-            self._add(group, embeddings_or_raise(pipeline.embedder.embed_audio([w.features for w in group])))
+            heard = [window.features for window in group if window.features is not None]
+            self._add(group, list(embeddings_or_raise(pipeline.embedder.embed_audio(heard))) if heard else [])
             if progress is not None:
                 progress(self.scored_until_s, self.declared_duration_s)
         return self.finish()
 
-    def _add(self, windows: Sequence[Window], embeddings: np.ndarray) -> None:
+    def _add(self, windows: Sequence[Window], embeddings: Sequence[np.ndarray]) -> None:
+        """Append the windows' score rows: the embedded ones in order, a gated one scores 0 throughout."""
         names, pipeline, source = self.prepared.names, self.classifier.pipeline, self.stream.source
-        for window, embedding in zip(windows, embeddings, strict=True):
-            result = pipeline.score(
-                embedding,
-                self.prepared,
-                self._decision,
-                source=source,
-                duration_s=window.end_s - window.start_s,
-                silent=window.silent,
-            )
-            by_label = {score.label: score.score for score in result.scores}
-            self._rows.append([by_label[name] for name in names])
+        embedded = iter(embeddings)
+        for window in windows:
+            if window.gated:
+                self._rows.append([0.0] * len(names))
+            else:
+                result = pipeline.score(
+                    next(embedded),
+                    self.prepared,
+                    self._decision,
+                    source=source,
+                    duration_s=window.end_s - window.start_s,
+                    silent=window.silent,
+                )
+                by_label = {score.label: score.score for score in result.scores}
+                self._rows.append([by_label[name] for name in names])
+            self._gated.append(window.gated)
             self._starts.append(window.start_s)
             self._ends.append(window.end_s)
 
@@ -151,9 +164,12 @@ class DetectionRun:
                 for e in events
             ],
             windows=[
-                WindowScores(start_s=round(s, 3), end_s=round(e, 3), scores=dict(zip(names, map(float, row))))
-                for s, e, row in zip(self._starts, self._ends, scores)
+                WindowScores(
+                    start_s=round(s, 3), end_s=round(e, 3), scores=dict(zip(names, map(float, row))), gated=gated
+                )
+                for s, e, row, gated in zip(self._starts, self._ends, scores, self._gated)
             ],
+            gated_windows=sum(self._gated),
             model=self.classifier.model_id,
             translations=self.prepared.translations,
             warnings=self.prepared.warnings,
@@ -184,6 +200,7 @@ def detect(
     merge_gap_s: float = 0.0,
     background: Sequence[str] | str | None = None,
     templates: Sequence[str] | None = None,
+    min_dbfs: float | None = None,
     source: str | None = None,
     max_duration_s: float | None = None,
     max_windows: int | None = None,
@@ -199,6 +216,8 @@ def detect(
     ``max_duration_s`` and ``max_windows`` bound the work (default: unbounded, the recording is
     streamed); ``progress`` is called with (seconds scored, total seconds or None) after each batch.
     An ``adapter`` (or the classifier's own) adds its taught labels; ``labels`` may then be None.
+    ``min_dbfs`` is the silence gate: windows quieter than this RMS level are not sent to the model
+    (they score 0, and count in ``gated_windows``); the default None scores every window.
     """
     rules = EventRules(
         threshold=threshold,
@@ -209,7 +228,9 @@ def detect(
         merge_gap_s=merge_gap_s,
         background=background_labels(background),
     )
-    options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=tuple(templates or ()) or None)
+    options = DetectOptions(
+        window_s=window_s, hop_s=hop_s, rules=rules, templates=tuple(templates or ()) or None, min_dbfs=min_dbfs
+    )
     run = DetectionRun(
         classifier,
         audio,

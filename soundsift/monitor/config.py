@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from soundsift.core.audio import GATE_RANGE_DBFS
 from soundsift.core.labels import label_names
 from soundsift.errors import ConfigurationError, LabelError
 from soundsift.monitor.sources import names_a_local_file
@@ -61,7 +63,14 @@ class StreamConfig(_Strict):
     confirm: str = Field("2/3", description="N/M: an event when heard in N of the last M hops.")
     cooldown_s: float = Field(30.0, ge=0, description="Seconds before a label raises another event.")
     hold_s: float = Field(5.0, ge=0, description="Seconds a label's state stays ON after it was last confirmed.")
-    gate_db: float = Field(-50.0, le=0, description="Windows quieter than this (dBFS) are not scored.")
+    min_dbfs: float = Field(
+        -50.0,
+        ge=GATE_RANGE_DBFS[0],
+        le=GATE_RANGE_DBFS[1],
+        validation_alias=AliasChoices("min_dbfs", "gate_db"),  # gate_db: its name before 0.2
+        description="Silence gate: windows quieter than this RMS level (dBFS) are not sent to the model and "
+        "count as not heard.",
+    )
     max_seconds: float | None = Field(None, gt=0, description="Stop after this much audio.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between attempts to reopen a live source.")
     webhook: str | None = Field(None, description="POST each event as JSON to this http(s) URL.")

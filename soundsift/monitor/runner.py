@@ -26,7 +26,7 @@ import numpy as np
 
 from soundsift._version import __version__
 from soundsift.core.adapter import Adapter
-from soundsift.core.audio import is_silent, resample
+from soundsift.core.audio import level_dbfs, resample
 from soundsift.core.classifier import Classifier
 from soundsift.core.engine import ModelEngine
 from soundsift.errors import ConfigurationError, SoundsiftError
@@ -69,7 +69,7 @@ class MonitorStats:
 
     def render(self) -> str:
         return (
-            f"{self.audio_s:.1f} s of audio, {self.hops} hops: {self.scored} scored, {self.gated} below the volume "
+            f"{self.audio_s:.1f} s of audio, {self.hops} hops: {self.scored} scored, {self.gated} below the silence "
             f"gate, {self.skipped} skipped to keep up; {self.alerts} alerts; real-time factor "
             f"{self.real_time_factor:.2f}; {self.bad_chunks} bad chunks, {self.reconnects} reconnects"
             + (
@@ -275,7 +275,7 @@ class StreamMonitor:
 
     def _score(self, ring: np.ndarray) -> None:
         now = self.stats.audio_s
-        if is_silent(ring, self.config.gate_db):
+        if level_dbfs(ring) < self.config.min_dbfs:
             self.stats.gated += 1
             self._judge(now, {})
             return

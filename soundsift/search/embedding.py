@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from soundsift.core.audio import AudioInput, AudioLimits, stream_audio
+from soundsift.core.audio import AudioInput, AudioLimits, check_min_dbfs, stream_audio
 from soundsift.core.classifier import Classifier
 from soundsift.core.pipeline import ClipFeatures, Window, batched, embeddings_or_raise
 from soundsift.errors import AudioTooShortError, ProcessingError, SoundsiftError
@@ -54,6 +54,8 @@ class FileVectors:
     duration_s: float = 0.0
     error: SoundsiftError | None = None
     unchanged: bool = False
+    gated: int = 0
+    """Windows the silence gate kept from the model (quieter than ``min_dbfs``): not stored."""
 
 
 def file_sha256(path: str | Path) -> str:
@@ -71,13 +73,18 @@ class WindowLayout:
 
 
 def iter_windows(
-    classifier: Classifier, audio: AudioInput, layout: WindowLayout, *, source: str | None = None
+    classifier: Classifier,
+    audio: AudioInput,
+    layout: WindowLayout,
+    *,
+    source: str | None = None,
+    min_dbfs: float | None = None,
 ) -> Iterator[Window]:
-    """Every window of a recording, decoded as a stream and featurized. Local files are trusted: no
-    duration limit (as `soundsift detect`), the channel limit still applies."""
+    """Every window of a recording, decoded as a stream and featurized (or gated, with ``min_dbfs``).
+    Local files are trusted: no duration limit (as `soundsift detect`), the channel limit still applies."""
     limits = AudioLimits(max_channels=classifier.settings.max_channels)
     stream = stream_audio(audio, classifier.sample_rate, limits=limits, source=source, check_truncation=True)
-    return classifier.pipeline.windows(stream, layout.window_s, layout.hop_s)
+    return classifier.pipeline.windows(stream, layout.window_s, layout.hop_s, min_dbfs=min_dbfs)
 
 
 def embed_windows(classifier: Classifier, windows: Iterable[Window]) -> tuple[list[float], list[float], np.ndarray]:
@@ -86,8 +93,10 @@ def embed_windows(classifier: Classifier, windows: Iterable[Window]) -> tuple[li
     starts: list[float] = []
     ends: list[float] = []
     vectors: list[np.ndarray] = []
-    for group in batched(windows, classifier.settings.batch_size):
-        vectors.extend(embeddings_or_raise(classifier.pipeline.embedder.embed_audio([w.features for w in group])))
+    heard = (window for window in windows if window.features is not None)  # gated windows are skipped
+    for group in batched(heard, classifier.settings.batch_size):
+        features = [window.features for window in group if window.features is not None]
+        vectors.extend(embeddings_or_raise(classifier.pipeline.embedder.embed_audio(features)))
         starts.extend(window.start_s for window in group)
         ends.extend(window.end_s for window in group)
     if not vectors:
@@ -114,6 +123,7 @@ class _Finished:
     error: SoundsiftError | None = None
     unchanged: bool = False
     windows: int = 0
+    gated: int = 0
 
 
 class FileEmbedder:
@@ -121,7 +131,8 @@ class FileEmbedder:
     embeds their windows together in model batches and yields each file as soon as it is complete.
 
     The model is the classifier's own embedder (the server's engine, when the server's classifier
-    is given). Set ``stop`` to end early: files not complete are not yielded.
+    is given). Set ``stop`` to end early: files not complete are not yielded. With ``min_dbfs``
+    (the silence gate) windows quieter than it are neither embedded nor stored, only counted.
     """
 
     def __init__(
@@ -131,8 +142,10 @@ class FileEmbedder:
         *,
         workers: int = 2,
         stop: threading.Event | None = None,
+        min_dbfs: float | None = None,
     ) -> None:
-        self.classifier, self.layout = classifier, layout
+        check_min_dbfs(min_dbfs)
+        self.classifier, self.layout, self.min_dbfs = classifier, layout, min_dbfs
         self.workers = max(1, workers)
         self.batch_size = classifier.settings.batch_size
         self.stop = stop or threading.Event()
@@ -168,16 +181,20 @@ class FileEmbedder:
             if task.known_sha256 is not None and sha256 == task.known_sha256:
                 put(_Finished(task, sha256, unchanged=True))
                 return
-            count, end = 0, 0.0
-            for window in iter_windows(self.classifier, task.path, self.layout, source=task.path):
+            count, gated, end = 0, 0, 0.0
+            windows = iter_windows(self.classifier, task.path, self.layout, source=task.path, min_dbfs=self.min_dbfs)
+            for window in windows:
                 end = window.end_s
+                if window.features is None:
+                    gated += 1
+                    continue
                 if self.stop.is_set() or not put(_Window(task, window.start_s, end, window.features)):
                     put(_Finished(task, sha256, error=_stopped()))
                     return
                 count += 1
-            if count == 0:
+            if count + gated == 0:
                 raise AudioTooShortError("no audio samples", source=task.path)
-            put(_Finished(task, sha256, duration_s=end, windows=count))
+            put(_Finished(task, sha256, duration_s=end, windows=count, gated=gated))
         except SoundsiftError as error:
             put(_Finished(task, sha256, error=error))
         except OSError as error:
@@ -205,6 +222,7 @@ class FileEmbedder:
             outcome = open_files.setdefault(item.task.file_id, FileVectors(item.task))
             outcome.sha256, outcome.duration_s = item.sha256, item.duration_s
             outcome.error, outcome.unchanged = outcome.error or item.error, item.unchanged
+            outcome.gated = item.gated
             expected[item.task.file_id] = item.windows if item.error is None and not item.unchanged else 0
             if outcome.error is not None or outcome.unchanged:
                 pending = [window for window in pending if window.task.file_id != item.task.file_id]

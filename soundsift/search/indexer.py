@@ -159,7 +159,7 @@ class Writer:
             self.report.touched += 1
             return
         self._done.append(outcome)
-        if outcome.error is None:
+        if outcome.error is None and outcome.vectors:  # a file the silence gate kept whole has none
             count = len(outcome.vectors)
             self._rows.append(
                 WindowRows(
@@ -199,6 +199,7 @@ class Writer:
         kind = self.plan.kinds[task.file_id]
         setattr(report, kind, getattr(report, kind) + 1)
         report.windows_added += windows
+        report.windows_gated += outcome.gated
         report.audio_s += outcome.duration_s
 
     def remove_gone(self) -> None:

@@ -238,10 +238,12 @@ class Library:
         engine: Literal["local", "ray"] = "local",
         ray_address: str | None = None,
         allowed_roots: Sequence[Path] | None = None,
+        min_dbfs: float | None = None,
     ) -> IndexReport:
         """Index the audio and video files under ``paths`` (folders recursively): new and changed
         files are embedded, files gone from those folders dropped. No paths: rescan the folders
         indexed before. ``allowed_roots``: every path must resolve inside one (the server's rule).
+        ``min_dbfs`` is the silence gate: windows quieter than it are neither embedded nor stored.
         Ctrl-C (or ``stop``) ends the run cleanly: finished files are kept, the rest redone next time."""
         started = time.monotonic()
         given = [os.fspath(Path(path).expanduser()) for path in paths]
@@ -264,7 +266,7 @@ class Library:
             if progress is not None:
                 progress(0, len(plan.tasks))
             try:
-                for outcome in self._embed(plan, engine, workers, stop, ray_address):
+                for outcome in self._embed(plan, engine, workers, stop, ray_address, min_dbfs):
                     writer.accept(outcome)
                     done += 1
                     if progress is not None:
@@ -289,16 +291,17 @@ class Library:
         workers: int,
         stop: threading.Event,
         ray_address: str | None,
+        min_dbfs: float | None,
     ) -> Iterator[FileVectors]:
         if not plan.tasks:
             return iter(())
         if engine == "ray":
             from soundsift.search.ray_index import embed_on_ray
 
-            return embed_on_ray(self.classifier, self.layout, plan.tasks, address=ray_address)
+            return embed_on_ray(self.classifier, self.layout, plan.tasks, address=ray_address, min_dbfs=min_dbfs)
         if engine != "local":
             raise QueryError(f"unknown engine {engine!r}: use 'local' or 'ray'")
-        embedder = FileEmbedder(self.classifier, self.layout, workers=workers, stop=stop)
+        embedder = FileEmbedder(self.classifier, self.layout, workers=workers, stop=stop, min_dbfs=min_dbfs)
         return embedder.run(plan.tasks)
 
     def _remember_roots(self, manifest: _Manifest, plan: Plan) -> None:

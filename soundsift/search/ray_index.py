@@ -33,9 +33,10 @@ class _RemoteError(SoundsiftError):
 
 
 class _EmbedActor:
-    def __init__(self, settings: dict[str, Any], window_s: float, hop_s: float) -> None:
+    def __init__(self, settings: dict[str, Any], window_s: float, hop_s: float, min_dbfs: float | None) -> None:
         self.classifier = Classifier(ModelSettings.build(**settings))
         self.layout = WindowLayout(window_s, hop_s)
+        self.min_dbfs = min_dbfs
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         tasks = [
@@ -43,7 +44,7 @@ class _EmbedActor:
             for file_id, path, known in zip(batch["file_id"], batch["path"], batch["known_sha256"])
         ]
         columns: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-        for outcome in FileEmbedder(self.classifier, self.layout, workers=1).run(tasks):
+        for outcome in FileEmbedder(self.classifier, self.layout, workers=1, min_dbfs=self.min_dbfs).run(tasks):
             vectors = np.stack(outcome.vectors).astype(np.float32) if outcome.vectors else np.zeros((0, 0), np.float32)
             for name, value in zip(
                 _COLUMNS,
@@ -60,6 +61,7 @@ class _EmbedActor:
                     outcome.error.code if outcome.error else "",
                     _message(outcome.error) if outcome.error else "",
                     outcome.unchanged,
+                    outcome.gated,
                 ),
                 strict=True,
             ):
@@ -80,6 +82,7 @@ _COLUMNS = (
     "error_code",
     "error_message",
     "unchanged",
+    "gated",
 )
 
 
@@ -96,6 +99,7 @@ def embed_on_ray(
     address: str | None = None,
     actors: int | None = None,
     cpus_per_actor: float = 1.0,
+    min_dbfs: float | None = None,
 ) -> Iterator[FileVectors]:
     """Each file's outcome as it comes back from the actor pool (order not kept)."""
     settings = classifier.settings
@@ -113,6 +117,7 @@ def embed_on_ray(
             "settings": settings.model_dump(),
             "window_s": layout.window_s,
             "hop_s": layout.hop_s,
+            "min_dbfs": min_dbfs,
         },
     )
     for batch in outcomes.iter_batches(batch_size=FILES_PER_BATCH, batch_format="numpy"):
@@ -134,4 +139,5 @@ def _outcome(row: dict[str, Any]) -> FileVectors:
         duration_s=float(row["duration_s"]),
         error=error,
         unchanged=bool(row["unchanged"]),
+        gated=int(row["gated"]),
     )

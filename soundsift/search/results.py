@@ -55,6 +55,7 @@ class IndexReport(BaseModel):
         default_factory=list, description="Folders that could not be listed; the files indexed under them are kept."
     )
     windows_added: int = 0
+    windows_gated: int = Field(default=0, description="Windows quieter than min_dbfs: not embedded, not stored.")
     audio_s: float = Field(default=0.0, description="Seconds of audio embedded in this run.")
     wall_s: float = 0.0
     interrupted: bool = False

@@ -59,6 +59,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.detect_windows = Counter(
+            "soundsift_detect_windows",
+            "Windows of /api/detect recordings: scored by the model, or gated (quieter than min_dbfs).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def observe_detection(self, windows: int, gated: int) -> None:
+        self.detect_windows.labels(outcome="scored").inc(windows - gated)
+        self.detect_windows.labels(outcome="gated").inc(gated)
 
     def observe_batch(self, kind: str, size: int, seconds: float) -> None:
         """One model call of the engine: its kind ("audio" or "text"), inputs and seconds."""

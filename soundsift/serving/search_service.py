@@ -59,7 +59,7 @@ class SearchService:
         async with self.service.admit():
             return await self.service.in_worker_pool(library.search, query, **options)
 
-    def start(self, paths: list[str], retry_failed: bool) -> IndexJob:
+    def start(self, paths: list[str], retry_failed: bool, min_dbfs: float | None = None) -> IndexJob:
         library = self.require_library()
         roots = self.service.settings.library_root_paths
         if not roots:
@@ -81,18 +81,29 @@ class SearchService:
             self.stop.clear()
             self.job = IndexJob(state="running", paths=resolved, started_at=time.time())
             self._thread = threading.Thread(
-                target=self._run, args=(library, resolved, retry_failed, roots), name="soundsift-index", daemon=True
+                target=self._run,
+                args=(library, resolved, retry_failed, min_dbfs, roots),
+                name="soundsift-index",
+                daemon=True,
             )
             self._thread.start()
             return self.job
 
-    def _run(self, library: Library, paths: list[str], retry_failed: bool, roots: list[Path]) -> None:
+    def _run(
+        self, library: Library, paths: list[str], retry_failed: bool, min_dbfs: float | None, roots: list[Path]
+    ) -> None:
         def progress(done: int, total: int) -> None:
             self.job.done, self.job.total = done, total
 
         try:
             report = library.add(
-                paths, workers=1, retry_failed=retry_failed, progress=progress, stop=self.stop, allowed_roots=roots
+                paths,
+                workers=1,
+                retry_failed=retry_failed,
+                progress=progress,
+                stop=self.stop,
+                allowed_roots=roots,
+                min_dbfs=min_dbfs,
             )
             self.job.report = report
             self.job.state = "stopped" if report.interrupted else "finished"

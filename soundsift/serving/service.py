@@ -375,7 +375,7 @@ class ClassificationService:
         async with self.admit(self.settings.micro_batch_size):
             watcher = asyncio.ensure_future(watch())
             try:
-                return await self._before_deadline(self.in_worker_pool(run))
+                detection = await self._before_deadline(self.in_worker_pool(run))
             except Exception:
                 if stop.is_set():
                     raise ClientGoneError("the client disconnected") from None
@@ -383,6 +383,8 @@ class ClassificationService:
             finally:
                 stop.set()  # the run ends at its next batch when the answer went out first (shutdown)
                 watcher.cancel()
+        self.metrics.observe_detection(len(detection.windows), detection.gated_windows)
+        return detection
 
     async def _decode_and_embed(
         self, inputs: Sequence[tuple[AudioInput, str]]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
+from soundsift.core.audio import GATE_RANGE_DBFS
 from soundsift.detection.events import EventRules, background_labels
 from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, DetectOptions
 from soundsift.serving.dependencies import (
@@ -48,6 +49,14 @@ async def detect(
     merge_gap_s: Annotated[float, Form(ge=0, le=86_400)] = 0.0,
     background: Annotated[str | None, Form(description="Labels that never make events.")] = None,
     template: Annotated[str | None, Form()] = None,
+    min_dbfs: Annotated[
+        float | None,
+        Form(
+            ge=GATE_RANGE_DBFS[0],
+            le=GATE_RANGE_DBFS[1],
+            description="Silence gate: windows quieter than this RMS level (dBFS) are not sent to the model.",
+        ),
+    ] = None,
     adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
 ) -> DetectResponse:
     started = time.perf_counter()
@@ -59,7 +68,9 @@ async def detect(
         merge_gap_s=merge_gap_s,
         background=background_labels(background),
     )
-    options = DetectOptions(window_s=window_s, hop_s=hop_s, rules=rules, templates=templates_of(template))
+    options = DetectOptions(
+        window_s=window_s, hop_s=hop_s, rules=rules, templates=templates_of(template), min_dbfs=min_dbfs
+    )
     detection = await service.detect(
         upload_of(audio),
         labels_or_preset(labels, preset, optional=bool(adapter)),

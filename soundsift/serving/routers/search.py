@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from soundsift.core.audio import GATE_RANGE_DBFS
 from soundsift.core.text import check_text
 from soundsift.search import IndexStatus, SearchResult
 from soundsift.serving.dependencies import ADAPTER_HELP, RUNS_MODEL, Service, upload_of
@@ -37,6 +38,12 @@ class IndexRequest(BaseModel):
         min_length=1, max_length=MAX_INDEX_PATHS, description="Files or folders inside the library roots."
     )
     retry_failed: bool = Field(default=False, description="Try files that failed before again.")
+    min_dbfs: float | None = Field(
+        default=None,
+        ge=GATE_RANGE_DBFS[0],
+        le=GATE_RANGE_DBFS[1],
+        description="Silence gate: windows quieter than this RMS level (dBFS) are neither embedded nor stored.",
+    )
 
 
 class IndexStatusResponse(BaseModel):
@@ -129,7 +136,7 @@ async def index_status(service: Service, search_service: Search) -> IndexStatusR
 )
 async def start_index(search_service: Search, body: IndexRequest) -> IndexJob:
     """Starts a background job (one at a time; 409 while one runs); follow it at GET /api/index/status."""
-    return search_service.start(body.paths, body.retry_failed)
+    return search_service.start(body.paths, body.retry_failed, body.min_dbfs)
 
 
 @router.get(
