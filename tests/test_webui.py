@@ -138,6 +138,19 @@ def test_upload_classify_and_see_results_with_consistent_decimals(browser, serve
     save(page, "classify")
 
 
+def test_the_options_reach_the_decision(browser, server, esc50_clips):
+    page = open_page(browser, server)
+    upload(page, "#audio-input", esc50_clips[0])
+    page.get_by_text("Options", exact=True).click()
+    page.locator("#threshold input[type=number]").fill("0")
+    page.locator("#min-margin input[type=number]").fill("0")
+    classify(page, "dog barking, rain, siren")
+    expect(page.locator("#verdict")).to_contain_text(re.compile(r"^(?!.*Uncertain).*(dog barking|rain|siren)"))
+    page.locator("#min-margin input[type=number]").fill("1")  # no label leads the next by the whole scale
+    page.locator("#classify-button").click()
+    expect(page.locator("#verdict")).to_contain_text("Uncertain", timeout=30_000)
+
+
 def test_record_with_the_microphone_then_classify(browser, server):
     page = open_page(browser, server)
     page.locator('#audio-input button[aria-label="Record audio"]').click()

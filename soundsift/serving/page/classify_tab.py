@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -57,22 +56,26 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
         audio_path: str | None,
         labels: str,
         threshold: float,
+        min_margin: float,
         template: str,
         multi_label: bool,
+        label_threshold: float,
         adapter: str | None,
         recording: bool,
         request: gr.Request,
     ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
         language = request_language(request)
         try:
+            with as_page_problems("classification", language):
+                scoring = ScoringOptions(
+                    templates=(template,) if template and template.strip() else None,
+                    multi_label=bool(multi_label),
+                    threshold=float(threshold),
+                    min_margin=float(min_margin),
+                    label_thresholds=float(label_threshold) if multi_label else None,
+                )
             return await run_classification(
-                service,
-                upload_root,
-                language,
-                audio_path,
-                labels,
-                Options(float(threshold), template, bool(multi_label), adapter or None),
-                recording,
+                service, upload_root, language, audio_path, labels, scoring, adapter or None, recording
             )
         except PageProblem as problem:
             columns = [message(language, key) for key in ("col_label", "col_score", "col_similarity")]
@@ -104,9 +107,17 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
                     for name in PRESETS
                 }
             with gr.Accordion(i18n("advanced"), open=False):
-                threshold = gr.Slider(0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"))
+                threshold = gr.Slider(
+                    0.0, 1.0, value=settings.threshold, step=0.01, label=i18n("threshold"), elem_id="threshold"
+                )
+                min_margin = gr.Slider(
+                    0.0, 1.0, value=settings.min_margin, step=0.01, label=i18n("min_margin"), elem_id="min-margin"
+                )
                 template = gr.Textbox(label=i18n("template"), placeholder=i18n("template_hint"))
                 multi_label = gr.Checkbox(label=i18n("multi"), value=False)
+                label_threshold = gr.Slider(
+                    -1.0, 1.0, value=settings.label_threshold, step=0.01, label=i18n("label_threshold")
+                )
             recording = gr.Checkbox(visible=False)
             button = gr.Button(i18n("classify"), variant="primary", elem_id="classify-button")
         with gr.Column(min_width=300):
@@ -142,20 +153,12 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
         preset.click(None, outputs=[labels], js=preset_js(name))
     button.click(
         classify,
-        inputs=[audio, labels, threshold, template, multi_label, adapter, recording],
+        inputs=[audio, labels, threshold, min_margin, template, multi_label, label_threshold, adapter, recording],
         outputs=[verdict, table, chart],
         js=IS_RECORDING_JS,
         api_visibility="private",
     )
     return adapter
-
-
-@dataclass(frozen=True)
-class Options:
-    threshold: float
-    template: str
-    multi_label: bool
-    adapter: str | None
 
 
 async def run_classification(
@@ -164,7 +167,8 @@ async def run_classification(
     language: str,
     audio_path: str | None,
     labels: str,
-    options: Options,
+    scoring: ScoringOptions,
+    adapter: str | None,
     recording: bool,
 ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
     started = time.perf_counter()
@@ -172,12 +176,10 @@ async def run_classification(
         raise PageProblem(message(language, "still_recording"))
     if not audio_path:
         raise PageProblem(message(language, "no_audio"))
-    if (not labels or not labels.strip()) and not options.adapter:
+    if (not labels or not labels.strip()) and not adapter:
         raise PageProblem(message(language, "no_labels"))
-    templates = (options.template,) if options.template and options.template.strip() else None
-    scoring = ScoringOptions(templates=templates, multi_label=options.multi_label, threshold=options.threshold)
     with as_page_problems("classification", language), open_upload(upload_root, audio_path, language) as upload:
-        prepared = await service.prepare_labels(labels or None, scoring, options.adapter)
+        prepared = await service.prepare_labels(labels or None, scoring, adapter)
         result = await service.classify(upload, prepared, scoring)
     return verdict(result, elapsed_ms(started), language), score_table(result, language), score_chart(result, language)
 
