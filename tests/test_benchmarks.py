@@ -125,3 +125,14 @@ def tiny_esc50(folder: Path, *, classes: int, clips_per_class: int) -> Path:
     for row in kept:
         (folder / "audio" / row["filename"]).symlink_to(source / "audio" / row["filename"])
     return folder
+
+
+def test_silence_gate(tiny_model_dir, tmp_path):
+    report = tmp_path / "gate.json"
+    out = run_script(
+        "silence_gate.py", "--model", str(tiny_model_dir), "--minutes", "0.5", "--events", "2", "--json", str(report)
+    )
+    assert "CPU saved by the gate" in out and "CPU seconds per hour of quiet audio" in out
+    figures = json.loads(report.read_text())
+    assert figures["on"]["gated_windows"] > 0 and figures["off"]["gated_windows"] == 0
+    assert figures["on"]["model_windows"] < figures["off"]["model_windows"] == figures["off"]["windows"]
