@@ -243,6 +243,31 @@ def test_a_dropped_source_is_reopened_with_backoff_until_stopped(classifier, rec
     assert monitor.stats.reconnects <= 1 + elapsed, (monitor.stats.reconnects, f"{elapsed:.1f} s")
 
 
+def test_a_dead_source_costs_almost_no_cpu_while_it_is_retried(classifier, recording, tmp_path, closed_port):
+    monitor = Monitor(
+        classifier,
+        options(recording, tmp_path, source=f"http://127.0.0.1:{closed_port}/live.wav", reconnect_max_s=2.0),
+        emit=lambda _: None,
+    )
+    runner = threading.Thread(target=monitor.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while monitor.stats.state != "reconnecting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert monitor.stats.state == "reconnecting"
+        cpu, wall = time.process_time(), time.monotonic()
+        time.sleep(6.0)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    finally:
+        monitor.stop()
+        runner.join(timeout=HANG_GUARD_S)
+    # Every thread of this process counts (reader, scorer, model engine); a loop that spins would
+    # use a whole core, i.e. about 6 CPU seconds here. Waiting costs nothing but the attempts.
+    assert cpu < 0.05 * wall, f"{cpu:.2f} CPU s in {wall:.1f} s of a dead source"
+    assert 2 <= monitor.stats.reconnects <= 6, monitor.stats.reconnects  # 1, 2, 2, ... s apart, jittered
+
+
 # ---- item 10 of "Safe to put in front of users": nothing lost silently at exit ------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -229,10 +230,12 @@ class StreamMonitor:
             except Exception as error:  # a live source dropped: reconnect
                 self.stats.reconnects += 1
                 self._set_state("reconnecting")
+                # Jitter: monitors whose camera went down together do not all reconnect in step.
+                wait_s = backoff * random.uniform(1.0, 1.25)
                 logger.warning(
-                    "stream %s: source failed (%s); reconnecting in %.0f s", config.name, error or "no audio", backoff
+                    "stream %s: source failed (%s); reconnecting in %.1f s", config.name, error or "no audio", wait_s
                 )
-                stopping.wait(backoff)
+                stopping.wait(wait_s)
                 backoff = min(config.reconnect_max_s, backoff * 2)
         audio.put(None)
 
