@@ -84,6 +84,32 @@ def test_folder_mode(env, tmp_path, class_tree):
     assert results["top1"] == pytest.approx(sum(r["predicted"] == r["label"] for r in rows) / len(rows))
 
 
+def test_two_models_side_by_side_in_one_report(env, tmp_path, class_tree, tiny_model_dir, capsys):
+    from tests.data.tiny_clap import build_tiny_clap
+
+    base = build_tiny_clap(tmp_path / "tiny-base", shape="base", fusion=False, seed=3)
+    out = tmp_path / "out"
+    argv = ["eval", "folder", str(class_tree), "--out", str(out), "--model", str(tiny_model_dir), "--model", str(base)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    folders = sorted(path for path in out.iterdir() if path.is_dir())
+    assert [path.name.split("-")[0] for path in folders] == ["1", "2"]
+    reports = [json.loads((folder / "results.json").read_text()) for folder in folders]
+    assert [report["model"] for report in reports] == [str(tiny_model_dir), str(base)]
+    for folder, report in zip(folders, reports, strict=True):  # each model's own report, checked against its rows
+        rows = read_predictions(folder)
+        assert report["top1"] == pytest.approx(sum(r["predicted"] == r["label"] for r in rows) / len(rows))
+    comparison = (out / "comparison.md").read_text()
+    assert comparison == printed
+    for report in reports:
+        assert f"| {report['model']} | {100 * report['top1']:.2f} |" in comparison
+    for name in reports[0]["classes"]:
+        cells = " | ".join(f"{100 * report['per_class'][name]:.1f}" for report in reports)
+        assert f"| {name} | {cells} |" in comparison
+    assert main(["eval", "folder", str(class_tree), "--out", str(out), "--model", "a", "--model", "b",
+                 "--shots", "1"]) == 2  # fmt: skip
+
+
 def test_csv_mode_with_folds_and_a_broken_file(env, tmp_path, class_tree):
     table = tmp_path / "labels.csv"
     files = sorted(class_tree.rglob("*.wav"))

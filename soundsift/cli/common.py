@@ -18,11 +18,16 @@ from soundsift.serving.settings import ServerSettings
 EXIT_OK = 0
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """The model flags; with ``several``, --model may be repeated (into ``models``) to compare models."""
     group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model", help=f"hub id or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
-    )
+    text = f"hub id, gallery alias or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
+    if several:
+        group.add_argument(
+            "--model", action="append", dest="models", metavar="MODEL", help=f"{text}; repeat to compare models"
+        )
+    else:
+        group.add_argument("--model", help=text)
     group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N (SOUNDSIFT_DEVICE)")
     group.add_argument(
         "--backend",

@@ -24,7 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "eval",
         help="measure accuracy, latency and memory on labelled audio",
         description="Evaluate a model and prompt template on labelled audio. Writes results.json, "
-        "predictions.csv, confusion.csv, confusion.png and report.md into --out (plots need the eval extra).",
+        "predictions.csv, confusion.csv, confusion.png and report.md into --out (plots need the eval extra). "
+        "With several --model, each model runs in its own process (so its memory is its own) and writes its "
+        "report into --out/N-MODEL; comparison.md sets them side by side.",
     )
     kinds = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     esc50 = kinds.add_parser("esc50", help="the official ESC-50 layout (meta/esc50.csv + audio/)")
@@ -53,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         kind.add_argument("--seeds", type=int, default=1, help="draws of the K support clips per fold (default 1)")
         add_method_option(kind, purpose="the --shots adapters")
         add_progress_option(kind)
-        add_model_options(kind)
+        add_model_options(kind, several=True)
         kind.set_defaults(handler=run, command="eval")
 
 
@@ -100,9 +102,11 @@ def few_shot(classifier: Any, items: Any, classes: list[str], args: argparse.Nam
 
 def run(args: argparse.Namespace) -> int:
     from soundsift.jobs import evaluation
-    from soundsift.jobs.batch import make_progress
 
-    settings = settings_from_args(args)
+    models = args.models or [None]
+    if len(models) > 1 and args.shots:
+        raise UsageError("--shots measures one model; give one --model (or run eval once per model)")
+    settings = [_model_settings(args, model) for model in models]
     MATPLOTLIB.require("soundsift eval's report plots")  # before minutes of embedding, not after
     if args.dataset == "esc50":
         items = evaluation.esc50_items(args.data, args.folds)
@@ -112,7 +116,34 @@ def run(args: argparse.Namespace) -> int:
         items, classes, name = evaluation.folder_items(args.root), None, f"folder {args.root}"
     else:
         items, classes, name = evaluation.csv_items(args.table), None, f"csv {args.table}"
+    if len(settings) == 1:
+        _evaluate_one(settings[0], items, classes, name, args)
+        return EXIT_OK
+    reports = []
+    for index, one in enumerate(settings, start=1):
+        print(f"[{index}/{len(settings)}] {one.model}", file=sys.stderr)
+        report, predictions = evaluation.evaluate_in_child(
+            one, items, dataset=name, classes=classes, templates=args.templates
+        )
+        folder = args.out / evaluation.folder_name(index, report.model)
+        evaluation.write_report(report, predictions, folder)
+        reports.append(report)
+    table = evaluation.comparison_markdown(reports)
+    (args.out / "comparison.md").write_text(table)
+    print(table, end="")
+    print(f"written to {args.out}/ (comparison.md, and one folder per model)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _model_settings(args: argparse.Namespace, model: str | None) -> Any:
+    """The settings of one --model: the other flags, validated the same way for each."""
+    return settings_from_args(argparse.Namespace(**{**vars(args), "model": model}))
+
+
+def _evaluate_one(settings: Any, items: Any, classes: list[str] | None, name: str, args: argparse.Namespace) -> None:
     from soundsift.core.classifier import Classifier
+    from soundsift.jobs import evaluation
+    from soundsift.jobs.batch import make_progress
 
     classifier = Classifier(settings)
     progress = make_progress(len(items), args.progress)
@@ -126,4 +157,3 @@ def run(args: argparse.Namespace) -> int:
     evaluation.write_report(report, predictions, args.out)
     print(evaluation.markdown_table(report))
     print(f"written to {args.out}/", file=sys.stderr)
-    return EXIT_OK

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import platform
+import re
 import resource
 import statistics
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from soundsift.core.classifier import Classifier
 from soundsift.core.files import audio_files
 from soundsift.core.pipeline import ScoredInput
 from soundsift.core.results import Classification
+from soundsift.core.settings import ModelSettings
 from soundsift.errors import EXIT_USAGE, SoundsiftError
 from soundsift.optional import MATPLOTLIB, ONNXRUNTIME, TORCH, TRANSFORMERS
 
@@ -171,6 +175,61 @@ def evaluate(
             progress.update(1)
     wall = time.perf_counter() - started
     return _report(classifier, dataset, classes, prepared.templates, predictions, wall), predictions
+
+
+def evaluate_in_child(
+    settings: ModelSettings,
+    items: Sequence[EvalItem],
+    *,
+    dataset: str,
+    classes: Sequence[str] | None = None,
+    templates: Sequence[str] | None = None,
+) -> tuple[EvalReport, list[Prediction]]:
+    """`evaluate` with the model of ``settings``, in a process of its own: comparing models one
+    after another in one process would report the largest model's memory for every later one."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads inherited
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_evaluate_settings, settings, list(items), dataset, classes, templates).result()
+
+
+def _evaluate_settings(
+    settings: ModelSettings,
+    items: list[EvalItem],
+    dataset: str,
+    classes: Sequence[str] | None,
+    templates: Sequence[str] | None,
+) -> tuple[EvalReport, list[Prediction]]:
+    return evaluate(Classifier(settings), items, dataset=dataset, classes=classes, templates=templates)
+
+
+def folder_name(index: int, model: str) -> str:
+    """A report folder for the index-th model: its number, then its name as a safe file name."""
+    return f"{index}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/")).strip("_")[-80:]
+
+
+def comparison_markdown(reports: Sequence[EvalReport]) -> str:
+    """Models side by side on one dataset: accuracy, speed, memory, then accuracy per class."""
+    lines = [
+        f"# {reports[0].dataset}: {len(reports)} models",
+        "",
+        "| model | top-1 (%) | top-5 (%) | failed | ms / clip (model) | clips/s | peak memory (GB) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for report in reports:
+        memory = report.peak_gpu_gb if report.peak_gpu_gb is not None else report.peak_rss_gb
+        lines.append(
+            f"| {report.model} | {100 * report.top1:.2f} | {100 * report.top5:.2f} | {report.failed} | "
+            f"{report.latency_ms['model_mean']:.1f} | {report.clips_per_s:.2f} | {memory:.2f} |"
+        )
+    names = [f"{index}" for index in range(1, len(reports) + 1)]
+    lines += ["", "Top-1 (%) per class (columns: the models in the order above)", ""]
+    lines += ["| class | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(reports)]
+    for name in reports[0].classes:
+        cells = [f"{100 * report.per_class.get(name, 0.0):.1f}" for report in reports]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"- device {reports[0].device}; each model in its own process; template(s): "
+              + " / ".join(reports[0].templates)]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _prediction(item: EvalItem, scored: ScoredInput) -> Prediction:
