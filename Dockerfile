@@ -10,8 +10,8 @@
 # Needs BuildKit (Docker Engine >= 23 uses it by default; DOCKER_BUILDKIT=1 on older ones), which
 # builds only the stages the chosen target uses. Build arguments, all optional:
 #   BASE            base image with Python >= 3.11 and its venv module (python:3.11-slim)
-#   EXTRAS          soundsift extras of the cpu and gpu images (torch,server)
-#   ONNX_EXTRAS     extras of the onnx image (onnx,server)
+#   EXTRAS          soundsift extras of the cpu and gpu images (torch,server,monitor)
+#   ONNX_EXTRAS     extras of the onnx image (onnx,server,monitor)
 #   TORCH_SPEC, TORCH_INDEX          torch of the cpu image (torch, from PyTorch's CPU index)
 #   GPU_TORCH_SPEC, GPU_TORCH_INDEX  torch of the gpu image (torch, from PyPI: the CUDA build)
 #   WHEELS          folder of the build context whose wheels pip may use (deploy/docker/wheels)
@@ -49,8 +49,8 @@ RUN python3 -m venv /opt/venv
 # Only these lists (not pyproject.toml) feed the installs below, so an edit elsewhere in
 # pyproject.toml (version, dev tools) installs nothing again.
 FROM venv AS requirements
-ARG EXTRAS=torch,server
-ARG ONNX_EXTRAS=onnx,server
+ARG EXTRAS=torch,server,monitor
+ARG ONNX_EXTRAS=onnx,server,monitor
 COPY pyproject.toml deploy/docker/requirements.py /build/
 RUN mkdir /requirements \
  && python /build/requirements.py /build/pyproject.toml "$EXTRAS" > /requirements/torch.txt \

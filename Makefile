@@ -78,7 +78,7 @@ IMAGE_TARGETS ?= cpu onnx
 # require: the docker tier fails instead of skipping when Docker is missing (where docker-ready can set it up)
 DOCKER_TESTS ?= $(if $(and $(wildcard $(DOCKER_BASE_SCRIPT)),$(filter 0,$(shell id -u))),require,auto)
 
-.PHONY: docker-ready image image-cpu image-onnx image-gpu test-docker
+.PHONY: docker-ready image image-cpu image-onnx image-gpu test-docker test-arm64
 
 docker-ready:
 	@if [ ! -f "$(DOCKER_BASE_SCRIPT)" ]; then \
@@ -87,6 +87,8 @@ docker-ready:
 		echo "docker-ready: not root: Docker left as it is (docker tests skip without a daemon)"; \
 	else \
 		bash $(DOCKER_BASE_SCRIPT) >/dev/null; \
+		command -v docker-compose >/dev/null || { apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }; \
 	fi
 
 image: $(addprefix image-,$(IMAGE_TARGETS))
@@ -102,3 +104,8 @@ image-gpu: docker-ready
 
 test-docker: install-dev docker-ready
 	SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest tests/docker
+
+# The linux/arm64 (Raspberry Pi) image under QEMU emulation: slow (see tests/docker/test_arm64.py),
+# so not part of `make test`.
+test-arm64: install-dev docker-ready
+	SOUNDSIFT_ARM64_TESTS=1 SOUNDSIFT_DOCKER_TESTS=$(DOCKER_TESTS) $(BIN)/python -m pytest tests/docker/test_arm64.py
