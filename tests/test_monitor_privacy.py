@@ -169,8 +169,32 @@ def test_no_clip_is_written_around_speech_and_the_event_says_so(classifier, tmp_
 def test_with_privacy_off_the_same_speech_is_kept(classifier, tmp_path):
     # The control: the guard, not the recording, is what kept the clips away above.
     with Receiver() as receiver:
-        config = speech_config(tmp_path, receiver, privacy={"private_labels": []})
+        config = speech_config(tmp_path, receiver, privacy={"default_private_labels": False})
         stats = MonitorService(classifier, config, emit=lambda _: None).run()["living"]
         receiver.wait_for(stats.alerts)
     assert stats.alerts >= 1 and stats.last_event is not None and stats.last_event["evidence_withheld"] is None
     assert len(list((tmp_path / "clips").rglob("*.flac"))) == stats.alerts
+
+
+@pytest.mark.parametrize(
+    ("privacy", "private"),
+    [
+        ({}, ["speech"]),
+        ({"private_labels": ["Sprache"]}, ["Sprache", "speech"]),  # added to the defaults
+        ({"private_labels": "Sprache", "default_private_labels": False}, ["Sprache"]),
+        ({"default_private_labels": False}, []),
+    ],
+)
+def test_private_labels_add_to_the_defaults(classifier, tmp_path, privacy, private):
+    config = MonitorConfig.model_validate(
+        {
+            "streams": [{"name": "hall", "source": str(SPEECH), "labels": "Hund bellt, Sprache, speech"}],
+            "database": tmp_path / "events.db",
+            "privacy": privacy,
+        }
+    )
+    service = MonitorService(classifier, config)
+    try:
+        assert service.streams[0].private == private
+    finally:
+        service._close_sinks()

@@ -332,10 +332,12 @@ class NotifyConfig(_Strict):
 class PrivacyConfig(_Strict):
     """Labels whose sound must never end up in an evidence clip (see soundsift.monitor.privacy)."""
 
-    private_labels: list[str] | None = Field(
-        None,
-        description="Words and phrases that make a label private (default: speech, talking, conversation and "
-        "their glossary translations); [] turns the guard off.",
+    private_labels: list[str] = Field(
+        default_factory=list,
+        description="More words and phrases that make a label private (e.g. labels in your language).",
+    )
+    default_private_labels: bool = Field(
+        True, description="Also the defaults: speech, talking, conversation and their glossary translations."
     )
 
     @field_validator("private_labels", mode="before")
@@ -345,8 +347,8 @@ class PrivacyConfig(_Strict):
 
     @field_validator("private_labels")
     @classmethod
-    def _non_empty_terms(cls, terms: list[str] | None) -> list[str] | None:
-        if terms is not None and any(not term.strip() for term in terms):
+    def _non_empty_terms(cls, terms: list[str]) -> list[str]:
+        if any(not term.strip() for term in terms):
             raise ValueError("a private label is empty")
         return terms
 
@@ -362,7 +364,7 @@ class MonitorConfig(_Strict):
     health_host: str = Field("127.0.0.1", min_length=1)
     health_port: int | None = Field(None, ge=0, le=65535, description="Serve the streams' state here (0: any port).")
     notify: NotifyConfig | None = None
-    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig(private_labels=None))
+    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig(private_labels=[]))
 
     @field_validator("streams")
     @classmethod

@@ -393,7 +393,7 @@ class MonitorService:
         # while the model is busy form the next batch by themselves.
         self.engine = ModelEngine([classifier.pipeline.embedder], max_batch_size=64, max_wait_s=0.0)
         evidence = EvidenceStore(config.evidence) if config.evidence else None
-        terms = config.privacy.private_labels
+        privacy = config.privacy
         self.shared = _Shared(
             classifier=classifier,
             engine=self.engine,
@@ -403,7 +403,8 @@ class MonitorService:
             evidence=evidence,
             mqtt=config.mqtt,
             notifier=Notifier(config.notify, clips=evidence) if config.notify else None,
-            private_terms=tuple(terms) if terms is not None else default_private_terms(),
+            private_terms=(default_private_terms() if privacy.default_private_labels else ())
+            + tuple(privacy.private_labels),
         )
         self.streams: list[StreamMonitor] = []
         try:
