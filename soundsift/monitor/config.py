@@ -364,7 +364,7 @@ class MonitorConfig(_Strict):
     health_host: str = Field("127.0.0.1", min_length=1)
     health_port: int | None = Field(None, ge=0, le=65535, description="Serve the streams' state here (0: any port).")
     notify: NotifyConfig | None = None
-    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig(private_labels=[]))
+    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig.model_validate({}))
 
     @field_validator("streams")
     @classmethod
