@@ -168,6 +168,7 @@ def test_the_documented_three_room_example_is_valid_and_flags_override_parts_of_
     assert [stream.name for stream in config.streams] == ["kitchen", "nursery", "hall"]
     assert config.mqtt is not None and config.mqtt.endpoint().prefix == "house" and config.mqtt.scores_interval_s == 5
     assert config.evidence is not None and config.evidence.dir == tmp_path and config.evidence.max_age_days == 14
+    assert config.privacy.private_labels == ["Sprache"] and config.privacy.default_private_labels
     docs = (REPO / "docs" / "smart-home.md").read_text(encoding="utf-8")
     assert example.read_text(encoding="utf-8").split("streams:", 1)[1] in docs, "docs/smart-home.md shows the example"
 

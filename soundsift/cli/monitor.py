@@ -44,6 +44,11 @@ FLAGS = {
     "before_s": "--evidence-before",
     "after_s": "--evidence-after",
     "health_port": "--health-port",
+    "notify.targets.url": "--notify",
+    "notify.targets.labels": "--notify-labels",
+    "notify.targets.min_score": "--notify-min-score",
+    "notify.targets.quiet_hours": "--notify-quiet-hours",
+    "notify.targets.cooldown_s": "--notify-cooldown",
 }
 
 
@@ -66,10 +71,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Score the last --window seconds every --hop seconds against --labels; an --alert label "
         "fires when its score reached --threshold in N of the last M hops (--confirm N/M), then stays quiet for "
         "--cooldown seconds. Windows quieter than --min-dbfs are not scored. Alerts are printed, stored in a "
-        "SQLite log (--db) and optionally POSTed as JSON to --webhook and published to an MQTT broker (--mqtt, "
-        "with Home Assistant discovery). --config FILE listens to several streams with one model (see "
-        "docs/smart-home.md). Live sources reconnect with backoff (a file source that does not exist is an error "
-        "at start); when scoring cannot keep up, hops are skipped and counted. Exit code 1 when an event never "
+        "SQLite log (--db) and optionally POSTed as JSON to --webhook, published to an MQTT broker (--mqtt, "
+        "with Home Assistant discovery) and sent as notifications through Apprise (--notify). Evidence clips "
+        "are never written around a window where a private label (speech, by default) was heard. --config FILE "
+        "listens to several streams with one model (see docs/smart-home.md). Live sources reconnect with backoff "
+        "(a file source that does not exist is an error at start); when scoring cannot keep up, hops are skipped "
+        "and counted. Exit code 1 when an event never "
         "reached the MQTT broker (it stays pending in the log).",
     )
     parser.add_argument("--config", type=Path, help="YAML file of streams (replaces --labels, --source ...)")
@@ -126,6 +133,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     sinks.add_argument("--evidence-dir", type=Path, help="write a clip of each event here (FLAC)")
     sinks.add_argument("--evidence-before", type=float, help="seconds of a clip before the event (5)")
     sinks.add_argument("--evidence-after", type=float, help="seconds of a clip after the event (5)")
+    sinks.add_argument(
+        "--notify",
+        metavar="URL",
+        action="append",
+        help="send a notification of each event to this Apprise URL (ntfy://, tgram://, discord://, mailto://, "
+        "json://, ...; repeatable; retried, never blocks listening)",
+    )
+    sinks.add_argument("--notify-labels", help="--notify only for these labels (default: every alert label)")
+    sinks.add_argument("--notify-min-score", type=float, help="--notify only for events scored at least this (0)")
+    sinks.add_argument(
+        "--notify-quiet-hours", metavar="HH:MM-HH:MM", help="no --notify in this local-time window, e.g. 22:00-07:00"
+    )
+    sinks.add_argument(
+        "--notify-cooldown", type=float, help="seconds before a --notify target hears of the same label again (300)"
+    )
+    sinks.add_argument("--notify-attach", action="store_true", help="attach the evidence clip to each --notify")
     sinks.add_argument("--health-port", type=int, help="answer GET / with the streams' state as JSON (0: any port)")
     sinks.add_argument("--health-host", default="127.0.0.1", help="address of the health port (127.0.0.1)")
     add_model_options(parser)
@@ -156,6 +179,24 @@ def shared_settings(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in (("before_s", args.evidence_before), ("after_s", args.evidence_after)):
             if value is not None:
                 evidence[key] = value
+    rule = {
+        key: value
+        for key, value in (
+            ("labels", args.notify_labels),
+            ("min_score", args.notify_min_score),
+            ("quiet_hours", args.notify_quiet_hours),
+            ("cooldown_s", args.notify_cooldown),
+            ("attach", args.notify_attach or None),
+        )
+        if value is not None
+    }
+    if args.notify:
+        values["notify"] = {"targets": [{"url": url, **rule} for url in args.notify]}
+    elif rule:
+        raise UsageError(
+            "--notify-labels, --notify-min-score, --notify-quiet-hours, --notify-cooldown and "
+            "--notify-attach need --notify URL"
+        )
     if args.health_port is not None:
         values["health_port"] = args.health_port
         values["health_host"] = args.health_host
@@ -193,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
     from soundsift.core.classifier import Classifier
     from soundsift.monitor.config import load_config
     from soundsift.monitor.evidence import EvidenceStore
+    from soundsift.monitor.notify import check_targets
     from soundsift.monitor.runner import MonitorService
 
     settings = settings_from_args(args)
@@ -205,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
             config = build_config({**single_stream(args), **shared_settings(args)})
         if config.evidence:  # a folder that cannot be made fails now, not after the model has loaded
             EvidenceStore(config.evidence)
+        if config.notify:  # and so does a notification URL Apprise does not know
+            check_targets(config.notify)
     except ConfigurationError as error:
         raise UsageError(str(error)) from None
     classifier = Classifier(settings)

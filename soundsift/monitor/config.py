@@ -260,6 +260,108 @@ class EvidenceConfig(_Strict):
     max_total_mb: float | None = Field(1000.0, gt=0, description="Oldest clips are deleted beyond this total.")
 
 
+QUIET_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+TARGET_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class NotifyTarget(_Strict):
+    """One place notifications go (an Apprise URL) and the rule of which events it is told about."""
+
+    url: str = Field(min_length=1, description="An Apprise URL: ntfy://, tgram://, discord://, mailto://, json:// ...")
+    name: str | None = Field(
+        None,
+        pattern=TARGET_NAME,
+        description="The target's name in logs, the event log and health (default: its scheme and a hash of the "
+        "URL, which often holds a token).",
+    )
+    labels: list[str] | None = Field(None, description="Only these labels' events (default: every alert label).")
+    streams: list[str] | None = Field(None, description="Only these streams' events (default: every stream).")
+    min_score: float = Field(0.0, ge=0, le=1, description="Only events scored at least this.")
+    quiet_hours: str | None = Field(
+        None, description="HH:MM-HH:MM in local time (may cross midnight): no notification then."
+    )
+    cooldown_s: float = Field(
+        300.0, ge=0, description="Seconds before this target is told about the same label of the same stream again."
+    )
+    attach: bool = Field(False, description="Attach the event's evidence clip (waits until it is written).")
+
+    @field_validator("url")
+    @classmethod
+    def _has_scheme(cls, url: str) -> str:
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+            raise ValueError(f"expected an Apprise URL such as ntfy://host/topic, got {redact_url(url)!r}")
+        return url
+
+    @field_validator("labels", "streams", mode="before")
+    @classmethod
+    def _list(cls, names: object) -> object:
+        return label_names(names, min_labels=1) if isinstance(names, str) else names
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, window: str | None) -> str | None:
+        if window is None:
+            return window
+        window = window.replace(" ", "")
+        match = QUIET_HOURS.match(window)
+        if not match:
+            raise ValueError(f"expected HH:MM-HH:MM (24-hour local time, e.g. 22:00-07:00), got {window!r}")
+        if match[1] + match[2] == match[3] + match[4]:
+            raise ValueError(f"{window!r}: the quiet hours start and end at the same minute")
+        return window
+
+    @property
+    def target_name(self) -> str:
+        scheme = self.url.partition("://")[0].lower()
+        return self.name or f"{scheme}-{hashlib.sha256(self.url.encode('utf-8')).hexdigest()[:8]}"
+
+
+class NotifyConfig(_Strict):
+    """Notifications through Apprise: the targets, and how deliveries are retried."""
+
+    targets: list[NotifyTarget] = Field(min_length=1, max_length=64)
+    retries: int = Field(5, ge=0, le=50, description="Attempts after the first, per notification and target.")
+    retry_s: float = Field(2.0, gt=0, le=3600, description="Wait before the first retry; it doubles each time.")
+    retry_max_s: float = Field(120.0, gt=0, le=86_400, description="Longest wait between attempts.")
+    drain_s: float = Field(10.0, ge=0, description="At exit, how long queued notifications may take.")
+    clip_wait_s: float = Field(
+        30.0, ge=0, description="With attach, how long past the clip's end to wait for it to be written."
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_names(cls, targets: list[NotifyTarget]) -> list[NotifyTarget]:
+        names = [target.target_name for target in targets]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"two targets share the name {twice[0]!r}; give each a distinct name")
+        return targets
+
+
+class PrivacyConfig(_Strict):
+    """Labels whose sound must never end up in an evidence clip (see soundsift.monitor.privacy)."""
+
+    private_labels: list[str] = Field(
+        default_factory=list,
+        description="More words and phrases that make a label private (e.g. labels in your language).",
+    )
+    default_private_labels: bool = Field(
+        True, description="Also the defaults: speech, talking, conversation and their glossary translations."
+    )
+
+    @field_validator("private_labels", mode="before")
+    @classmethod
+    def _list(cls, terms: object) -> object:
+        return label_names(terms) if isinstance(terms, str) else terms
+
+    @field_validator("private_labels")
+    @classmethod
+    def _non_empty_terms(cls, terms: list[str]) -> list[str]:
+        if any(not term.strip() for term in terms):
+            raise ValueError("a private label is empty")
+        return terms
+
+
 class MonitorConfig(_Strict):
     """Every stream of one `soundsift monitor` process (one model serves them all) and the shared parts."""
 
@@ -270,6 +372,8 @@ class MonitorConfig(_Strict):
     evidence: EvidenceConfig | None = None
     health_host: str = Field("127.0.0.1", min_length=1)
     health_port: int | None = Field(None, ge=0, le=65535, description="Serve the streams' state here (0: any port).")
+    notify: NotifyConfig | None = None
+    privacy: PrivacyConfig = Field(default_factory=lambda: PrivacyConfig.model_validate({}))
 
     @field_validator("streams")
     @classmethod
@@ -282,6 +386,15 @@ class MonitorConfig(_Strict):
         if sum(stream.source == "-" for stream in streams) > 1:
             raise ValueError("only one stream can read stdin ('-')")
         return streams
+
+    @model_validator(mode="after")
+    def _targets_name_streams(self) -> MonitorConfig:
+        names = {stream.name for stream in self.streams}
+        for target in self.notify.targets if self.notify else ():
+            unknown = sorted(set(target.streams or ()) - names)
+            if unknown:
+                raise ValueError(f"notify target {target.target_name}: no stream named {', '.join(unknown)}")
+        return self
 
 
 def load_config(path: Path, overrides: Mapping[str, Any] | None = None, *, adapter: bool = False) -> MonitorConfig:
@@ -318,7 +431,8 @@ def config_error(error: ValidationError, data: Mapping[str, Any], *, flags: Mapp
         message = issue["msg"].removeprefix("Value error, ")
         if flags is not None:
             fields = [str(part) for part in loc if isinstance(part, str) and part != "streams"]
-            where = ", ".join(flags.get(field, field) for field in fields[-1:])
+            dotted = ".".join(fields)
+            where = flags[dotted] if dotted in flags else ", ".join(flags.get(field, field) for field in fields[-1:])
             lines.append(f"{where}: {message}" if where else message)
             continue
         if len(loc) >= 2 and loc[0] == "streams" and isinstance(loc[1], int):

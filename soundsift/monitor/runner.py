@@ -36,6 +36,8 @@ from soundsift.monitor.evidence import EvidenceStore, StreamEvidence
 from soundsift.monitor.gate import AlertGate, LabelStates
 from soundsift.monitor.health import HealthServer
 from soundsift.monitor.mqtt import MqttSink
+from soundsift.monitor.notify import Notifier
+from soundsift.monitor.privacy import default_private_terms, private_labels
 from soundsift.monitor.sinks import EventLog, Webhook
 from soundsift.monitor.sources import is_finite, open_source
 
@@ -59,6 +61,8 @@ class MonitorStats:
     mqtt_events_undelivered: int = 0
     resent: int = 0
     """Alerts an earlier run left undelivered, sent again at this run's start."""
+    notifications_resent: int = 0
+    """Notifications an earlier run left pending, queued again at this run's start."""
     state: str = "starting"
     """starting, listening, reconnecting, ended or failed."""
     last_event: dict[str, Any] | None = None
@@ -100,6 +104,8 @@ class _Shared:
     evidence: EvidenceStore | None = None
     mqtt: MqttConfig | None = None
     logs: dict[Path, EventLog] = field(default_factory=dict)
+    notifier: Notifier | None = None
+    private_terms: tuple[str, ...] = ()
 
 
 class StreamMonitor:
@@ -152,16 +158,26 @@ class StreamMonitor:
             if shared.mqtt is not None and config.mqtt
             else None
         )
+        self.private = private_labels(self.prepared, shared.private_terms)
         self.evidence = (
             StreamEvidence(
                 shared.evidence,
                 config.name,
                 self.rate,
                 longest_event_s=config.window_s + config.hop_s * config.confirm_m,
+                guarded=bool(self.private),
+                lag_s=config.window_s,
+                on_withheld=lambda clip, reason: self.log.withhold_evidence(str(clip), reason),
             )
             if shared.evidence is not None and config.evidence
             else None
         )
+        if self.evidence and not self.private and shared.private_terms:
+            logger.warning(
+                "stream %s: its evidence clips are not checked for speech: none of its labels is private "
+                "(add 'speech' to its labels; see privacy in docs/smart-home.md)",
+                config.name,
+            )
 
     def stop(self) -> None:
         self.shared.stop.set()
@@ -176,6 +192,8 @@ class StreamMonitor:
             for alert in self.log.pending(sink, self.config.name):
                 send(alert)
                 self.stats.resent += 1
+        if self.shared.notifier:
+            self.stats.notifications_resent = self.shared.notifier.resend(self.log, self.config.name)
 
     def run(self) -> MonitorStats:
         self.resend_pending()
@@ -280,6 +298,7 @@ class StreamMonitor:
         now = self.stats.audio_s
         if level_dbfs(ring) < self.config.min_dbfs:
             self.stats.gated += 1
+            self._judged(len(ring), {})
             self._judge(now, {})
             return
         started = time.perf_counter()
@@ -304,9 +323,18 @@ class StreamMonitor:
         self.stats.busy_s += time.perf_counter() - started
         self.stats.scored += 1
         scores = {score.label: score.score for score in result.scores}
+        self._judged(len(ring), scores)
         if self.mqtt:
             self.mqtt.scores(now, scores)
         self._judge(now, scores)
+
+    def _judged(self, samples: int, scores: Mapping[str, float]) -> None:
+        """The evidence clips' privacy guard learns that the last ``samples`` were judged, and whether
+        a private label was heard in them (its score reached its threshold)."""
+        if self.evidence and self.evidence.guard:
+            end = self.evidence.ring.total
+            heard = any(scores.get(label, -1.0) >= self.config.threshold_of(label) for label in self.private)
+            self.evidence.judged(end - samples, end, private=heard)
 
     def _judge(self, now: float, scores: Mapping[str, float]) -> None:
         heard = {label: scores.get(label, -1.0) >= self.config.threshold_of(label) for label in self.alert}
@@ -325,7 +353,9 @@ class StreamMonitor:
         first = self.gate.first_heard_s(label)
         start_s = max(0.0, (first if first is not None else stream_time_s) - self.config.window_s)
         now = datetime.now(timezone.utc)
-        clip = self.evidence.start(object_id(label), start_s, stream_time_s, now) if self.evidence else None
+        clip, withheld = (
+            self.evidence.start(object_id(label), start_s, stream_time_s, now) if self.evidence else (None, None)
+        )
         alert: dict[str, Any] = {
             "time_utc": now.isoformat(timespec="milliseconds"),
             "stream": self.config.name,
@@ -336,6 +366,7 @@ class StreamMonitor:
             "score": round(score, 4),
             "source": self.source_name,
             "evidence": str(clip) if clip else None,
+            "evidence_withheld": withheld,
             "soundsift_version": __version__,
         }
         self.stats.alerts += 1
@@ -350,6 +381,8 @@ class StreamMonitor:
             self.webhook.send(alert)
         if self.mqtt:
             self.mqtt.event(alert)
+        if self.shared.notifier:
+            self.shared.notifier.submit(alert, self.log)
 
 
 class MonitorService:
@@ -362,14 +395,19 @@ class MonitorService:
         # delay: at light load a window is embedded alone at once; under load the windows that arrive
         # while the model is busy form the next batch by themselves.
         self.engine = ModelEngine([classifier.pipeline.embedder], max_batch_size=64, max_wait_s=0.0)
+        evidence = EvidenceStore(config.evidence) if config.evidence else None
+        privacy = config.privacy
         self.shared = _Shared(
             classifier=classifier,
             engine=self.engine,
             log=EventLog(config.database),
             emit=emit,
             stop=self._stop,
-            evidence=EvidenceStore(config.evidence) if config.evidence else None,
+            evidence=evidence,
             mqtt=config.mqtt,
+            notifier=Notifier(config.notify, clips=evidence) if config.notify else None,
+            private_terms=(default_private_terms() if privacy.default_private_labels else ())
+            + tuple(privacy.private_labels),
         )
         self.streams: list[StreamMonitor] = []
         try:
@@ -418,6 +456,7 @@ class MonitorService:
                 "largest_batch": stats.largest_batch,
             },
             "streams": streams,
+            "notify": self.shared.notifier.health() if self.shared.notifier else None,
         }
 
     def run(self) -> dict[str, MonitorStats]:
@@ -446,5 +485,7 @@ class MonitorService:
         return {stream.config.name: stream.stats for stream in self.streams}
 
     def _close_sinks(self) -> None:
+        if self.shared.notifier and self.config.notify:
+            self.shared.notifier.close(self.config.notify.drain_s)
         for log in [self.shared.log, *self.shared.logs.values()]:
             log.close()

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,7 +21,11 @@ class EventLog:
     """One row per alert in SQLite: when, which stream and label, the score, the event's span in
     stream seconds, its evidence clip, and the delivery state of each sink ('pending' until the
     webhook answered or the broker acknowledged, then 'sent' or 'failed'; NULL without that sink).
-    Alerts that never reached a sink therefore stay findable, and can be sent again."""
+    Alerts that never reached a sink therefore stay findable, and can be sent again.
+
+    Notifications (soundsift.monitor.notify) have a table of their own, one row per event and target:
+    ``notifications(event_id, target, state, attempts, updated_utc)``, state 'pending', 'sent',
+    'failed', or 'quiet_hours' / 'cooldown' when the target's rule held it back."""
 
     # Columns added since the first release, created in logs written by an older soundsift.
     _ADDED: ClassVar[dict[str, str]] = {
@@ -30,7 +35,21 @@ class EventLog:
         "end_s": "REAL",
         "evidence": "TEXT",
         "mqtt": "TEXT",
+        "evidence_withheld": "TEXT",
     }
+    _FIELDS = (
+        "id",
+        "time_utc",
+        "stream",
+        "stream_time_s",
+        "start_s",
+        "end_s",
+        "label",
+        "score",
+        "source",
+        "evidence",
+        "evidence_withheld",
+    )
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False)
@@ -44,13 +63,17 @@ class EventLog:
             for name, kind in self._ADDED.items():
                 if name not in columns:
                     self._db.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS notifications (id INTEGER PRIMARY KEY, event_id INTEGER NOT NULL, "
+                "target TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, updated_utc TEXT)"
+            )
             self._db.commit()
 
     def add(self, alert: dict, *, webhook: str | None, mqtt: str | None = None) -> int:
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO events (time_utc, stream_time_s, label, score, source, webhook, stream, start_s, end_s, "
-                "evidence, mqtt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "evidence, mqtt, evidence_withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     alert["time_utc"],
                     alert["stream_time_s"],
@@ -63,6 +86,7 @@ class EventLog:
                     alert.get("end_s"),
                     alert.get("evidence"),
                     mqtt,
+                    alert.get("evidence_withheld"),
                 ),
             )
             self._db.commit()
@@ -75,23 +99,51 @@ class EventLog:
             raise ValueError(f"unknown sink {sink!r}")
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, time_utc, stream, stream_time_s, start_s, end_s, label, score, source, evidence "
-                f"FROM events WHERE {sink} = 'pending' AND stream = ? ORDER BY id",
+                f"SELECT {', '.join(self._FIELDS)} FROM events WHERE {sink} = 'pending' AND stream = ? ORDER BY id",
                 (stream,),
             ).fetchall()
-        names = (
-            "id",
-            "time_utc",
-            "stream",
-            "stream_time_s",
-            "start_s",
-            "end_s",
-            "label",
-            "score",
-            "source",
-            "evidence",
-        )
-        return [{**dict(zip(names, row)), "resent": True} for row in rows]
+        return [{**dict(zip(self._FIELDS, row)), "resent": True} for row in rows]
+
+    def add_notification(self, event_id: int, target: str, state: str) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO notifications (event_id, target, state, updated_utc) VALUES (?, ?, ?, ?)",
+                (event_id, target, state, _now()),
+            )
+            self._db.commit()
+            return int(cursor.lastrowid or 0)
+
+    def set_notification(self, row: int, state: str, *, attempts: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE notifications SET state = ?, attempts = ?, updated_utc = ? WHERE id = ?",
+                (state, attempts, _now(), row),
+            )
+            self._db.commit()
+
+    def pending_notifications(self, stream: str) -> list[tuple[dict, str, int]]:
+        """(event, target, notification row) of every notification of ``stream`` still 'pending',
+        oldest event first, the event as `pending` gives it."""
+        columns = ", ".join(f"events.{name}" for name in self._FIELDS)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {columns}, notifications.target, notifications.id FROM notifications "
+                "JOIN events ON events.id = notifications.event_id "
+                "WHERE notifications.state = 'pending' AND events.stream = ? ORDER BY events.id, notifications.id",
+                (stream,),
+            ).fetchall()
+        fields = len(self._FIELDS)
+        return [
+            ({**dict(zip(self._FIELDS, row[:fields])), "resent": True}, row[fields], row[fields + 1]) for row in rows
+        ]
+
+    def withhold_evidence(self, clip: str, reason: str) -> None:
+        """The clip an event announced was withheld after all (a private sound heard after the event)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE events SET evidence = NULL, evidence_withheld = ? WHERE evidence = ?", (reason, clip)
+            )
+            self._db.commit()
 
     def set_webhook_state(self, event_id: int, state: str) -> None:
         self.set_delivery(event_id, "webhook", state)
@@ -171,6 +223,10 @@ class Webhook:
             if self._closing.wait(min(8.0, 0.5 * 2**attempt)):
                 return False
         return False
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _drain(pending: queue.Queue) -> Iterator[dict | None]:
