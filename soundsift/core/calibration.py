@@ -14,6 +14,8 @@ import hashlib
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from soundsift.backends.mel import MelSettings
 from soundsift.backends.onnx.calibration import CalibrationSet
 from soundsift.core.audio import load_audio
@@ -64,7 +66,10 @@ class AudioCalibration:
 
     def build(self, mel: MelSettings) -> CalibrationSet:
         featurizer = MelFeaturizer(mel)
-        clips, held_out, files, skipped = [], [], [], []
+        clips: list[tuple[np.ndarray, bool]] = []
+        held_out: list[tuple[np.ndarray, bool]] = []
+        files: list[dict[str, object]] = []
+        skipped: list[dict[str, str]] = []
         for index, (path, digest) in enumerate(zip(self.files, self.hashes)):
             try:
                 samples = int16_roundtrip(load_audio(str(path), mel.sampling_rate).samples)
