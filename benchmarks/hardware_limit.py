@@ -10,6 +10,7 @@
   dynamic int8 runs) and QLinearMatMul (what static QDQ fuses to), each on a constant weight.
 
     python benchmarks/hardware_limit.py --graph /tmp/soundsift-onnx-fp32/audio.onnx
+    python benchmarks/hardware_limit.py --no-peak --time DYNAMIC/audio.onnx STATIC/audio.onnx
 """
 
 from __future__ import annotations
@@ -173,15 +174,52 @@ def gemm_peak(threads: int | None = None, size: int = 1024, seconds: float = 1.0
     }
 
 
+def time_graph(path: str | Path, calls: int = 8, threads: int | None = None) -> dict[str, float]:
+    """ms per batch-1 call of an audio graph (log-mel-like random input, as the model sees it),
+    after two warm-up calls, with soundsift's serving session options."""
+    import onnxruntime
+
+    from soundsift.backends.onnx.runtime import session_options
+
+    session = onnxruntime.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    shape = [dim if isinstance(dim, int) else 1 for dim in session.get_inputs()[0].shape]
+    rng = np.random.default_rng(0)
+    values = {
+        "input_features": (rng.standard_normal(shape) * 10 - 40).astype(np.float32),
+        "is_longer": np.zeros((1, 1), bool),
+    }
+    feeds = {graph_input.name: values[graph_input.name] for graph_input in session.get_inputs()}
+    times = []
+    for call in range(calls + 2):
+        begin = time.perf_counter()
+        session.run(None, feeds)
+        if call >= 2:
+            times.append(1000 * (time.perf_counter() - begin))
+    return {"median_ms": float(np.median(times)), "best_ms": min(times), "calls": calls}
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--graph", help="an exported graph (fp32) whose FLOPs to count")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: physical cores)")
     parser.add_argument("--size", type=int, default=1024, help="M = K = N of the microbenchmark's product")
+    parser.add_argument("--time", nargs="+", default=[], metavar="GRAPH", help="audio graphs to time at batch 1")
+    parser.add_argument("--calls", type=int, default=8, help="timed calls per graph (--time)")
+    parser.add_argument("--no-peak", dest="peak", action="store_false", help="skip the GEMM peak")
     args = parser.parse_args()
-    report: dict[str, Any] = {"peak": gemm_peak(args.threads, args.size)}
+    report: dict[str, Any] = {"load_average_before": load_average()}
+    if args.peak:
+        report["peak"] = gemm_peak(args.threads, args.size)
     if args.graph:
         report["graph"] = graph_flops(args.graph)
+    for _ in range(2 if len(args.time) > 1 else 1):  # twice, alternating, so drifting load hits both
+        for path in args.time:
+            report.setdefault("timed", {}).setdefault(path, []).append(time_graph(path, args.calls, args.threads))
+    report["load_average_after"] = load_average()
     print(json.dumps(report, indent=2))
 
 
