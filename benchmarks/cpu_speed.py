@@ -1,4 +1,5 @@
-"""CPU speed, side by side: transformers' zero-shot pipeline, soundsift torch, soundsift onnx fp32 and int8.
+"""CPU speed, side by side: transformers' zero-shot pipeline, soundsift torch, soundsift onnx fp32,
+dynamic int8 and static int8, and how close each comes to this machine's limit.
 
 Same clips (ESC-50 fold 1 from ../shared), same 50 ESC-50 labels, same full-size model (random weights
 unless --model names real ones). Each runner runs in its own process, so start-up time (process start
@@ -7,8 +8,15 @@ classify call, peak RSS, start-up, the ratio to the pipeline, where the time goe
 features, audio and text encoders; the ONNX audio encoder also by operator), audio-embedding cosine
 and top-1 agreement of onnx int8 (and fp32) with soundsift torch.
 
-    python benchmarks/cpu_speed.py                  # 2 cores: about 3 minutes, plus 1 to export once
+The limit (benchmarks/hardware_limit.py): FLOPs per clip counted from the exported fp32 audio graph
+(MatMul, Gemm, Conv), this machine's GEMM peak measured with ONNX Runtime (fp32 MatMul; int8
+MatMulInteger and QLinearMatMul), and each runner's share of the peak of its arithmetic (int8
+runners against the int8 peak, the others against fp32) at batch 1 and 8. The load average is
+printed before and after: on a shared machine, figures taken under load are not comparable.
+
+    python benchmarks/cpu_speed.py                  # 2 cores: about 4 minutes, plus 3 to export once
     python benchmarks/cpu_speed.py --clips 80 --json speed.json
+    python benchmarks/cpu_speed.py --runners pipeline onnx-int8 onnx-int8-static --calibrate DIR
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent
 ESC50 = BENCHMARKS.parents[1] / "shared" / "data" / "esc50-16k-fold1"
 TEMPLATE = "This is a sound of {}."
-RUNNERS = ("pipeline", "torch", "onnx-fp32", "onnx-int8")
+RUNNERS = ("pipeline", "torch", "onnx-fp32", "onnx-int8", "onnx-int8-static")
+INT8_RUNNERS = ("onnx-int8", "onnx-int8-static")
 
 
 def esc50(count: int) -> tuple[list[str], list[str]]:
@@ -113,7 +122,7 @@ def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend
     options = {"backend": "torch"} if backend == "torch" else {"backend": "onnx"}
     if backend == "onnx-int8":
         options["quantize"] = "int8"
-    folder = args.onnx_int8 if backend == "onnx-int8" else args.onnx_fp32 if backend == "onnx-fp32" else model
+    folder = onnx_folder(args, backend) if backend.startswith("onnx") else model
     classifier = Classifier(model=folder, device="cpu", batch_size=8, **options)
     text_begin = time.perf_counter()
     prepared = classifier.prepare_labels(labels, templates=[TEMPLATE])
@@ -162,6 +171,14 @@ def run_soundsift(model: str, paths: list[str], labels: list[str], args, backend
     }
 
 
+def onnx_folder(args, runner: str) -> str:
+    return {"onnx-fp32": args.onnx_fp32, "onnx-int8": args.onnx_int8, "onnx-int8-static": args.onnx_int8_static}[runner]
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def operator_profile(folder: str, paths: list[str], calls: int = 8) -> dict[str, float]:
     """ms per clip (batch 1) for each ONNX operator type in the audio encoder, from ONNX Runtime's
     profiler, on a second session with soundsift's serving options."""
@@ -197,23 +214,26 @@ def child(args) -> None:
         row = run_soundsift(args.model, paths, labels, args, args.runner)
     row["peak_rss_mb"] = peak_rss_mb()
     if args.runner.startswith("onnx"):
-        row["audio_encoder_operators_ms"] = operator_profile(
-            args.onnx_int8 if args.runner == "onnx-int8" else args.onnx_fp32, paths
-        )
+        row["audio_encoder_operators_ms"] = operator_profile(onnx_folder(args, args.runner), paths)
     print("RESULT " + json.dumps(row))
 
 
 def parent(args) -> None:
     sys.path.insert(0, str(BENCHMARKS))
+    from hardware_limit import gemm_peak, graph_flops
     from random_model import full_size_random_model
 
     from soundsift.backends.onnx.export import export
+    from soundsift.core.calibration import AudioCalibration
 
     model = args.model or str(full_size_random_model(Path("/tmp/soundsift-clap-random")))
-    for folder, quantize in ((args.onnx_fp32, "none"), (args.onnx_int8, "int8")):
+    exports = ((args.onnx_fp32, "none"), (args.onnx_int8, "int8"), (args.onnx_int8_static, "int8-static"))
+    for folder, quantize in exports:
         if not (Path(folder) / "manifest.json").exists():
             print(f"exporting {quantize} ONNX to {folder} ...", flush=True)
-            export(model, Path(folder), quantize=quantize)
+            calibration = AudioCalibration(args.calibrate) if quantize == "int8-static" else None
+            export(model, Path(folder), quantize=quantize, calibration=calibration)
+    load_before = load_average()
     rows = {}
     for runner in args.runners:
         print(f"running {runner} ...", flush=True)
@@ -237,6 +257,8 @@ def parent(args) -> None:
             args.onnx_fp32,
             "--onnx-int8",
             args.onnx_int8,
+            "--onnx-int8-static",
+            args.onnx_int8_static,
         ]
         completed = subprocess.run(command, capture_output=True, text=True)
         line = next((text for text in completed.stdout.splitlines() if text.startswith("RESULT ")), None)
@@ -244,20 +266,51 @@ def parent(args) -> None:
             sys.exit(f"{runner} failed:\n{completed.stderr[-3000:]}")
         rows[runner] = json.loads(line[7:])
         rows[runner]["startup_s"] = rows[runner].pop("first_result_at") - spawned_at
-    report(rows, args)
+    load_after = load_average()
+    print("measuring the GEMM peak and counting the graph's FLOPs ...", flush=True)
+    limit = {
+        "flops": graph_flops(Path(args.onnx_fp32) / "audio.onnx"),
+        "peak": gemm_peak(size=args.peak_size, seconds=args.peak_seconds),
+        "load_average": {"before": load_before, "after_runners": load_after, "after_peak": load_average()},
+    }
+    report(rows, limit, args)
 
 
-def report(rows: dict, args) -> None:
+def share_of_peak(name: str, clips_per_s: float, limit: dict) -> float:
+    """The runner's MatMul/Gemm/Conv arithmetic per second as a share of the peak of its kind."""
+    peak = limit["peak"]["int8_gops" if name in INT8_RUNNERS else "fp32_gflops"]
+    return clips_per_s * limit["flops"]["total"] / 1e9 / peak
+
+
+def report(rows: dict, limit: dict, args) -> None:
+    flops, peak = limit["flops"], limit["peak"]
+    print(
+        f"\naudio encoder: {flops['total'] / 1e9:.2f} GFLOP per clip in MatMul/Gemm/Conv "
+        f"({', '.join(f'{op} {value / 1e9:.2f}' for op, value in flops['by_type'].items())}); "
+        f"GEMM peak here ({peak['size']}^3, ONNX Runtime): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+        f"int8 {peak['int8_gops']:.0f} GOP/s (MatMulInteger {peak['int8_matmulinteger_gops']:.0f}, "
+        f"QLinearMatMul {peak['int8_qlinearmatmul_gops']:.0f})"
+    )
+    loads = limit["load_average"]
+    print(
+        f"load average (1, 5, 15 min): before {loads['before']}; after the runners {loads['after_runners']}; "
+        f"after the peak {loads['after_peak']}"
+    )
     base = rows.get("pipeline")
     print(
-        f"\n{'runner':<22}{'clips/s b1':>11}{'clips/s b8':>11}{'x pipe b1':>10}{'x pipe b8':>10}"
-        f"{'p50 ms':>8}{'p95 ms':>8}{'RSS MB':>8}{'start s':>8}"
+        f"\n{'runner':<18}{'clips/s b1':>11}{'clips/s b8':>11}{'x pipe b1':>10}{'x pipe b8':>10}"
+        f"{'% peak b1':>10}{'% peak b8':>10}{'p50 ms':>8}{'p95 ms':>8}{'RSS MB':>8}{'start s':>8}"
     )
     for name, row in rows.items():
         ratio1 = row["batch1"] / base["batch1"] if base else float("nan")
         ratio8 = row["batch8"] / base["batch8"] if base else float("nan")
+        row["share_of_peak"] = {
+            "batch1": share_of_peak(name, row["batch1"], limit),
+            "batch8": share_of_peak(name, row["batch8"], limit),
+        }
         print(
-            f"{name:<22}{row['batch1']:>11.2f}{row['batch8']:>11.2f}{ratio1:>10.2f}{ratio8:>10.2f}"
+            f"{name:<18}{row['batch1']:>11.2f}{row['batch8']:>11.2f}{ratio1:>10.2f}{ratio8:>10.2f}"
+            f"{100 * row['share_of_peak']['batch1']:>10.1f}{100 * row['share_of_peak']['batch8']:>10.1f}"
             f"{1000 * percentile(row['latencies'], 50):>8.0f}{1000 * percentile(row['latencies'], 95):>8.0f}"
             f"{row['peak_rss_mb']:>8.0f}{row['startup_s']:>8.1f}"
         )
@@ -274,7 +327,7 @@ def report(rows: dict, args) -> None:
 
     if "torch" in rows:
         base_embeddings = np.array(rows["torch"]["embeddings"])
-        for name in ("onnx-fp32", "onnx-int8"):
+        for name in ("onnx-fp32", "onnx-int8", "onnx-int8-static"):
             if name in rows:
                 cosine = (np.array(rows[name]["embeddings"]) * base_embeddings).sum(axis=1)
                 print(
@@ -282,14 +335,14 @@ def report(rows: dict, args) -> None:
                     f"({len(cosine)} clips)"
                 )
     reference = rows.get("torch", {}).get("top1", {})
-    for name in ("onnx-fp32", "onnx-int8"):
+    for name in ("onnx-fp32", "onnx-int8", "onnx-int8-static"):
         other = rows.get(name, {}).get("top1", {})
         shared = [path for path in reference if path in other]
         if shared:
             agree = sum(reference[p] == other[p] for p in shared) / len(shared)
             print(f"top-1 agreement {name} vs torch: {100 * agree:.1f}% of {len(shared)} ESC-50 fold-1 clips")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"runners": rows, "limit": limit}, indent=2))
 
 
 def main() -> None:
@@ -303,6 +356,12 @@ def main() -> None:
     parser.add_argument("--runners", nargs="+", choices=RUNNERS, default=list(RUNNERS))
     parser.add_argument("--onnx-fp32", default="/tmp/soundsift-onnx-fp32")
     parser.add_argument("--onnx-int8", default="/tmp/soundsift-onnx-int8")
+    parser.add_argument("--onnx-int8-static", default="/tmp/soundsift-onnx-int8-static")
+    parser.add_argument(
+        "--calibrate", help="audio folder static int8 is calibrated on when exported here (default: bundled examples)"
+    )
+    parser.add_argument("--peak-size", type=int, default=1024, help="M = K = N of the GEMM peak microbenchmark")
+    parser.add_argument("--peak-seconds", type=float, default=2.0, help="how long each peak kernel is timed")
     parser.add_argument("--json", help="also write the raw numbers here")
     parser.add_argument("--child", dest="runner", help=argparse.SUPPRESS)
     args = parser.parse_args()

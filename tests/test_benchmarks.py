@@ -42,11 +42,58 @@ def test_cpu_speed(tiny_model_dir, tmp_path):
         *("--model", str(tiny_model_dir), "--clips", "4", "--batch1-clips", "2", "--pipeline-clips", "2"),
         *("--latency-calls", "2", "--embedding-clips", "2", "--json", str(report)),
         *("--onnx-fp32", str(tmp_path / "fp32"), "--onnx-int8", str(tmp_path / "int8")),
+        *("--onnx-int8-static", str(tmp_path / "int8-static"), "--peak-size", "256", "--peak-seconds", "0.2"),
     )
-    assert "onnx-int8" in out and "top-1 agreement onnx-int8 vs torch" in out
-    runners = json.loads(report.read_text())
-    assert set(runners) == {"pipeline", "torch", "onnx-fp32", "onnx-int8"}
-    assert all(row["batch8"] > 0 for row in runners.values())
+    assert "onnx-int8-static" in out and "top-1 agreement onnx-int8-static vs torch" in out
+    assert "GFLOP per clip" in out and "GEMM peak here" in out and "% peak b8" in out and "load average" in out
+    figures = json.loads(report.read_text())
+    runners = figures["runners"]
+    assert set(runners) == {"pipeline", "torch", "onnx-fp32", "onnx-int8", "onnx-int8-static"}
+    assert all(row["batch8"] > 0 and row["share_of_peak"]["batch8"] > 0 for row in runners.values())
+    limit = figures["limit"]
+    assert limit["peak"]["fp32_gflops"] > 0 and limit["peak"]["int8_gops"] > 0
+    # The tiny audio encoder's products, counted from its graph: about 0.09 GFLOP per clip.
+    assert 0.05e9 < limit["flops"]["total"] < 0.2e9 and set(limit["flops"]["by_type"]) == {"Conv", "Gemm", "MatMul"}
+    assert json.loads((tmp_path / "int8-static" / "manifest.json").read_text())["calibration"]["count"] == 4
+
+
+def test_hardware_limit_counts_a_known_product(tmp_path):
+    """A Gemm, a batched MatMul and a Conv of known sizes: the counter must find exactly their FLOPs."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from hardware_limit import graph_flops
+
+    weights = {
+        "W": np.ones((6, 5), np.float32),  # Gemm with transB: (batch x 5) x (5 -> 6)
+        "V": np.ones((3, 4, 7), np.float32),  # MatMul on (3, 2, 4) x (3, 4, 7)
+        "K": np.ones((8, 1, 3, 3), np.float32),  # Conv 1 -> 8 channels, 3x3, on 10x10 (8x8 out)
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "W"], ["y"], transB=1),
+            helper.make_node("MatMul", ["a", "V"], ["b"]),
+            helper.make_node("Conv", ["image", "K"], ["c"]),
+        ],
+        "known",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5]),
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [3, 2, 4]),
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 10, 10]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+        ],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    path = tmp_path / "known.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    counted = graph_flops(path)
+    assert counted["by_type"] == {"Gemm": 2 * 1 * 5 * 6, "MatMul": 2 * 3 * 2 * 4 * 7, "Conv": 2 * 8 * 8 * 8 * 9}
 
 
 def test_compare_pipeline(tiny_model_dir):

@@ -287,3 +287,35 @@ def test_a_model_failure_is_a_processing_error_in_classify_and_detect_too(classi
         detect(classifier, esc50_clips[0], "dog, rain")
     batch = classifier.classify_batch(esc50_clips[:2], "dog, rain", errors="return")
     assert [item.error for item in batch] == ["processing_failed", "processing_failed"]
+
+
+def test_cpu_replicas_share_the_cores_and_oversubscription_is_refused():
+    from soundsift.core.settings import ModelSettings
+    from soundsift.errors import ConfigurationError
+    from soundsift.serving.service import Replica, replica_layout
+    from soundsift.serving.settings import ServerSettings
+
+    onnx = ModelSettings(backend="onnx", device="cpu")
+    assert replica_layout(onnx, ServerSettings(), cores=4) == [Replica("cpu", 4)]
+    assert replica_layout(onnx, ServerSettings(replicas=2), cores=4) == [Replica("cpu", 2)] * 2
+    assert (
+        replica_layout(onnx.with_overrides(threads=1), ServerSettings(replicas=2), cores=2) == [Replica("cpu", 1)] * 2
+    )
+    with pytest.raises(
+        ConfigurationError, match=r"2 CPU replicas x 2 threads = 4 intra-op threads on 2 physical cores"
+    ):
+        replica_layout(onnx.with_overrides(threads=2), ServerSettings(replicas=2), cores=2)
+    with pytest.raises(ConfigurationError, match="3 CPU replicas x 1 threads"):
+        replica_layout(onnx, ServerSettings(replicas=3), cores=2)
+    forced = ServerSettings(replicas=2, oversubscribe=True)
+    assert replica_layout(onnx.with_overrides(threads=2), forced, cores=2) == [Replica("cpu", 2)] * 2
+    with pytest.raises(ConfigurationError, match="one process-wide thread pool"):
+        replica_layout(ModelSettings(device="cpu"), ServerSettings(replicas=2), cores=2)
+    assert replica_layout(ModelSettings(), ServerSettings(gpus="0,1", replicas=2), cores=2) == [
+        Replica("cuda:0", None),
+        Replica("cuda:0", None),
+        Replica("cuda:1", None),
+        Replica("cuda:1", None),
+    ]
+    with pytest.raises(ConfigurationError, match="replicas"):
+        ServerSettings.build(replicas=0)

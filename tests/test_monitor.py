@@ -366,3 +366,18 @@ def test_a_tls_broker_that_does_not_speak_tls_is_named_as_a_tls_problem(closed_p
         thread.join(HANG_GUARD_S)
     assert problem is not None and "TLS handshake failed" in problem, problem
     assert "connection refused" in (broker_problem(MqttConfig(url=f"mqtt://127.0.0.1:{closed_port}")) or "")
+
+
+@pytest.mark.slow  # an ONNX export on first use
+def test_cli_monitor_runs_static_int8(tiny_model_dir, recording, tmp_path, monkeypatch, capsys):
+    """--backend onnx --quantize int8-static reaches the monitor's model too (exported on first use,
+    calibrated on the bundled clips)."""
+    monkeypatch.setenv("SOUNDSIFT_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("SOUNDSIFT_DEVICE", "cpu")
+    monkeypatch.setenv("SOUNDSIFT_CACHE", str(tmp_path / "cache"))
+    argv = ["monitor", "--labels", "dog, rain, siren", "--alert", "siren", "--source", str(recording)]
+    argv += ["--speed", "6", "--threshold", "0", "--confirm", "1/1", "--db", str(tmp_path / "events.db")]
+    assert main([*argv, "--backend", "onnx", "--quantize", "int8-static"]) == 0
+    assert "real-time factor" in capsys.readouterr().err
+    (folder,) = (tmp_path / "cache" / "onnx").iterdir()
+    assert json.loads((folder / "manifest.json").read_text())["quantization"]["audio"] == "int8-static"

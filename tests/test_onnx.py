@@ -217,3 +217,113 @@ def test_fp16_export_stays_close_and_is_refused_on_cpu(tiny_model_dir, tmp_path,
         Classifier(model=str(tiny_model_dir), backend="onnx", device="cpu", fp16=True)
     mixed = export(str(tiny_model_dir), tmp_path / "mixed", quantize="int8", quantize_encoders=("audio",), fp16=True)
     assert json.loads((mixed / "manifest.json").read_text())["float16"] == {"audio": False, "text": True}
+
+
+@pytest.fixture(scope="module")
+def calibration_folder(esc50_clips, tmp_path_factory):
+    """Five real clips (four to calibrate on, one held out) of which none is among the clips the
+    held-out checks below classify."""
+    folder = tmp_path_factory.mktemp("calibration")
+    for path in esc50_clips[3:8]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported_static(tiny_model_dir, calibration_folder, tmp_path_factory):
+    from soundsift.core.calibration import AudioCalibration
+
+    return export(
+        str(tiny_model_dir),
+        tmp_path_factory.mktemp("onnx-int8-static"),
+        quantize="int8-static",
+        calibration=AudioCalibration(str(calibration_folder)),
+        keep_float=2,
+    )
+
+
+def test_static_int8_records_its_calibration(exported_static, calibration_folder):
+    import onnx
+
+    manifest = json.loads((exported_static / "manifest.json").read_text())
+    assert manifest["quantization"] == {"audio": "int8-static", "text": "int8"}
+    record = manifest["calibration"]
+    assert record["method"] == "minmax" and record["source"] == str(calibration_folder.resolve())
+    assert record["count"] == 4 and record["held_out_count"] == 1
+    for entry in record["files"]:
+        assert hashlib.sha256((calibration_folder / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert [entry["held_out"] for entry in record["files"]] == [False, False, False, False, True]
+    audio = record["audio_cosine_to_fp32"]
+    assert audio["measured_on"] == "held-out clips" and audio["clips"] == 1 and 0.98 <= audio["min"] <= 1.0
+    assert 0.99 <= record["text_cosine_to_fp32"]["min"] <= 1.0
+    kept = record["nodes_kept_float"]
+    assert any(name.endswith("/Conv") for name in kept["by_rule"]) and len(kept["by_measurement"]) == 2
+    graph = onnx.load(str(exported_static / "audio.onnx")).graph
+    quantized = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= quantized
+    kept_names = set(kept["by_rule"]) | {node for entry in kept["by_measurement"] for node in entry["nodes"]}
+    float_gemms = [node.name for node in graph.node if node.op_type == "Gemm" and node.name in kept_names]
+    assert float_gemms  # the projection after pooling
+
+
+def test_static_int8_classifies_close_to_float_on_held_out_clips(exported_static, classifier, esc50_clips, long_clip):
+    quantized = Classifier(model=str(exported_static), backend="onnx", device="cpu")
+    held_out = [*esc50_clips[:3], (long_clip, 48_000)]
+    assert cosines(quantized.embed_audio(held_out), classifier.embed_audio(held_out)).min() >= 0.98
+    assert cosines(quantized.embed_text(TEXTS), classifier.embed_text(TEXTS)).min() >= 0.99
+    result = quantized.classify(esc50_clips[0], "dog, rain, siren")
+    assert result.top_label in ("dog", "rain", "siren")
+
+
+def test_static_int8_on_first_use_calibrates_on_the_bundled_examples(run, tmp_path, monkeypatch, esc50_clips):
+    """The entry points that take --quantize (here classify) export int8-static on first use."""
+    from soundsift.errors import ConfigurationError
+
+    monkeypatch.setenv("SOUNDSIFT_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(
+        "classify",
+        str(esc50_clips[0]),
+        "--labels",
+        "dog, rain",
+        "--backend",
+        "onnx",
+        "--quantize",
+        "int8-static",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)[0]["top_label"] in ("dog", "rain")
+    (folder,) = (tmp_path / "cache" / "onnx").iterdir()
+    record = json.loads((folder / "manifest.json").read_text())["calibration"]
+    assert record["source"] == "bundled examples" and record["count"] == 4
+    assert record["nodes_kept_float"]["by_measurement"] == []  # off by default
+    code, _, err = run(
+        "classify", str(esc50_clips[0]), "--labels", "dog, rain", "--backend", "onnx", "--quantize", "int8-static"
+    )
+    assert code == 0 and "exporting" not in err  # reused: the cache key holds the calibration files' fingerprint
+    code, _, err = run(
+        "classify",
+        str(esc50_clips[0]),
+        "--labels",
+        "a, b",
+        "--backend",
+        "onnx",
+        "--quantize",
+        "int8-static",
+        "--calibrate",
+        str(tmp_path / "missing"),
+    )
+    assert code == ConfigurationError.exit_code and "calibration folder" in err
+
+
+def test_calibration_needs_audio(tmp_path, run, tiny_model_dir):
+    from soundsift.core.calibration import AudioCalibration
+    from soundsift.errors import ConfigurationError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigurationError, match="no audio files"):
+        AudioCalibration(str(tmp_path / "empty"))
+    code, _, err = run(
+        "export", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"), "--calibrate", str(tmp_path)
+    )
+    assert code == 2 and "--calibrate is for --quantize int8-static" in err

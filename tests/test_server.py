@@ -380,3 +380,30 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_model_dir, tmp_path):
     assert refused[0].headers["Retry-After"] == "1" and refused[0].json()["error"]["code"] == "overloaded"
     assert any(r.status_code == 200 for r in responses)
     assert 'soundsift_requests_total{endpoint="/api/classify",status="503"}' in metrics
+
+
+def test_two_static_int8_replicas_of_one_thread_serve(tiny_model_dir, tmp_path, esc50_clips):
+    """--replicas 2 --threads 1 on the onnx backend with --quantize int8-static (exported on first
+    use, calibrated on the bundled examples): both replicas answer, and a layout that asks for more
+    threads than cores is refused at start with the reason."""
+    settings = {"backend": "onnx", "quantize": "int8-static", "replicas": "2", "threads": "1", "cache": str(tmp_path)}
+    with running_server(tiny_model_dir, tmp_path / "server.log", **settings) as process:
+        assert requests.get(f"{process.url}/api/info", timeout=10).json()["devices"] == ["cpu", "cpu"]
+        audio = esc50_clips[0].read_bytes()
+
+        def classify(_: int) -> requests.Response:
+            return requests.post(
+                f"{process.url}/api/classify",
+                files={"audio": ("clip.wav", audio)},
+                data={"labels": "dog, rain"},
+                timeout=60,
+            )
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(classify, range(8)))
+        assert all(answer.status_code == 200 for answer in answers)
+        assert {answer.json()["top_label"] for answer in answers} <= {"dog", "rain"}
+    crowded = ServerProcess(tiny_model_dir, tmp_path / "crowded.log", backend="onnx", replicas="64", threads="64")
+    assert crowded.process.wait(timeout=120) != 0
+    assert "intra-op threads on" in crowded.log() and "--oversubscribe" in crowded.log()
+    crowded.terminate()

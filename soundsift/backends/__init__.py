@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from soundsift.backends.mel import MelSettings
+from soundsift.backends.onnx.calibration import CalibrationSource
 from soundsift.errors import ConfigurationError
 from soundsift.optional import TORCH, TRANSFORMERS
 
@@ -38,13 +39,15 @@ def load_backend(
     quantize: str = "none",
     quantize_encoders: tuple[str, ...] = ("audio", "text"),
     threads: int | None = None,
+    calibration: CalibrationSource | None = None,
 ) -> Backend:
     """The backend ``kind`` ("torch" or "onnx") for ``model``; each imports its runtime only when chosen.
 
     For onnx, ``model`` is an exported folder, or a checkpoint exported once on first use (with
-    ``quantize``/``fp16``) into the cache; that export needs torch, serving it does not."""
+    ``quantize``/``fp16``, and for ``quantize="int8-static"`` calibrated on ``calibration``) into
+    the cache; that export needs torch, serving it does not."""
     if kind == "onnx":
-        return _onnx_backend(model, device, fp16, quantize, quantize_encoders, threads)
+        return _onnx_backend(model, device, fp16, quantize, quantize_encoders, threads, calibration)
     if kind != "torch":
         raise ConfigurationError(f"unknown backend {kind!r}: use torch or onnx")
     TORCH.require("the torch backend (or use --backend onnx)")
@@ -55,15 +58,25 @@ def load_backend(
 
 
 def _onnx_backend(
-    model: str, device: str, fp16: bool, quantize: str, quantize_encoders: tuple[str, ...], threads: int | None
+    model: str,
+    device: str,
+    fp16: bool,
+    quantize: str,
+    quantize_encoders: tuple[str, ...],
+    threads: int | None,
+    calibration: CalibrationSource | None,
 ) -> Backend:
     from soundsift.backends.onnx.format import exported_folder
     from soundsift.backends.onnx.runtime import OnnxBackend, execution_providers
 
     execution_providers(device, fp16)  # a device that cannot work is refused before any export
-    folder = exported_folder(model, quantize, quantize_encoders, fp16)
+    fingerprint = calibration.fingerprint if quantize == "int8-static" and calibration else None
+    folder = exported_folder(model, quantize, quantize_encoders, fp16, fingerprint)
     if folder is None:
         from soundsift.backends.onnx.export import export_to_cache
 
-        folder = export_to_cache(model, quantize, quantize_encoders, fp16)
+        if quantize == "int8-static" and calibration is None:
+            raise ConfigurationError("quantize int8-static needs calibration audio to export with")
+
+        folder = export_to_cache(model, quantize, quantize_encoders, fp16, calibration if fingerprint else None)
     return OnnxBackend(folder, model_id=model, device=device, threads=threads, fp16=fp16)

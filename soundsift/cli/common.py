@@ -37,7 +37,14 @@ def add_model_options(parser: argparse.ArgumentParser, *, several: bool = False)
     group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
     group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
     group.add_argument(
-        "--quantize", choices=["none", "int8"], help="onnx backend: int8 dynamic quantization on first-use export"
+        "--quantize",
+        choices=["none", "int8", "int8-static"],
+        help="onnx backend, on first-use export: int8 (dynamic) or int8-static (calibrated on --calibrate)",
+    )
+    group.add_argument(
+        "--calibrate",
+        metavar="FOLDER",
+        help="--quantize int8-static: audio to calibrate on (default: the bundled example clips)",
     )
     group.add_argument("--threads", type=int, help="onnx backend: intra-op threads (default: physical cores)")
     group.add_argument(

@@ -29,6 +29,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--gpus", help="'all', 'none' or GPU indices like '0,1': one model replica per GPU (overrides --device)"
     )
     server.add_argument(
+        "--replicas",
+        type=int,
+        help="model replicas per device (default 1); on a CPU each gets --threads intra-op threads, by default an "
+        "equal share of the physical cores",
+    )
+    server.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        default=None,
+        help="allow replicas x threads above the physical cores (refused otherwise)",
+    )
+    server.add_argument(
         "--cors-origin",
         dest="cors_origins",
         action="append",

@@ -16,6 +16,7 @@ import numpy as np
 from soundsift.backends import Backend, load_backend
 from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput, is_array_input
+from soundsift.core.calibration import AudioCalibration
 from soundsift.core.fingerprint import PROBE_TEXT, probe_signals
 from soundsift.core.label_text import LabelEncoder
 from soundsift.core.labels import LabelsInput, check_taught_labels
@@ -258,6 +259,9 @@ def load_settings_backend(settings: ModelSettings, *, device: str | None = None)
         quantize=settings.quantize,
         quantize_encoders=tuple(settings.quantize_encoders),
         threads=settings.threads,
+        calibration=AudioCalibration(settings.calibrate)
+        if settings.backend == "onnx" and settings.quantize == "int8-static"
+        else None,
     )
 
 

@@ -66,8 +66,15 @@ class ModelSettings(SoundsiftSettings):
     )
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N.")
     backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend: torch or onnx.")
-    quantize: Literal["none", "int8"] = Field(
-        "none", description="onnx backend: int8 dynamic quantization of linear layers when exporting."
+    quantize: Literal["none", "int8", "int8-static"] = Field(
+        "none",
+        description="onnx backend, when exporting: int8 (dynamic: int8 weights, activations quantized on the fly) "
+        "or int8-static (audio activations too, ranges calibrated on the calibrate folder; text stays dynamic).",
+    )
+    calibrate: str | None = Field(
+        None,
+        description="onnx backend, quantize int8-static: folder of audio to calibrate activation ranges on "
+        "(default: the bundled example clips); one file in five is held out to measure the result.",
     )
     quantize_encoders: list[Literal["audio", "text"]] = Field(
         default_factory=lambda: list(ENCODERS), description="onnx backend: which encoders --quantize applies to."

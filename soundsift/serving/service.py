@@ -51,7 +51,7 @@ from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
 from soundsift.errors import ClientGoneError, ConfigurationError, ExamplesError, QueueFullError, ServiceStoppingError
-from soundsift.optional import TORCH
+from soundsift.optional import ONNXRUNTIME, TORCH
 from soundsift.serving.adapters import AdapterStore, check_name
 from soundsift.serving.metrics import Metrics
 from soundsift.serving.settings import ServerSettings
@@ -74,6 +74,51 @@ def replica_devices(model: ModelSettings, server: ServerSettings) -> list[str]:
     if available == 0:
         raise ConfigurationError(f"--gpus {server.gpus} was asked for but no CUDA GPU is available")
     return [f"cuda:{index}" for index in range(available)]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """Where one model replica runs, and its intra-op threads (None: the backend's own default)."""
+
+    device: str
+    threads: int | None
+
+
+def replica_layout(model: ModelSettings, server: ServerSettings, cores: int | None = None) -> list[Replica]:
+    """``server.replicas`` replicas on each device of `replica_devices`. On a CPU, the onnx backend's
+    replicas share the physical cores: each gets ``model.threads`` threads, or by default an equal
+    share; more threads than cores in all is refused unless ``server.oversubscribe``, because each
+    ONNX Runtime session keeps its own pool of spinning threads and two pools on one core take turns."""
+    from soundsift.backends.onnx.runtime import physical_cores
+
+    devices = replica_devices(model, server)
+    cores = cores or physical_cores()
+    on_cpu = server.replicas * sum(_runs_on_cpu(device, model.backend) for device in devices)
+    threads = model.threads
+    if on_cpu and model.backend == "onnx":
+        threads = threads or max(1, cores // on_cpu)
+        if on_cpu * threads > cores and not server.oversubscribe:
+            raise ConfigurationError(
+                f"{on_cpu} CPU replicas x {threads} threads = {on_cpu * threads} intra-op threads on {cores} physical "
+                "cores: the replicas' thread pools would take turns on the same cores and every call would slow "
+                "down; lower --replicas or --threads, or pass --oversubscribe to run it anyway"
+            )
+    elif on_cpu > 1 and not server.oversubscribe:
+        raise ConfigurationError(
+            f"{on_cpu} CPU replicas of the torch backend would share one process-wide thread pool of "
+            f"{cores} threads; use --backend onnx (each replica then gets its own threads) or pass --oversubscribe"
+        )
+    return [Replica(device, threads) for device in devices for _ in range(server.replicas)]
+
+
+def _runs_on_cpu(device: str, backend: str) -> bool:
+    if device != "auto":
+        return device == "cpu"
+    if backend == "onnx":
+        return not ONNXRUNTIME.available() or "CUDAExecutionProvider" not in (
+            ONNXRUNTIME.require("the onnx backend").get_available_providers()
+        )
+    return not TORCH.available() or not TORCH.require("the torch backend").cuda.is_available()
 
 
 @dataclass(frozen=True)
@@ -156,7 +201,12 @@ class ClassificationService:
 
     @classmethod
     def load(cls, model: ModelSettings, server: ServerSettings) -> ClassificationService:
-        return cls(model, server, [load_settings_backend(model, device=d) for d in replica_devices(model, server)])
+        replicas = replica_layout(model, server)  # refused here, before any model is loaded
+        return cls(
+            model,
+            server,
+            [load_settings_backend(model.with_overrides(threads=r.threads), device=r.device) for r in replicas],
+        )
 
     @property
     def devices(self) -> list[str]:

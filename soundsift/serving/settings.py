@@ -19,6 +19,18 @@ class ServerSettings(SoundsiftSettings):
     gpus: str | None = Field(
         None, description="'all', 'none' or a list like '0,1'; one model replica per GPU. Overrides device."
     )
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model replicas per device, each with its own queue worker; on a CPU each runs the onnx "
+        "backend's threads intra-op threads (default: the physical cores shared out among the replicas).",
+    )
+    oversubscribe: bool = Field(
+        False,
+        description="Allow replicas x threads above the physical cores (refused otherwise: the replicas' "
+        "threads would take turns on the same cores and every call would slow down).",
+    )
     api_key: str | None = Field(
         None,
         min_length=8,

@@ -26,22 +26,30 @@ def is_exported(folder: Path) -> bool:
     return (folder / MANIFEST).is_file()
 
 
-def exported_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path | None:
+def exported_folder(
+    model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False, calibration: str | None = None
+) -> Path | None:
     """``model`` itself when it is an exported folder, else its cached first-use export if that exists."""
     local = Path(model).expanduser()
     if is_exported(local):
         return local
-    cached = cache_folder(model, quantize, quantize_encoders, fp16)
+    cached = cache_folder(model, quantize, quantize_encoders, fp16, calibration)
     return cached if is_exported(cached) else None
 
 
-def cache_folder(model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False) -> Path:
-    """Where the on-first-use export of ``model`` with these options lives (keyed by revision and format)."""
+def cache_folder(
+    model: str, quantize: str, quantize_encoders: tuple[str, ...], fp16: bool = False, calibration: str | None = None
+) -> Path:
+    """Where the on-first-use export of ``model`` with these options lives (keyed by revision and
+    format, and for static int8 by the calibration files' fingerprint)."""
     root = Path(os.environ.get("SOUNDSIFT_CACHE", Path.home() / ".cache" / "soundsift")) / "onnx"
     local = Path(model).expanduser()
     identity = str(local.resolve()) if local.is_dir() else model
     revision = _local_fingerprint(local) if local.is_dir() else _hub_revision(model)
-    key = json.dumps([FORMAT, identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16])
+    parts: list[object] = [FORMAT, identity, revision, quantize, sorted(quantize_encoders), OPSET, fp16]
+    if calibration is not None:  # appended only then, so the keys of earlier exports stay the same
+        parts.append(calibration)
+    key = json.dumps(parts)
     slug = "".join(c if c.isalnum() else "-" for c in identity)[-48:]
     return root / f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
