@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from soundsift.optional import QDRANT
-from soundsift.search.stores import Candidate, WindowRows
+from soundsift.search.catalog import FileFilter
+from soundsift.search.stores import Candidate, StoredFile, WindowRows
 
 API_KEY_ENV = "SOUNDSIFT_QDRANT_API_KEY"
 UPSERT_BATCH = 512
@@ -25,6 +26,7 @@ HNSW_EF_MIN = 128
 
 class QdrantStore:
     kind = "qdrant"
+    holds_files = False
 
     def __init__(self, target: str, local_path: Path, dim: int, collection: str) -> None:
         qdrant_client = QDRANT.require("a Qdrant search index")
@@ -77,9 +79,20 @@ class QdrantStore:
                 wait=True,
             )
 
+    def describe_files(self, files: Sequence[StoredFile]) -> None:
+        """Nothing to keep: the catalogue filters files for this store."""
+
     def search(
-        self, vector: np.ndarray, k: int, *, file_ids: Collection[int] | None = None, exact: bool = False
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        file_ids: Collection[int] | None = None,
+        rule: FileFilter | None = None,
+        exact: bool = False,
     ) -> list[Candidate]:
+        if rule is not None:
+            raise ValueError("this store holds no file columns: filter by file_ids")
         if file_ids is not None and not file_ids:
             return []
         found = self._client.query_points(
