@@ -373,3 +373,60 @@ def test_store_specs_keep_no_secret() -> None:
     with pytest.raises(Exception, match="unknown store") as unknown:
         Library("/tmp/x", store="mysql://me:pw@db/x")
     assert "pw" not in str(unknown.value)
+
+
+# ---- moving an index: export-index, index --from-parquet ------------------------------------------
+
+
+def test_an_exported_index_loads_into_the_store(
+    store_spec: str, tmp_path: Path, classifier: Classifier, recordings: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from soundsift.cli.main import main
+
+    source = Library(tmp_path / "lance-index", classifier=classifier)
+    source.add([recordings])
+    source.close()
+    out = tmp_path / "windows.parquet"
+    assert main(["export-index", "--index", str(tmp_path / "lance-index"), "--out", str(out)]) == 0
+    assert "11 windows of 5 files" in capsys.readouterr().out
+    exported = pq.read_table(out)
+    assert exported.column_names[:5] == ["path", "start_s", "end_s", "vector", "model"]
+    assert exported.num_rows == 11 and set(exported.column("model").to_pylist()) == {classifier.model_id}
+
+    moved = Library(tmp_path / "moved", classifier=classifier, store=store_spec)
+    report = moved.load_parquet(out)
+    assert (report.added, report.windows_added) == (5, 11)
+    assert moved.status().windows == 11
+    clip = recordings / "sub" / "clip1.wav"
+    assert moved.search(like=str(clip), top=1).hits[0].path == str(clip.resolve())
+    assert moved.add([recordings]).unchanged == 5  # size, mtime and hash came along: nothing re-embedded
+    again = tmp_path / "again.parquet"
+    moved.export_parquet(again)
+    back = pq.read_table(again)
+    assert back.column("path").to_pylist() == exported.column("path").to_pylist()
+    assert back.column("start_s").to_pylist() == exported.column("start_s").to_pylist()
+    np.testing.assert_allclose(
+        np.array(back.column("vector").to_pylist()), np.array(exported.column("vector").to_pylist()), atol=1e-6
+    )
+    assert moved.load_parquet(out).changed == 5  # loading again replaces, never duplicates
+    assert moved.status().windows == 11
+    moved.close()
+    other = Library(tmp_path / "other", model=str(build_tiny_clap(tmp_path / "m7", seed=7)), device="cpu")
+    with pytest.raises(IndexMismatchError, match="embeds differently"):
+        other.load_parquet(out)
+
+
+def test_index_from_parquet_on_the_command_line(tmp_path: Path, classifier: Classifier, recordings: Path, run) -> None:
+    with Library(tmp_path / "source", classifier=classifier) as source:
+        source.add([recordings])
+        source.export_parquet(tmp_path / "w.parquet")
+    code, out, _ = run("index", "--from-parquet", str(tmp_path / "w.parquet"), "--index", str(tmp_path / "new"))
+    assert code == 0 and "5 added" in out and "11 windows" in out
+    code, _, err = run("index", str(recordings), "--from-parquet", str(tmp_path / "w.parquet"), "--index", "x")
+    assert code == 2 and "one or the other" in err
+    code, _, err = run("index", "--from-parquet", str(recordings / "clip0.wav"), "--index", str(tmp_path / "n2"))
+    assert code == 2 and "not a Parquet file" in err
+    code, out, _ = run("index", "--status", "--index", str(tmp_path / "new"))
+    assert "5 files, 11 windows" in out

@@ -31,6 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_index_option(parser)
     parser.add_argument("--status", action="store_true", help="only show what the index holds")
+    parser.add_argument(
+        "--from-parquet",
+        metavar="FILE",
+        help="load the windows of a file written by 'soundsift export-index' (into any --store) instead of "
+        "embedding audio; a new index takes the file's model and window layout",
+    )
     parser.add_argument("--json", action="store_true", help="print the run's report (or --status) as JSON")
     layout = parser.add_argument_group("index layout (fixed when the index is created)")
     layout.add_argument("--window", dest="window_s", type=float, help="window length, seconds (default 5)")
@@ -83,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.status:
         return _status(library, args.json)
+    if args.from_parquet:
+        if args.paths:
+            raise UsageError("--from-parquet loads a file instead of indexing PATHs: give one or the other")
+        report = library.load_parquet(args.from_parquet)
+        print(json.dumps(report.model_dump(), ensure_ascii=False) if args.json else _render(report))
+        return EXIT_OK
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     bar = _Bar(args.progress)

@@ -335,6 +335,46 @@ class Library:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # ---- moving an index ------------------------------------------------------------------------
+
+    def export_parquet(self, out: str | os.PathLike[str]) -> tuple[int, int]:
+        """Write every indexed window (path, start, end, vector, model) to a Parquet file; returns
+        (files, windows). Needs no model: the manifest's fingerprint goes into the file."""
+        from soundsift.search.transfer import ExportHeader, export_index
+
+        manifest = self.manifest()
+        if manifest is None:
+            raise IndexNotFoundError(f"{self.folder} holds no index yet: nothing to export")
+        _, store = self._ready_store_only(manifest)
+        header = ExportHeader(manifest.model, manifest.dim, manifest.fingerprint, manifest.window_s, manifest.hop_s)
+        return export_index(self.catalog, store, header, Path(out))
+
+    def load_parquet(self, source: str | os.PathLike[str]) -> IndexReport:
+        """Load a file written by ``export_parquet`` into this index (created with the file's model
+        and window layout when new; any store). Files it holds replace what the index held of them."""
+        from soundsift.search.transfer import load_index, read_header
+
+        started, path = time.monotonic(), Path(source).expanduser()
+        if not path.is_file():
+            raise QueryError(f"no such file: {path}")
+        header = read_header(path)
+        if self.manifest() is None:
+            self._model = self._model or header.model
+            self._window_s, self._hop_s = header.window_s, header.hop_s
+        layout = self.layout
+        if (layout.window_s, layout.hop_s) != (header.window_s, header.hop_s):
+            raise IndexMismatchError(
+                f"{path} has {header.window_s} s windows every {header.hop_s} s; {self.folder} uses "
+                f"{layout.window_s} s every {layout.hop_s} s"
+            )
+        header.check(self.classifier.model_id, self.classifier.fingerprint(), str(path))
+        with self._exclusive():
+            manifest, store = self._ready(create=True)
+            report = load_index(self.catalog, store, path, manifest.dim)
+            store.optimize(self._ann_threshold or manifest.ann_threshold)
+        report.wall_s = round(time.monotonic() - started, 3)
+        return report
+
     # ---- searching ------------------------------------------------------------------------------
 
     def search(

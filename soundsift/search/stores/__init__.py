@@ -138,6 +138,10 @@ class VectorStore(Protocol):
         ``exact`` compares every window even when an approximate index exists."""
         ...
 
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        """Every stored window of these files, vectors included, ordered by id (export)."""
+        ...
+
     def has_ann_index(self) -> bool: ...
 
     def optimize(self, ann_threshold: int) -> None:

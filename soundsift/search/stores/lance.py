@@ -127,6 +127,19 @@ class LanceStore:
             )
         ]
 
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        if not len(file_ids):
+            return WindowRows.concat([], self.dim)
+        found = (
+            self._table.search()
+            .where(f"file_id IN ({id_list(file_ids)})")
+            .select(["id", "file_id", "start_s", "end_s", "vector"])
+            .limit(None)
+            .to_arrow()
+            .sort_by("id")
+        )
+        return _rows_from_arrow(found, self.dim)
+
     def has_ann_index(self) -> bool:
         return self._indexed_rows() is not None
 
@@ -164,3 +177,14 @@ class LanceStore:
 
     def close(self) -> None:
         self._table = None
+
+
+def _rows_from_arrow(table: Any, dim: int) -> WindowRows:
+    vectors = table.column("vector").combine_chunks()
+    return WindowRows(
+        table.column("id").to_numpy().astype(np.int64),
+        table.column("file_id").to_numpy().astype(np.int64),
+        table.column("start_s").to_numpy().astype(np.float64),
+        table.column("end_s").to_numpy().astype(np.float64),
+        vectors.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim),
+    )

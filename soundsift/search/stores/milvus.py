@@ -32,6 +32,7 @@ from soundsift.search.stores import USAGE, Candidate, ModelStamp, StoredFile, Wi
 TOKEN_ENV = "SOUNDSIFT_MILVUS_TOKEN"
 MODELS = "soundsift_models"
 INSERT_BATCH = 1000
+QUERY_BATCH = 4096
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_MIN = 16, 64, 128
 FIELDS = ["id", "file_id", "start_s", "end_s", "vector"]
 
@@ -183,6 +184,27 @@ class MilvusStore:
             )
             for hit in found
         ]
+
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(file_ids), 1000):
+            chunk = file_ids[start : start + 1000]
+            iterator = self._client.query_iterator(
+                self.collection, batch_size=QUERY_BATCH, filter=f"file_id in [{id_list(chunk)}]", output_fields=FIELDS
+            )
+            while page := iterator.next():
+                found += page
+            iterator.close()
+        found.sort(key=lambda row: int(row["id"]))
+        if not found:
+            return WindowRows.concat([], self.dim)
+        return WindowRows(
+            np.array([int(r["id"]) for r in found], dtype=np.int64),
+            np.array([int(r["file_id"]) for r in found], dtype=np.int64),
+            np.array([float(r["start_s"]) for r in found]),
+            np.array([float(r["end_s"]) for r in found]),
+            np.array([r["vector"] for r in found], dtype=np.float32),
+        )
 
     def has_ann_index(self) -> bool:
         return not self.lite

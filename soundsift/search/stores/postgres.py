@@ -250,6 +250,23 @@ class PostgresStore:
             for i, f, s, e, v, d in found
         ]
 
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        statement = self.psycopg.sql.SQL(
+            "SELECT id, file_id, start_s, end_s, embedding::real[] FROM {} WHERE file_id = ANY(%s) ORDER BY id"
+        ).format(self._windows)
+        with self._connection() as connection:
+            found = connection.execute(statement, ([int(f) for f in file_ids],)).fetchall()
+        if not found:
+            return WindowRows.concat([], self.dim)
+        ids, files, starts, ends, vectors = zip(*found)
+        return WindowRows(
+            np.array(ids, dtype=np.int64),
+            np.array(files, dtype=np.int64),
+            np.array(starts, dtype=np.float64),
+            np.array(ends, dtype=np.float64),
+            np.array(vectors, dtype=np.float32),
+        )
+
     def has_ann_index(self) -> bool:
         with self._connection() as connection:
             row = connection.execute("SELECT to_regclass(%s)", (f"{self.collection}_hnsw",)).fetchone()

@@ -119,6 +119,32 @@ class QdrantStore:
             for point in found
         ]
 
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        points: list[Any] = []
+        offset = None
+        while len(file_ids):
+            page, offset = self._client.scroll(
+                self.collection,
+                scroll_filter=self._files_filter(file_ids),
+                limit=UPSERT_BATCH,
+                offset=offset,
+                with_vectors=True,
+                with_payload=True,
+            )
+            points += page
+            if offset is None:
+                break
+        points.sort(key=lambda point: int(point.id))
+        if not points:
+            return WindowRows.concat([], self.dim)
+        return WindowRows(
+            np.array([int(p.id) for p in points], dtype=np.int64),
+            np.array([int(p.payload["file_id"]) for p in points], dtype=np.int64),
+            np.array([float(p.payload["start_s"]) for p in points]),
+            np.array([float(p.payload["end_s"]) for p in points]),
+            np.array([p.vector for p in points], dtype=np.float32),
+        )
+
     def has_ann_index(self) -> bool:
         if self.local:
             return False
