@@ -261,6 +261,7 @@ Library(index, model=model, device="cpu", store=store).add([folder], workers=1)
 """
 
 
+@pytest.mark.slow  # a subprocess that loads the model, per store
 def test_a_killed_indexing_run_resumes(
     store_spec: str, tmp_path: Path, classifier: Classifier, tiny_model_dir: Path, recordings: Path
 ) -> None:
