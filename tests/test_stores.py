@@ -319,6 +319,14 @@ def test_postgres_credentials_are_never_stored_or_shown(
     with pytest.raises(StoreUnavailableError, match="authentication failed") as refused:
         open_store(wrong, tmp_path, DIM, _collection(), STAMP)
     assert "not-the-password" not in str(refused.value)
+    # A refused first run leaves no index naming that store: the right URL then just works.
+    fresh = Library(tmp_path / "fresh", classifier=classifier, store=wrong)
+    with pytest.raises(StoreUnavailableError) as refused:
+        fresh.add([recordings / "sub"])
+    assert "not-the-password" not in str(refused.value)
+    fresh.close()
+    assert Library(tmp_path / "fresh", classifier=classifier).manifest() is None
+    assert Library(tmp_path / "fresh", classifier=classifier, store=postgres_url).add([recordings / "sub"]).added == 2
 
 
 def test_postgres_schema_is_versioned_and_a_newer_one_refused(postgres_url: str, tmp_path: Path) -> None:

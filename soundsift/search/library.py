@@ -167,7 +167,12 @@ class Library:
                     raise IndexNotFoundError(
                         f"{self.folder} holds no index yet: run 'soundsift index PATH --index DIR'"
                     )
-                manifest = self._create_manifest()
+                # The store is opened (a database server reached) before the manifest is written:
+                # a wrong URL or a refused password leaves no index behind naming that store.
+                manifest = self._new_manifest()
+                if self._store is None:
+                    self._store = self._open_store(manifest)
+                self.catalog.set_manifest({"format": FORMAT_VERSION, **manifest.__dict__})
             elif not self._checked:
                 self._check_model(manifest)
             self._checked = True
@@ -193,7 +198,7 @@ class Library:
             self.catalog.set_manifest({"collection": name})
         return str(name)
 
-    def _create_manifest(self) -> _Manifest:
+    def _new_manifest(self) -> _Manifest:
         classifier = self.classifier
         layout = self.layout
         manifest = _Manifest(
@@ -206,7 +211,6 @@ class Library:
             ann_threshold=self._ann_threshold or DEFAULT_ANN_THRESHOLD,
             roots=[],
         )
-        self.catalog.set_manifest({"format": FORMAT_VERSION, **manifest.__dict__})
         return manifest
 
     def _check_model(self, manifest: _Manifest) -> None:

@@ -167,7 +167,7 @@ def store_kind(spec: str) -> str:
         return "qdrant"
     if spec.startswith(("postgresql://", "postgres://")):
         return "postgres"
-    if spec == "milvus:local" or spec.startswith(("milvus://", "milvus:")) or spec.endswith(".db"):
+    if spec == "milvus:local" or spec.startswith("milvus://") or spec.endswith(".db"):
         return "milvus"
     raise ConfigurationError(f"unknown store {redact(spec)!r}: {USAGE}")
 
