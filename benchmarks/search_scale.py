@@ -8,9 +8,14 @@
    (IVF-PQ with exact re-scoring), query latency p50/p95 exact and approximate, recall@10 of approximate against
    exact (queries are perturbed stored vectors), bytes on disk per window and per hour of audio
    (5 s windows every 2.5 s: 1,440 windows an hour).
+   ``--stores lance,postgres,milvus`` repeats it for each store: PostgreSQL + pgvector (HNSW;
+   ``--postgres URL``, or a server started from the pgserver wheel on 127.0.0.1 for the run) and
+   Milvus Lite (exact FLAT search: recall 1 by construction). Disk bytes are LanceDB's folder, or
+   PostgreSQL's relation sizes (table, its indexes and TOAST).
 
     python benchmarks/search_scale.py                          # 100k and 1M vectors, 2 cores
     python benchmarks/search_scale.py --sizes 100000 --json scale.json
+    python benchmarks/search_scale.py --sizes 100000 --clips 0 --stores lance,postgres,milvus
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,14 +88,43 @@ def clustered(count: int, rng: np.random.Generator, centres: np.ndarray) -> np.n
     return vectors.astype(np.float32)
 
 
-def vector_scale(size: int, queries: int, exact_queries: int, scratch: Path) -> dict[str, float]:
+def open_bench_store(kind: str, size: int, scratch: Path, postgres_url: str | None) -> Any:
+    from soundsift.search.stores import ModelStamp, open_store
+
+    stamp = ModelStamp("benchmark", [[0.0] * DIM])
+    collection = f"soundsift_bench{size}_{os.getpid()}"
+    if kind == "lance":
+        from soundsift.search.stores.lance import LanceStore
+
+        return LanceStore(scratch / f"v{size}.lance", DIM)
+    if kind == "postgres":
+        assert postgres_url is not None
+        return open_store(postgres_url, scratch, DIM, collection, stamp)
+    if kind == "milvus":
+        return open_store(str(scratch / f"milvus{size}.db"), scratch, DIM, collection, stamp)
+    raise SystemExit(f"unknown store {kind!r}: lance, postgres or milvus")
+
+
+def store_bytes(kind: str, store: Any, size: int, scratch: Path) -> int | None:
+    if kind == "lance":
+        store._table.optimize(cleanup_older_than=timedelta(0))  # count the live version only
+        return folder_bytes(scratch / f"v{size}.lance")
+    if kind == "postgres":
+        with store._connection() as connection:
+            row = connection.execute("SELECT pg_total_relation_size(%s)", (f"{store.collection}_windows",)).fetchone()
+        return int(row[0])
+    return None
+
+
+def vector_scale(
+    size: int, queries: int, exact_queries: int, scratch: Path, kind: str = "lance", postgres_url: str | None = None
+) -> dict[str, Any]:
     from soundsift.search.stores import WindowRows
-    from soundsift.search.stores.lance import LanceStore
 
     rng = np.random.default_rng(size)
     centres = rng.normal(size=(2000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    store = LanceStore(scratch / f"v{size}.lance", DIM)
+    store = open_bench_store(kind, size, scratch, postgres_url)
     chunk = 100_000
     started = time.perf_counter()
     kept: list[np.ndarray] = []
@@ -118,10 +154,12 @@ def vector_scale(size: int, queries: int, exact_queries: int, scratch: Path) -> 
             exact = store.search(probe, 10, exact=True)
             exact_ms.append((time.perf_counter() - started) * 1000)
             recall.append(len({c.id for c in exact} & {c.id for c in approximate}) / 10)
-    store._table.optimize(cleanup_older_than=timedelta(0))  # count the live version only
-    size_bytes = folder_bytes(scratch / f"v{size}.lance")
+    size_bytes = store_bytes(kind, store, size, scratch)
+    if hasattr(store, "drop_collection"):
+        store.drop_collection()
     store.close()
     return {
+        "store": kind,
         "vectors": size,
         "add_s": round(add_s, 1),
         "ann_build_s": round(build_s, 1),
@@ -133,8 +171,10 @@ def vector_scale(size: int, queries: int, exact_queries: int, scratch: Path) -> 
         "queries": len(ann_ms),
         "exact_queries": len(exact_ms),
         "disk_bytes": size_bytes,
-        "disk_bytes_per_window": round(size_bytes / size),
-        "disk_mb_per_hour_of_audio": round(size_bytes / size * WINDOWS_PER_HOUR / 2**20, 2),
+        "disk_bytes_per_window": None if size_bytes is None else round(size_bytes / size),
+        "disk_mb_per_hour_of_audio": None
+        if size_bytes is None
+        else round(size_bytes / size * WINDOWS_PER_HOUR / 2**20, 2),
     }
 
 
@@ -149,7 +189,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="model folder (default: the full-size random CLAP)")
     parser.add_argument("--scratch", type=Path, help="working folder (default: a temporary one, removed)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--stores", default="lance", help="stores to measure: lance, postgres, milvus (comma-separated)"
+    )
+    parser.add_argument("--postgres", help="PostgreSQL URL (default: start one from the pgserver wheel for the run)")
     args = parser.parse_args()
+    stores = [part.strip() for part in args.stores.split(",") if part.strip()]
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="soundsift-search-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {"cpu_count": os.cpu_count(), "threads": args.threads}
@@ -161,11 +206,23 @@ def main() -> None:
             figures["indexing"] = index_speed(args.clips, args.threads, args.workers, model, scratch / "speed")
             print("indexing:", json.dumps(figures["indexing"]), flush=True)
         figures["vectors"] = []
-        for size in (int(part) for part in args.sizes.split(",") if part):
-            (scratch / "vectors").mkdir(exist_ok=True)
-            result = vector_scale(size, args.queries, args.exact_queries, scratch / "vectors")
-            figures["vectors"].append(result)  # type: ignore[attr-defined]
-            print("vectors:", json.dumps(result), flush=True)
+        with ExitStack() as servers:
+            postgres_url = args.postgres
+            if "postgres" in stores and postgres_url is None:
+                from tests.pg_server import postgres_bin, running_postgres
+
+                bin_dir = postgres_bin()
+                if bin_dir is None:
+                    raise SystemExit("--stores postgres needs --postgres URL or the pgserver wheel (make install-dev)")
+                postgres_url = servers.enter_context(running_postgres(bin_dir))
+            for size in (int(part) for part in args.sizes.split(",") if part):
+                for kind in stores:
+                    (scratch / "vectors").mkdir(exist_ok=True)
+                    result = vector_scale(
+                        size, args.queries, args.exact_queries, scratch / "vectors", kind, postgres_url
+                    )
+                    figures["vectors"].append(result)  # type: ignore[attr-defined]
+                    print("vectors:", json.dumps(result), flush=True)
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)

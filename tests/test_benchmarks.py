@@ -144,10 +144,16 @@ def test_search_scale(tiny_model_dir, tmp_path):
     run_script(
         "search_scale.py",
         *("--model", str(tiny_model_dir), "--sizes", "3000", "--queries", "5", "--exact-queries", "5"),
-        *("--clips", "3", "--json", str(report)),
+        *("--clips", "3", "--json", str(report), "--stores", "lance,postgres,milvus"),
     )
     figures = json.loads(report.read_text())
-    assert figures["indexing"]["clips"] == 3 and figures["vectors"][0]["vectors"] == 3000
+    assert figures["indexing"]["clips"] == 3
+    assert [(row["store"], row["vectors"]) for row in figures["vectors"]] == [
+        ("lance", 3000),
+        ("postgres", 3000),
+        ("milvus", 3000),
+    ]
+    assert all(row["recall_at_10"] >= 0.8 for row in figures["vectors"])
 
 
 def test_random_model(tiny_model_dir, tmp_path):

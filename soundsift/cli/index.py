@@ -31,6 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_index_option(parser)
     parser.add_argument("--status", action="store_true", help="only show what the index holds")
+    parser.add_argument(
+        "--from-parquet",
+        metavar="FILE",
+        help="load the windows of a file written by 'soundsift export-index' (into any --store) instead of "
+        "embedding audio; a new index takes the file's model and window layout",
+    )
     parser.add_argument("--json", action="store_true", help="print the run's report (or --status) as JSON")
     layout = parser.add_argument_group("index layout (fixed when the index is created)")
     layout.add_argument("--window", dest="window_s", type=float, help="window length, seconds (default 5)")
@@ -38,7 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     layout.add_argument(
         "--store",
         help="where vectors live: lance (default, embedded in the folder), qdrant:http://HOST:6333 (a Qdrant "
-        "server or cluster; API key from SOUNDSIFT_QDRANT_API_KEY) or qdrant:local",
+        "server or cluster; API key from SOUNDSIFT_QDRANT_API_KEY), qdrant:local, postgresql://USER@HOST:5432/DB "
+        "(PostgreSQL with pgvector; password from the URL or PGPASSWORD/~/.pgpass, never stored), "
+        "milvus://HOST:19530 (token from SOUNDSIFT_MILVUS_TOKEN), milvus:local or FILE.db (Milvus Lite)",
     )
     layout.add_argument(
         "--ann-threshold",
@@ -81,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.status:
         return _status(library, args.json)
+    if args.from_parquet:
+        if args.paths:
+            raise UsageError("--from-parquet loads a file instead of indexing PATHs: give one or the other")
+        report = library.load_parquet(args.from_parquet)
+        print(json.dumps(report.model_dump(), ensure_ascii=False) if args.json else _render(report))
+        return EXIT_OK
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     bar = _Bar(args.progress)

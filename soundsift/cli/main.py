@@ -13,10 +13,23 @@ import os
 import sys
 from collections.abc import Sequence
 
-from soundsift.cli import batch, classify, detect, eval, export, index, models, monitor, search, serve, teach
+from soundsift.cli import (
+    batch,
+    classify,
+    detect,
+    eval,
+    export,
+    export_index,
+    index,
+    models,
+    monitor,
+    search,
+    serve,
+    teach,
+)
 from soundsift.errors import SoundsiftError
 
-SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, search, models)
+SUBCOMMANDS = (classify, batch, eval, detect, teach, monitor, serve, export, index, export_index, search, models)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -263,3 +263,35 @@ def path_matches(path: str, pattern: str) -> bool:
 
 
 _COLUMNS = "id, path, size, mtime_ns, sha256, status, error_code, error_message, duration_s, windows"
+
+
+def glob_regex(pattern: str) -> str:
+    """``path_matches`` as one POSIX regular expression (for stores that filter paths themselves,
+    e.g. PostgreSQL's ``~``): ``*`` is ``.*``, ``?`` one character, ``[...]`` and ``[!...]`` sets;
+    a pattern not starting at the root (or with ``*``) may also match any tail after a ``/``."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            end = i + (1 if i < len(pattern) and pattern[i] in "!]" else 0)
+            end = pattern.find("]", end + (1 if end < len(pattern) and pattern[end] == "]" else 0))
+            if end < 0:
+                out.append(r"\[")
+                continue
+            body = pattern[i:end]
+            i = end + 1
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            body = body.replace("\\", "\\\\")
+            out.append("[" + ("^" if negate else "") + body + "]")
+        else:
+            out.append("\\" + char if not char.isalnum() and char not in "/_- " else char)
+    body = "".join(out)
+    if pattern.startswith(("/", "*")):
+        return f"^{body}$"
+    return f"^(.*/)?{body}$"

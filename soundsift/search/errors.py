@@ -38,6 +38,13 @@ class IndexCorruptError(SearchIndexError):
     code = "index_corrupt"
 
 
+class StoreUnavailableError(SearchIndexError):
+    """The index's vector store (a database server) cannot be reached or lacks what it needs."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
 class PathNotAllowedError(SoundsiftError):
     """A path outside the library roots a server was configured with."""
 

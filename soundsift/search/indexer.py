@@ -19,7 +19,7 @@ from soundsift.search.catalog import Catalog
 from soundsift.search.embedding import FileTask, FileVectors
 from soundsift.search.errors import PathNotAllowedError
 from soundsift.search.results import FileProblem, IndexReport
-from soundsift.search.stores import WINDOW_ID_SPAN, VectorStore, WindowRows
+from soundsift.search.stores import WINDOW_ID_SPAN, StoredFile, VectorStore, WindowRows
 
 # A run writes to the store at least this often, so an interrupted run keeps what it finished.
 FLUSH_WINDOWS = 4096
@@ -156,6 +156,8 @@ class Writer:
         if outcome.unchanged:
             size, mtime_ns = self.plan.stats[task.file_id]
             self.catalog.touch(task.file_id, size, mtime_ns)
+            if self.store.holds_files and (row := self.catalog.get_by_id(task.file_id)) is not None:
+                self.store.describe_files([StoredFile(task.file_id, task.path, row.duration_s, mtime_ns)])
             self.report.touched += 1
             return
         self._done.append(outcome)
@@ -180,6 +182,14 @@ class Writer:
         done, rows = self._done, WindowRows.concat(self._rows, self.dim)
         self.store.delete_files([outcome.task.file_id for outcome in done])
         self.store.add(rows)
+        if self.store.holds_files:
+            self.store.describe_files(
+                [
+                    StoredFile(o.task.file_id, o.task.path, o.duration_s, self.plan.stats[o.task.file_id][1])
+                    for o in done
+                    if o.error is None
+                ]
+            )
         with self.catalog.transaction() as db:
             for outcome in done:
                 self._record(db, outcome)

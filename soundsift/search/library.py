@@ -50,7 +50,7 @@ from soundsift.search.query import (
     text_query,
 )
 from soundsift.search.results import FileProblem, IndexReport, IndexStatus, SearchHit, SearchResult
-from soundsift.search.stores import DEFAULT_STORE, VectorStore, check_store_spec, open_store
+from soundsift.search.stores import DEFAULT_STORE, ModelStamp, VectorStore, check_store_spec, open_store, redact
 
 # Below this many windows every search compares every window; above it an approximate index is
 # built. Exact search in LanceDB costs about 3 ms per 1,000 512-d windows on 2 cores (293 ms p50 at
@@ -167,13 +167,28 @@ class Library:
                     raise IndexNotFoundError(
                         f"{self.folder} holds no index yet: run 'soundsift index PATH --index DIR'"
                     )
-                manifest = self._create_manifest()
+                # The store is opened (a database server reached) before the manifest is written:
+                # a wrong URL or a refused password leaves no index behind naming that store.
+                manifest = self._new_manifest()
+                if self._store is None:
+                    self._store = self._open_store(manifest)
+                self.catalog.set_manifest({"format": FORMAT_VERSION, **manifest.__dict__})
             elif not self._checked:
                 self._check_model(manifest)
             self._checked = True
             if self._store is None:
-                self._store = open_store(manifest.store, self.folder, manifest.dim, collection=self._collection())
+                self._store = self._open_store(manifest)
             return manifest, self._store
+
+    def _open_store(self, manifest: _Manifest) -> VectorStore:
+        """The manifest's store. The manifest holds the spec without secrets; the spec given to this
+        Library (with a password, say) is used when it names the same store."""
+        spec = manifest.store
+        if self._store_spec is not None and redact(self._store_spec) == manifest.store:
+            spec = self._store_spec
+        current = self.manifest() or manifest  # the fingerprint as _check_model may have renewed it
+        stamp = ModelStamp(current.model, current.fingerprint)
+        return open_store(spec, self.folder, manifest.dim, collection=self._collection(), stamp=stamp)
 
     def _collection(self) -> str:
         values = self.catalog.manifest()
@@ -183,7 +198,7 @@ class Library:
             self.catalog.set_manifest({"collection": name})
         return str(name)
 
-    def _create_manifest(self) -> _Manifest:
+    def _new_manifest(self) -> _Manifest:
         classifier = self.classifier
         layout = self.layout
         manifest = _Manifest(
@@ -192,11 +207,10 @@ class Library:
             fingerprint=_rounded(classifier.fingerprint()),
             window_s=layout.window_s,
             hop_s=layout.hop_s,
-            store=self._store_spec or DEFAULT_STORE,
+            store=redact(self._store_spec) if self._store_spec else DEFAULT_STORE,
             ann_threshold=self._ann_threshold or DEFAULT_ANN_THRESHOLD,
             roots=[],
         )
-        self.catalog.set_manifest({"format": FORMAT_VERSION, **manifest.__dict__})
         return manifest
 
     def _check_model(self, manifest: _Manifest) -> None:
@@ -220,8 +234,10 @@ class Library:
                 f"{self.folder} uses {manifest.window_s} s windows every {manifest.hop_s} s; a different layout "
                 "needs a new index folder"
             )
-        if self._store_spec is not None and self._store_spec != manifest.store:
-            raise IndexMismatchError(f"{self.folder} keeps its vectors in {manifest.store!r}, not {self._store_spec!r}")
+        if self._store_spec is not None and redact(self._store_spec) != manifest.store:
+            raise IndexMismatchError(
+                f"{self.folder} keeps its vectors in {manifest.store!r}, not {redact(self._store_spec)!r}"
+            )
         if self._ann_threshold is not None and self._ann_threshold != manifest.ann_threshold:
             self.catalog.set_manifest({"ann_threshold": self._ann_threshold})
 
@@ -323,6 +339,46 @@ class Library:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # ---- moving an index ------------------------------------------------------------------------
+
+    def export_parquet(self, out: str | os.PathLike[str]) -> tuple[int, int]:
+        """Write every indexed window (path, start, end, vector, model) to a Parquet file; returns
+        (files, windows). Needs no model: the manifest's fingerprint goes into the file."""
+        from soundsift.search.transfer import ExportHeader, export_index
+
+        manifest = self.manifest()
+        if manifest is None:
+            raise IndexNotFoundError(f"{self.folder} holds no index yet: nothing to export")
+        _, store = self._ready_store_only(manifest)
+        header = ExportHeader(manifest.model, manifest.dim, manifest.fingerprint, manifest.window_s, manifest.hop_s)
+        return export_index(self.catalog, store, header, Path(out))
+
+    def load_parquet(self, source: str | os.PathLike[str]) -> IndexReport:
+        """Load a file written by ``export_parquet`` into this index (created with the file's model
+        and window layout when new; any store). Files it holds replace what the index held of them."""
+        from soundsift.search.transfer import load_index, read_header
+
+        started, path = time.monotonic(), Path(source).expanduser()
+        if not path.is_file():
+            raise QueryError(f"no such file: {path}")
+        header = read_header(path)
+        if self.manifest() is None:
+            self._model = self._model or header.model
+            self._window_s, self._hop_s = header.window_s, header.hop_s
+        layout = self.layout
+        if (layout.window_s, layout.hop_s) != (header.window_s, header.hop_s):
+            raise IndexMismatchError(
+                f"{path} has {header.window_s} s windows every {header.hop_s} s; {self.folder} uses "
+                f"{layout.window_s} s every {layout.hop_s} s"
+            )
+        header.check(self.classifier.model_id, self.classifier.fingerprint(), str(path))
+        with self._exclusive():
+            manifest, store = self._ready(create=True)
+            report = load_index(self.catalog, store, path, manifest.dim)
+            store.optimize(self._ann_threshold or manifest.ann_threshold)
+        report.wall_s = round(time.monotonic() - started, 3)
+        return report
+
     # ---- searching ------------------------------------------------------------------------------
 
     def search(
@@ -395,9 +451,13 @@ class Library:
         if query.vectors.shape[1] != manifest.dim:
             raise IndexMismatchError(f"the query has {query.vectors.shape[1]} dimensions; the index {manifest.dim}")
         k = fetch_size(top)
-        file_ids = self.catalog.matching_ids(rule) if rule is not None and rule.active else None
+        filtered = rule is not None and rule.active
+        # A store that keeps the files' columns filters inside itself (in SQL for PostgreSQL); for
+        # the others the catalogue turns the filter into the list of file ids it lets through.
+        in_store = rule if filtered and store.holds_files else None
+        file_ids = self.catalog.matching_ids(rule) if filtered and in_store is None and rule is not None else None
         use_exact = (not store.has_ann_index()) if exact is None else exact
-        found = [store.search(vector, k, file_ids=file_ids, exact=use_exact) for vector in query.vectors]
+        found = [store.search(vector, k, file_ids=file_ids, rule=in_store, exact=use_exact) for vector in query.vectors]
         pooled, vetoed = pool_candidates(query, found)
         spans = merge_adjacent(pooled.values(), gap_s=merge_gap_s)[:top]
         rows = self.catalog.rows_by_id(span.file_id for span in spans)
@@ -414,7 +474,8 @@ class Library:
                 file_duration_s=rows[span.file_id].duration_s,
             )
             for span in spans
-            if span.file_id in rows  # a file deleted by a run beside this search
+            # Not a file deleted by a run beside this search, nor one whose windows a run is writing.
+            if span.file_id in rows and rows[span.file_id].status == "indexed"
         ]
         return SearchResult(
             hits=hits,
@@ -464,7 +525,7 @@ class Library:
         """The store without loading the model (status needs no model)."""
         with self._open_lock:
             if self._store is None:
-                self._store = open_store(manifest.store, self.folder, manifest.dim, collection=self._collection())
+                self._store = self._open_store(manifest)
             return manifest, self._store
 
     def close(self) -> None:

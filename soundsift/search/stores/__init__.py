@@ -9,8 +9,20 @@
   libraries one machine cannot hold; ``qdrant:local`` is qdrant-client's embedded mode inside the
   index folder (small indexes and tests: it searches by brute force).
 
+- ``postgresql://USER@HOST:PORT/DB``: PostgreSQL with pgvector (HNSW), for teams whose vectors
+  live in the database they already run; credentials from the URL or the standard ``PG*``
+  environment variables, never stored or shown (soundsift.search.stores.postgres).
+- ``milvus://HOST:PORT``: a Milvus server or cluster; ``milvus:local`` (or a path ending in
+  ``.db``) is Milvus Lite, its embedded engine, in a file (soundsift.search.stores.milvus).
+
 Stores know nothing of the model or files: rows are (id, file_id, start_s, end_s, vector); the
-catalogue maps file ids to paths. Vectors are unit length, so the score is the dot product.
+catalogue maps file ids to paths and remains the one manifest (size, mtime, hash, status) whatever
+the store. A store that ``holds_files`` also keeps each indexed file's path, duration and modified
+time (``describe_files``), so path, duration and date filters run inside it rather than as a list
+of file ids. Stores that live outside the index folder record the model that made their vectors
+(``ModelStamp``) and refuse another. Vectors are unit length, so the score is the dot product.
+
+Every store passes the contract suite in tests/test_stores.py; a store is supported when it does.
 """
 
 from __future__ import annotations
@@ -18,11 +30,15 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
+from soundsift.core.fingerprint import same_model
 from soundsift.errors import ConfigurationError
+from soundsift.search.catalog import FileFilter
+from soundsift.search.errors import IndexMismatchError
 
 DEFAULT_STORE = "lance"
 # Window ids are file_id * WINDOW_ID_SPAN + the window's number within its file.
@@ -68,8 +84,35 @@ class Candidate:
     vector: np.ndarray
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """What a store that ``holds_files`` keeps of an indexed file, for filters it runs itself."""
+
+    file_id: int
+    path: str
+    duration_s: float | None
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """The model whose vectors a store holds (its id and embedding fingerprint, as the manifest
+    records them)."""
+
+    model: str
+    fingerprint: list[Any]
+
+    def check(self, stored_model: str, stored_fingerprint: Sequence[Any], where: str) -> None:
+        if not same_model(np.asarray(stored_fingerprint, dtype=np.float64), np.asarray(self.fingerprint)):
+            raise IndexMismatchError(
+                f"{where} holds vectors of {stored_model}; {self.model} embeds differently, and vectors of two "
+                "models cannot be compared. Use that model, or another collection."
+            )
+
+
 class VectorStore(Protocol):
     kind: str
+    holds_files: bool
 
     def count(self) -> int: ...
 
@@ -77,11 +120,26 @@ class VectorStore(Protocol):
 
     def delete_files(self, file_ids: Sequence[int]) -> None: ...
 
+    def describe_files(self, files: Sequence[StoredFile]) -> None:
+        """Remember the files' columns (stores that ``holds_files``; a no-op for the others)."""
+        ...
+
     def search(
-        self, vector: np.ndarray, k: int, *, file_ids: Collection[int] | None = None, exact: bool = False
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        file_ids: Collection[int] | None = None,
+        rule: FileFilter | None = None,
+        exact: bool = False,
     ) -> list[Candidate]:
         """The k stored windows most similar to ``vector`` (best first), only of ``file_ids`` when
-        given; ``exact`` compares every window even when an approximate index exists."""
+        given, only of files ``rule`` lets through when given (stores that ``holds_files`` only);
+        ``exact`` compares every window even when an approximate index exists."""
+        ...
+
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        """Every stored window of these files, vectors included, ordered by id (export)."""
         ...
 
     def has_ann_index(self) -> bool: ...
@@ -94,27 +152,71 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(spec: str, folder: Path, dim: int, collection: str) -> VectorStore:
-    """The store a spec names: ``lance``, ``qdrant:local`` or ``qdrant:http(s)://host:port``."""
+USAGE = (
+    "use 'lance', 'qdrant:local', 'qdrant:http://HOST:6333', 'postgresql://USER@HOST:5432/DB', "
+    "'milvus://HOST:19530', 'milvus:local' or a Milvus Lite file ending in .db"
+)
+
+
+def store_kind(spec: str) -> str:
+    """``lance``, ``qdrant``, ``postgres`` or ``milvus`` for a spec of a known store (ConfigurationError,
+    with the spec's credentials left out, otherwise)."""
     if spec == "lance":
-        from soundsift.search.stores.lance import LanceStore
-
-        return LanceStore(folder / "vectors.lance", dim)
-    if spec.startswith("qdrant:"):
-        from soundsift.search.stores.qdrant import QdrantStore
-
-        target = spec.removeprefix("qdrant:")
-        return QdrantStore(target, folder / "qdrant", dim, collection)
-    raise ConfigurationError(f"unknown store {spec!r}: use 'lance', 'qdrant:local' or 'qdrant:http://HOST:6333'")
+        return "lance"
+    if spec == "qdrant:local" or spec.startswith(("qdrant:http://", "qdrant:https://")):
+        return "qdrant"
+    if spec.startswith(("postgresql://", "postgres://")):
+        return "postgres"
+    if spec == "milvus:local" or spec.startswith("milvus://") or spec.endswith(".db"):
+        return "milvus"
+    raise ConfigurationError(f"unknown store {redact(spec)!r}: {USAGE}")
 
 
 def check_store_spec(spec: str) -> str:
     """The spec when it names a known store (raised as ConfigurationError otherwise)."""
-    if spec == "lance" or spec == "qdrant:local":
+    store_kind(spec)
+    return spec
+
+
+def redact(spec: str) -> str:
+    """The spec without its secrets (a URL's password, a ``password`` parameter): what the manifest
+    stores and every message shows. The user part stays (it names the role, not a secret)."""
+    if "://" not in spec:
         return spec
-    if spec.startswith(("qdrant:http://", "qdrant:https://")):
-        return spec
-    raise ConfigurationError(f"unknown store {spec!r}: use 'lance', 'qdrant:local' or 'qdrant:http://HOST:6333'")
+    try:
+        parts = urlsplit(spec)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, host = netloc.rsplit("@", 1)
+            netloc = f"{user.split(':', 1)[0]}@{host}"
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in SECRET_PARAMETERS])
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return spec.split("://", 1)[0] + "://<unparsable>"
+
+
+SECRET_PARAMETERS = frozenset({"password", "token", "api_key", "sslpassword"})
+
+
+def open_store(spec: str, folder: Path, dim: int, collection: str, stamp: ModelStamp | None = None) -> VectorStore:
+    """The store a spec names (see ``USAGE``); ``stamp`` is the index's model, which stores outside
+    the folder record on creation and check on every open."""
+    kind = store_kind(spec)
+    if kind == "lance":
+        from soundsift.search.stores.lance import LanceStore
+
+        return LanceStore(folder / "vectors.lance", dim)
+    if kind == "qdrant":
+        from soundsift.search.stores.qdrant import QdrantStore
+
+        return QdrantStore(spec.removeprefix("qdrant:"), folder / "qdrant", dim, collection)
+    if kind == "postgres":
+        from soundsift.search.stores.postgres import PostgresStore
+
+        return PostgresStore(spec, dim, collection, stamp)
+    from soundsift.search.stores.milvus import MilvusStore
+
+    return MilvusStore(spec, folder, dim, collection, stamp)
 
 
 def id_list(file_ids: Collection[int]) -> str:

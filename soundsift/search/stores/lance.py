@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from soundsift.optional import LANCEDB
-from soundsift.search.stores import Candidate, WindowRows, id_list
+from soundsift.search.catalog import FileFilter
+from soundsift.search.stores import Candidate, StoredFile, WindowRows, id_list
 
 TABLE = "windows"
 # Approximate search: IVF partitions of product-quantized vectors (PQ codes of 16-dimension
@@ -46,6 +47,7 @@ def probes_for(indexed_rows: int) -> int:
 
 class LanceStore:
     kind = "lance"
+    holds_files = False
 
     def __init__(self, path: Path, dim: int) -> None:
         lancedb = LANCEDB.require("the default search index (LanceDB)")
@@ -94,9 +96,20 @@ class LanceStore:
         for start in range(0, len(file_ids), 1000):
             self._table.delete(f"file_id IN ({id_list(file_ids[start : start + 1000])})")
 
+    def describe_files(self, files: Sequence[StoredFile]) -> None:
+        """Nothing to keep: the catalogue filters files for this store."""
+
     def search(
-        self, vector: np.ndarray, k: int, *, file_ids: Collection[int] | None = None, exact: bool = False
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        file_ids: Collection[int] | None = None,
+        rule: FileFilter | None = None,
+        exact: bool = False,
     ) -> list[Candidate]:
+        if rule is not None:
+            raise ValueError("this store holds no file columns: filter by file_ids")
         if file_ids is not None and not file_ids:
             return []
         query = self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("dot").limit(k)
@@ -113,6 +126,19 @@ class LanceStore:
                 found["id"], found["file_id"], found["start_s"], found["end_s"], found["_distance"], found["vector"]
             )
         ]
+
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        if not len(file_ids):
+            return WindowRows.concat([], self.dim)
+        found = (
+            self._table.search()
+            .where(f"file_id IN ({id_list(file_ids)})")
+            .select(["id", "file_id", "start_s", "end_s", "vector"])
+            .limit(None)
+            .to_arrow()
+            .sort_by("id")
+        )
+        return _rows_from_arrow(found, self.dim)
 
     def has_ann_index(self) -> bool:
         return self._indexed_rows() is not None
@@ -151,3 +177,14 @@ class LanceStore:
 
     def close(self) -> None:
         self._table = None
+
+
+def _rows_from_arrow(table: Any, dim: int) -> WindowRows:
+    vectors = table.column("vector").combine_chunks()
+    return WindowRows(
+        table.column("id").to_numpy().astype(np.int64),
+        table.column("file_id").to_numpy().astype(np.int64),
+        table.column("start_s").to_numpy().astype(np.float64),
+        table.column("end_s").to_numpy().astype(np.float64),
+        vectors.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim),
+    )

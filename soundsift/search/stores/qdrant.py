@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from soundsift.optional import QDRANT
-from soundsift.search.stores import Candidate, WindowRows
+from soundsift.search.catalog import FileFilter
+from soundsift.search.stores import Candidate, StoredFile, WindowRows
 
 API_KEY_ENV = "SOUNDSIFT_QDRANT_API_KEY"
 UPSERT_BATCH = 512
@@ -25,6 +26,7 @@ HNSW_EF_MIN = 128
 
 class QdrantStore:
     kind = "qdrant"
+    holds_files = False
 
     def __init__(self, target: str, local_path: Path, dim: int, collection: str) -> None:
         qdrant_client = QDRANT.require("a Qdrant search index")
@@ -77,9 +79,20 @@ class QdrantStore:
                 wait=True,
             )
 
+    def describe_files(self, files: Sequence[StoredFile]) -> None:
+        """Nothing to keep: the catalogue filters files for this store."""
+
     def search(
-        self, vector: np.ndarray, k: int, *, file_ids: Collection[int] | None = None, exact: bool = False
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        file_ids: Collection[int] | None = None,
+        rule: FileFilter | None = None,
+        exact: bool = False,
     ) -> list[Candidate]:
+        if rule is not None:
+            raise ValueError("this store holds no file columns: filter by file_ids")
         if file_ids is not None and not file_ids:
             return []
         found = self._client.query_points(
@@ -105,6 +118,32 @@ class QdrantStore:
             )
             for point in found
         ]
+
+    def windows_of(self, file_ids: Sequence[int]) -> WindowRows:
+        points: list[Any] = []
+        offset = None
+        while len(file_ids):
+            page, offset = self._client.scroll(
+                self.collection,
+                scroll_filter=self._files_filter(file_ids),
+                limit=UPSERT_BATCH,
+                offset=offset,
+                with_vectors=True,
+                with_payload=True,
+            )
+            points += page
+            if offset is None:
+                break
+        points.sort(key=lambda point: int(point.id))
+        if not points:
+            return WindowRows.concat([], self.dim)
+        return WindowRows(
+            np.array([int(p.id) for p in points], dtype=np.int64),
+            np.array([int(p.payload["file_id"]) for p in points], dtype=np.int64),
+            np.array([float(p.payload["start_s"]) for p in points]),
+            np.array([float(p.payload["end_s"]) for p in points]),
+            np.array([p.vector for p in points], dtype=np.float32),
+        )
 
     def has_ann_index(self) -> bool:
         if self.local:
