@@ -57,7 +57,13 @@ def search_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/api/search"), ("GET", "/api/index/status"), ("POST", "/api/index"), ("GET", "/api/search/files/1")],
+    [
+        ("POST", "/api/search"),
+        ("GET", "/api/index/status"),
+        ("POST", "/api/index"),
+        ("DELETE", "/api/index/job"),
+        ("GET", "/api/search/files/1"),
+    ],
 )
 def test_search_routes_need_the_key(search_server, method: str, path: str) -> None:
     response = requests.request(method, f"{search_server.url}{path}", data={"query": "rain"}, timeout=10)
@@ -159,6 +165,21 @@ def test_an_index_job_runs_in_the_background(search_server) -> None:
     ).json()["hits"]
     assert all(not hit["path"].startswith(str(search_server.outside)) for hit in hits)
     assert any("/later/" in hit["path"] for hit in hits)
+
+
+def test_a_running_index_job_can_be_stopped(search_server) -> None:
+    many = search_server.root / "many"
+    many.mkdir()
+    for seed in range(60):
+        soundfile.write(many / f"clip{seed}.wav", _clip(seed % 7, seconds=8.0), RATE)
+    assert _start(search_server, [str(many)]).status_code == 202
+    stopping = requests.delete(f"{search_server.url}/api/index/job", headers=AUTH, timeout=10)
+    assert stopping.status_code == 200, stopping.text
+    job = _finished(search_server)["job"]
+    assert job["state"] == "stopped" and job["report"]["interrupted"], job
+    assert job["report"]["added"] < 60
+    again = requests.delete(f"{search_server.url}/api/index/job", headers=AUTH, timeout=10)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "no_index_job", again.text
 
 
 def test_a_stored_adapter_reranks_a_search_request(search_server) -> None:

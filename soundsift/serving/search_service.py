@@ -112,6 +112,15 @@ class SearchService:
         finally:
             self.job.finished_at = time.time()
 
+    def cancel(self) -> IndexJob:
+        """Ask the running job to stop (finished files are kept, the rest indexed by the next run);
+        its state becomes "stopped" once the files in flight are written."""
+        with self._lock:
+            if self.job.state != "running":
+                raise ApiError(409, "no_index_job", "no indexing job is running; see GET /api/index/status")
+            self.stop.set()
+            return self.job
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop the job: finished files are kept, the rest is redone by the next run."""
         self.stop.set()

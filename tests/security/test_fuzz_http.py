@@ -187,6 +187,7 @@ OPERATIONS = [
     ("POST", "/api/search"),
     ("GET", "/api/index/status"),
     ("POST", "/api/index"),
+    ("DELETE", "/api/index/job"),
     ("GET", "/api/search/files/{file_id}"),
     ("POST", "/v1/embeddings"),
 ]

@@ -139,6 +139,15 @@ async def start_index(search_service: Search, body: IndexRequest) -> IndexJob:
     return search_service.start(body.paths, body.retry_failed, body.min_dbfs)
 
 
+@router.delete(
+    "/index/job", response_model=IndexJob, summary="Stop the running indexing job", responses=SEARCH_RESPONSES
+)
+async def stop_index(search_service: Search) -> IndexJob:
+    """Stops the job at its next file (409 when none runs): finished files are kept, the rest are
+    indexed by the next run. Follow it at GET /api/index/status until its state is "stopped"."""
+    return search_service.cancel()
+
+
 @router.get(
     "/search/files/{file_id}", summary="The audio of an indexed file (for playing a hit)", responses=SEARCH_RESPONSES
 )
