@@ -3,7 +3,8 @@
 from soundsift._version import __version__
 from soundsift.core.adapter import Adapter
 from soundsift.core.classifier import Classifier
-from soundsift.core.results import Classification, FailedInput, LabelScore
+from soundsift.core.ensemble import Ensemble
+from soundsift.core.results import Classification, FailedInput, LabelScore, MemberAnswer
 from soundsift.core.scoring import PreparedLabels
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection, SoundEvent
@@ -26,6 +27,7 @@ from soundsift.errors import (
     NonFiniteAudioError,
     ProcessingError,
     SoundsiftError,
+    UnknownModelError,
 )
 from soundsift.search.library import Library
 from soundsift.serving.settings import ServerSettings
@@ -44,12 +46,14 @@ __all__ = [
     "ConfigurationError",
     "Detection",
     "EmptyAudioError",
+    "Ensemble",
     "ExamplesError",
     "FailedInput",
     "InvalidTextError",
     "LabelError",
     "LabelScore",
     "Library",
+    "MemberAnswer",
     "MissingDependencyError",
     "ModelLoadError",
     "ModelSettings",
@@ -59,6 +63,7 @@ __all__ = [
     "ServerSettings",
     "SoundEvent",
     "SoundsiftError",
+    "UnknownModelError",
     "__version__",
     "detect",
 ]

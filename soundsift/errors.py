@@ -82,6 +82,13 @@ class OptionsError(SoundsiftError):
     exit_code = EXIT_USAGE
 
 
+class UnknownModelError(OptionsError):
+    """A request names a model the server does not serve."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
 class InvalidTextError(LabelError):
     """Text that cannot be used honestly: invalid UTF-8, lone surrogates, NUL or other control characters."""
 

@@ -59,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
     from soundsift.core.classifier import Classifier
+    from soundsift.core.ensemble import ensemble_members
 
+    if len(ensemble_members(settings.model)) > 1:
+        raise UsageError(
+            "ensembles (--model A+B) classify with `soundsift classify` or the server; batch takes one model"
+        )
     classifier = Classifier(settings)
     labels = resolve_labels(args, optional=classifier.adapter is not None)
     prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)

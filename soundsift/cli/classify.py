@@ -39,25 +39,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     output.add_argument(
         "--csv", action="store_true", help="print CSV, one row per file (the columns of batch's .csv output)"
     )
-    add_model_options(parser)
+    add_model_options(parser, ensembles=True)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     label_thresholds = parse_label_thresholds(args.label_thresholds)
-    from soundsift.core.classifier import Classifier
+    from soundsift.core.ensemble import Ensemble, load_classifier
 
     files = expand_folders(args.files)
-    classifier = Classifier(settings)
+    classifier = load_classifier(settings)
     labels = resolve_labels(args, optional=classifier.adapter is not None)
-    prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
-    report_label_warnings(prepared.warnings)
-    results = classifier.classify_batch(files, prepared, label_thresholds=label_thresholds, errors="return")
+    # The same two calls either way; the label set an ensemble prepares holds one per model.
+    if isinstance(classifier, Ensemble):
+        ensemble_labels = classifier.prepare_labels(labels, multi_label=args.multi_label)
+        names = ensemble_labels.names
+        report_label_warnings(ensemble_labels.warnings)
+        results = classifier.classify_batch(files, ensemble_labels, label_thresholds=label_thresholds, errors="return")
+    else:
+        prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
+        names = prepared.names
+        report_label_warnings(prepared.warnings)
+        results = classifier.classify_batch(files, prepared, label_thresholds=label_thresholds, errors="return")
     if args.json:
         print(json.dumps([result.model_dump() for result in results], ensure_ascii=False, indent=2))
     elif args.csv:
-        print(results_to_csv(results, prepared.names), end="")
+        print(results_to_csv(results, names), end="")
     else:
         print(results_to_table(results))
     return EXIT_FAILED if any(isinstance(result, FailedInput) for result in results) else EXIT_OK
@@ -95,6 +103,9 @@ def _table_block(result: Classification | FailedInput) -> str:
     flags = "  [silent]" if result.silent else ""
     width = max(display_width(score.label) for score in result.scores)
     lines = [f"{result.source}  {result.duration_s:.1f} s{flags}", f"  {verdict}"]
+    if result.members is not None:
+        answers = ", ".join(f"{member.model} → {member.top_label or 'none'}" for member in result.members)
+        lines.append(f"  models: {answers} (agreement {result.agreement:.0%})")
     for score in result.scores:
         bar = "█" * round(score.score * 20)
         mark = (" ✓" if score.detected else "") + ("  (taught)" if score.taught else "")

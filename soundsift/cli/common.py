@@ -18,14 +18,15 @@ from soundsift.serving.settings import ServerSettings
 EXIT_OK = 0
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
-    """The model flags; with ``several``, --model may be repeated (into ``models``) to compare models."""
+def add_model_options(parser: argparse.ArgumentParser, *, several: str | None = None, ensembles: bool = False) -> None:
+    """The model flags; with ``several`` (what repeating it does), --model may be repeated (into
+    ``models``); with ``ensembles``, models joined by '+' answer together."""
     group = parser.add_argument_group("model")
     text = f"hub id, gallery alias or local folder of a CLAP checkpoint (default {DEFAULT_MODEL}; SOUNDSIFT_MODEL)"
+    if ensembles:
+        text += "; models joined by '+' (fused+general) answer as an ensemble, their probabilities averaged"
     if several:
-        group.add_argument(
-            "--model", action="append", dest="models", metavar="MODEL", help=f"{text}; repeat to compare models"
-        )
+        group.add_argument("--model", action="append", dest="models", metavar="MODEL", help=f"{text}; {several}")
     else:
         group.add_argument("--model", help=text)
     group.add_argument("--device", help="auto (default), cpu, cuda or cuda:N (SOUNDSIFT_DEVICE)")

@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         kind.add_argument("--seeds", type=int, default=1, help="draws of the K support clips per fold (default 1)")
         add_method_option(kind, purpose="the --shots adapters")
         add_progress_option(kind)
-        add_model_options(kind, several=True)
+        add_model_options(kind, several="repeat to compare models")
         kind.set_defaults(handler=run, command="eval")
 
 

@@ -206,16 +206,27 @@ class Pipeline:
     def decode_input(self, audio: AudioInput, *, index: int = 0, source: str | None = None) -> DecodedInput:
         """Decode and featurize one input; a SoundsiftError is kept in the result, not raised.
         Thread-safe: the server and the batch job call it from worker threads."""
+        (decoded,) = self.decode_input_for([self], audio, index=index, source=source)
+        return decoded
+
+    def decode_input_for(
+        self, pipelines: Sequence[Pipeline], audio: AudioInput, *, index: int = 0, source: str | None = None
+    ) -> list[DecodedInput]:
+        """`decode_input` for several models at once (an ensemble): the input is decoded once, under
+        this pipeline's limits, and featurized by each of ``pipelines`` (one DecodedInput each, in
+        order; all carry the same error when decoding fails)."""
         started = time.perf_counter()
         name = source or describe_source(audio)
         try:
             clip = self.load(audio, source=source)
-            features = self.featurize(clip)
+            features = [pipeline.featurize(clip) for pipeline in pipelines]
         except SoundsiftError as error:
-            return DecodedInput(index, name, None, 0.0, False, error, time.perf_counter() - started)
-        return DecodedInput(
-            index, clip.source, features, clip.duration_s, clip.silent, None, time.perf_counter() - started
-        )
+            failed = DecodedInput(index, name, None, 0.0, False, error, time.perf_counter() - started)
+            return [failed for _ in pipelines]
+        seconds = time.perf_counter() - started
+        return [
+            DecodedInput(index, clip.source, item, clip.duration_s, clip.silent, None, seconds) for item in features
+        ]
 
     def windows(
         self, stream: AudioStream, window_s: float, hop_s: float, *, min_dbfs: float | None = None
