@@ -170,3 +170,26 @@ def test_a_cancelled_caller_s_inputs_are_skipped(classifier, clips):
         gate.set()
         engine.close()
     assert replica.calls == [("audio", 1), ("text", 1)]
+
+
+def test_engines_sharing_a_gate_never_run_model_calls_at_once(classifier, clips):
+    """Two models' engines on one CPU: while one's call runs, the other's waits for the cores."""
+    first_gate = threading.Event()
+    first, second = RecordingReplica(classifier, first_gate), RecordingReplica(classifier)
+    shared = threading.Semaphore(1)
+    engines = [ModelEngine([replica], max_batch_size=8, gate=shared) for replica in (first, second)]
+    for engine in engines:
+        engine.start()
+    try:
+        held = engines[0].submit_audio(clips[:1])
+        assert first.entered.wait(60)
+        waiting = engines[1].submit_audio(clips[1:2])
+        assert not second.entered.wait(0.5), "the second model ran while the first held the cores"
+        first_gate.set()
+        held[0].result(timeout=60)
+        waiting[0].result(timeout=60)
+        assert second.calls == [("audio", 1)]
+    finally:
+        first_gate.set()
+        for engine in engines:
+            engine.close()

@@ -151,6 +151,40 @@ def test_the_options_reach_the_decision(browser, server, esc50_clips):
     expect(page.locator("#verdict")).to_contain_text("Uncertain", timeout=30_000)
 
 
+def test_a_server_with_two_models_offers_each_and_their_ensemble(
+    browser, server, tiny_model_dir, tiny_unfused_model_dir, esc50_clips, tmp_path
+):
+    from soundsift import Classifier
+
+    labels = "dog barking, rain, siren"
+    page = open_page(browser, server)
+    expect(page.locator("#model-choice")).to_be_hidden()  # one model served: nothing to choose
+    close_pages()
+    names = [tiny_model_dir.name, tiny_unfused_model_dir.name]
+    second = Classifier(model=str(tiny_unfused_model_dir), device="cpu").classify(esc50_clips[0], labels)
+    with running_server(
+        tiny_model_dir, tmp_path / "server.log", models=f"{tiny_model_dir},{tiny_unfused_model_dir}"
+    ) as two:
+        page = open_page(browser, two)
+        upload(page, "#audio-input", esc50_clips[0])
+        page.locator("#model-choice input").click()
+        page.get_by_role("option", name=names[1], exact=True).click()
+        classify(page, labels)
+        expect(page.locator("#verdict")).to_contain_text(second.top_label, timeout=30_000)
+        expect(page.locator("#verdict")).not_to_contain_text("Each model")
+        page.locator("#model-choice input").click()
+        page.get_by_role("option", name="+".join(names)).click()
+        page.locator("#classify-button").click()
+        verdict = page.locator("#verdict")
+        expect(verdict).to_contain_text("Each model", timeout=30_000)
+        expect(verdict).to_contain_text(f"{names[0]} →")
+        expect(verdict).to_contain_text(f"{names[1]} → {second.top_label}")
+        expect(verdict).to_contain_text("agreement")
+        assert str(tiny_model_dir.parent) not in verdict.inner_text()
+        save(page, "ensemble")
+        close_pages()
+
+
 def test_record_with_the_microphone_then_classify(browser, server):
     page = open_page(browser, server)
     page.locator('#audio-input button[aria-label="Record audio"]').click()

@@ -91,11 +91,21 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="DIR[:DIR...]",
         help="folders POST /api/index may index (SOUNDSIFT_LIBRARY_ROOTS); unset: indexing over HTTP is off",
     )
-    add_model_options(parser)
+    limits.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        help="memory the models may take, MB; start is refused when the estimate is larger (default: available)",
+    )
+    add_model_options(
+        parser,
+        several="repeat to serve several models (loaded once each; a request's 'model' field picks one, or several "
+        "joined by '+' as an ensemble; default: the first; SOUNDSIFT_MODELS=a,b)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = args.models[0] if args.models else None
     model, server = settings_from_args(args), server_settings_from_args(args)
     for dependency in SERVER:  # one line naming the extra, never an ImportError traceback
         dependency.require("soundsift serve")

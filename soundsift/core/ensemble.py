@@ -30,10 +30,11 @@ from soundsift.errors import ConfigurationError, OptionsError
 SEPARATOR = "+"
 
 
-def ensemble_members(model: str) -> list[str]:
+def ensemble_members(model: str, *, folders: bool = True) -> list[str]:
     """The models an ensemble name joins ('fused+general' gives ['fused', 'general']); any other
-    name is one model. A '+' in the name of an existing folder is part of that name."""
-    if SEPARATOR not in model or os.path.exists(os.path.expanduser(model)):
+    name is one model. With ``folders``, a '+' in the name of an existing folder is part of that name
+    (a server looks a request's name up among its models and never on its disk: ``folders=False``)."""
+    if SEPARATOR not in model or (folders and os.path.exists(os.path.expanduser(model))):
         return [model]
     names = [name.strip() for name in model.split(SEPARATOR)]
     if not all(names):

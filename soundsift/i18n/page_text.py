@@ -72,6 +72,7 @@ TEXT: dict[str, dict[str, str]] = {
         "teach_save": "Teach",
         "teach_table": "Clips so far",
         "adapter": "Taught sounds (optional)",
+        "model_choice": "Model",
         # Gradio's File component names its button with this key and ships no text for it.
         "common.upload": "Upload",
         "audio.no_microphone": "No microphone available: allow this page to use the microphone (the icon at the "
@@ -138,6 +139,7 @@ TEXT: dict[str, dict[str, str]] = {
         "teach_save": "教学",
         "teach_table": "已添加的片段",
         "adapter": "已学声音（可选）",
+        "model_choice": "模型",
         "common.upload": "上传",
         "audio.no_microphone": "没有可用的麦克风：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
         "audio.allow_recording_access": "麦克风被阻止：请允许本页使用麦克风（地址栏左侧的图标），然后刷新页面。",
@@ -151,6 +153,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "uncertain": "⚠️ **Uncertain** — best guess **{label}** at {confidence} · {duration} s · {ms} ms",
         "none": "⚠️ **None of these labels** was heard · {duration} s · {ms} ms",
         "silent": "🔇 The audio is (nearly) silent; the scores mean little.",
+        "members": "🧮 Each model: {answers} · agreement {agreement}",
         "error": "❌ {message}",
         "no_audio": "Upload or record some audio first.",
         "still_recording": "The recording is still running: press Stop, then Classify.",
@@ -191,6 +194,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "uncertain": "⚠️ **不确定** — 最可能是 **{label}**（{confidence}）· {duration} 秒 · {ms} 毫秒",
         "none": "⚠️ **没有听到这些标签中的任何一个** · {duration} 秒 · {ms} 毫秒",
         "silent": "🔇 音频（几乎）是静音，得分参考价值不大。",
+        "members": "🧮 各模型：{answers} · 一致度 {agreement}",
         "error": "❌ {message}",
         "no_audio": "请先上传或录制音频。",
         "still_recording": "还在录音：请先点击停止，再点击分类。",

@@ -57,7 +57,10 @@ def create_app(service: ClassificationService) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
         print(f"Running on local URL: http://{_display_host(settings.host)}:{settings.port}", flush=True)
-        print(f"Model {service.classifier.model_id} ready on {', '.join(service.devices)}", flush=True)
+        for served in service.models.values():
+            print(
+                f"Model {served.name} ({served.classifier.model_id}) ready on {', '.join(served.devices)}", flush=True
+            )
         yield
         await asyncio.get_running_loop().run_in_executor(None, search.shutdown)
         await service.stop()
@@ -173,7 +176,7 @@ def serve(model: ModelSettings, settings: ServerSettings) -> int:
     ``graceful_timeout_s`` to finish, and work still unfinished then is answered with 503."""
     for warning in startup_warnings(settings):
         print(warning, flush=True)
-    print(f"Loading {model.model} ...", flush=True)
+    print(f"Loading {', '.join(settings.models or [model.model])} ...", flush=True)
     service = ClassificationService.load(model, settings)
     app = create_app(service)
     config = uvicorn.Config(

@@ -23,6 +23,11 @@ ADAPTER_HELP = (
     "A stored adapter's name (see /api/adapters): its taught labels join the labels, which become optional; "
     "on /api/search, a query naming a taught label is searched with what the adapter learnt."
 )
+MODEL_HELP = (
+    "Which served model answers (see /api/info: its name, alias or checkpoint id; default: the first); on the "
+    "classify routes also several joined by '+' (fused+general), an ensemble averaging their probabilities."
+)
+ONE_MODEL_HELP = "Which served model answers (see /api/info: its name, alias or checkpoint id; default: the first)."
 # Documents the key in the OpenAPI schema; the AccessGuard middleware is what enforces it.
 bearer_scheme = HTTPBearer(auto_error=False, description="SOUNDSIFT_API_KEY, when the server has one")
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")
@@ -74,8 +79,10 @@ class ScoringForm:
             float | None, Form(ge=-1, le=1, description=_help("label_thresholds") + ", one for every label")
         ] = None,
         adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
+        model: Annotated[str | None, Form(max_length=500, description=MODEL_HELP)] = None,
     ) -> None:
         self.adapter = adapter or None
+        self.model = model or None
         self.labels = labels_or_preset(labels, preset, optional=self.adapter is not None)
         self.options = ScoringOptions(
             templates=templates_of(template),

@@ -29,11 +29,28 @@ class EmbeddingResponse(BaseModel):
 
 class TextEmbedRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=1000, description="Texts, embedded exactly as given.")
+    model: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Which served model answers (see /api/info; default: the first).",
+    )
+
+
+class ServedModelInfo(BaseModel):
+    name: str = Field(description="What a request's 'model' field calls it.")
+    model: str = Field(description="Its checkpoint id.")
+    backend: str
+    devices: list[str]
+    sample_rate: int
+    dim: int = Field(description="Size of its embeddings.")
+    default: bool = Field(description="The model a request without 'model' gets.")
 
 
 class InfoResponse(BaseModel):
     version: str
-    model: str
+    model: str = Field(description="The default model's checkpoint id.")
+    models: list[ServedModelInfo] = Field(description="Every served model, the default first.")
+    ensembles: bool = Field(description="Served models may be joined by '+' on the classify routes.")
     devices: list[str]
     backend: str
     sample_rate: int

@@ -1,5 +1,6 @@
-"""The server's search: one index folder (``search_index``) searched with the served model, and one
-background indexing job at a time over paths inside ``library_roots``.
+"""The server's search: one index folder (``search_index``) searched with the served model it was
+built with (the default model for a new index), and one background indexing job at a time over paths
+inside ``library_roots``.
 
 The app factory creates the one `SearchService` and hands it to the /api/search router and the
 page's search tab. Searches go through admission like every model route; the job embeds on its own
@@ -20,7 +21,7 @@ from soundsift.core.text import check_text
 from soundsift.search import IndexReport, Library, SearchResult
 from soundsift.search.indexer import is_under
 from soundsift.serving.errors import ApiError
-from soundsift.serving.service import ClassificationService
+from soundsift.serving.service import ClassificationService, ServedModel
 
 
 class IndexJob(BaseModel):
@@ -40,7 +41,8 @@ class SearchService:
     def __init__(self, service: ClassificationService) -> None:
         self.service = service
         folder = service.settings.search_index
-        self.library = Library(folder, classifier=service.classifier) if folder else None
+        self.model = _index_model(service, folder) if folder else service.default
+        self.library = Library(folder, classifier=self.model.classifier) if folder else None
         self.job = IndexJob(state="idle")
         self.stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,6 +54,16 @@ class SearchService:
                 404, "search_not_configured", "this server has no search index: start it with --search-index DIR"
             )
         return self.library
+
+    def check_model(self, model: str | None) -> None:
+        """A request naming a model must name the index's (409 otherwise: vectors of two models cannot
+        be compared)."""
+        if model and self.service.served(model) is not self.model:
+            raise ApiError(
+                409,
+                "index_model_mismatch",
+                f"the index was built with {self.model.name}; search it with model={self.model.name}",
+            )
 
     async def search(self, query: str | None, **options: Any) -> SearchResult:
         """`Library.search` under admission, on the worker pool (its model calls take the engine)."""
@@ -126,3 +138,14 @@ class SearchService:
         self.stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+
+def _index_model(service: ClassificationService, folder: str) -> ServedModel:
+    """The served model an existing index was built with (by checkpoint id; its fingerprint is checked
+    when the index opens), else the default model."""
+    manifest = Library(folder).manifest()
+    if manifest is not None:
+        for served in service.models.values():
+            if served.classifier.model_id == manifest.model:
+                return served
+    return service.default

@@ -2,10 +2,13 @@
 worker pool, shutdown, metrics. Both front ends call these coroutines; decoding, scoring and
 detection themselves are the library's own (soundsift.core.pipeline, soundsift.detection).
 
-One engine runs the model: the replicas (one per device) sit behind a `ModelEngine` that batches
-audio with audio and text with text from every caller. The service's `classifier` embeds through
-that engine, so label texts, search queries, indexing, teaching and adapter fingerprints take the
-same queue as classification; nothing else calls the model.
+One engine runs each served model: its replicas (one per device) sit behind a `ModelEngine` that
+batches audio with audio and text with text from every caller. Each `ServedModel`'s classifier
+embeds through its engine, so label texts, search queries, indexing, teaching and adapter
+fingerprints take the same queue as classification; nothing else calls the model. With several
+models (``--model fused --model general``) a request's ``model`` picks one, or several joined by '+'
+as an ensemble (soundsift.core.ensemble); the CPU models' engines share one gate, so their calls
+take turns on the cores.
 
 Work is bounded by design:
 - a request first takes a place among ``max_queue`` admitted requests (503 at once when none is
@@ -27,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
@@ -36,7 +40,9 @@ from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier, load_settings_backend
 from soundsift.core.engine import ModelEngine
+from soundsift.core.ensemble import EnsembleLabels, ensemble_members, ensemble_scored
 from soundsift.core.fitting import Method
+from soundsift.core.gallery import GALLERY, resolve_model
 from soundsift.core.pipeline import (
     DecodedInput,
     LocalEmbedder,
@@ -50,9 +56,19 @@ from soundsift.core.scoring import PreparedLabels, ScoringOptions, check_label_t
 from soundsift.core.settings import ModelSettings
 from soundsift.detection.results import Detection
 from soundsift.detection.windows import DetectionRun, DetectOptions
-from soundsift.errors import ClientGoneError, ConfigurationError, ExamplesError, QueueFullError, ServiceStoppingError
+from soundsift.errors import (
+    AdapterError,
+    ClientGoneError,
+    ConfigurationError,
+    ExamplesError,
+    OptionsError,
+    QueueFullError,
+    ServiceStoppingError,
+    UnknownModelError,
+)
 from soundsift.optional import ONNXRUNTIME, TORCH
 from soundsift.serving.adapters import AdapterStore, check_name
+from soundsift.serving.memory import ModelFootprint, check_memory, weights_mb
 from soundsift.serving.metrics import Metrics
 from soundsift.serving.settings import ServerSettings
 
@@ -168,62 +184,174 @@ class _AbandonableFile(io.RawIOBase):
             return 0
 
 
-class ClassificationService:
-    """The model engine and its classifier, with async entry points for the front ends."""
+@dataclass(frozen=True)
+class ServedModel:
+    """One model the server serves: the name requests use for it, its settings, and the classifier
+    embedding through its engine (its replicas)."""
 
-    def __init__(self, model: ModelSettings, server: ServerSettings, backends: Sequence[Backend]) -> None:
-        self.model_settings = model
+    name: str
+    settings: ModelSettings
+    engine: ModelEngine
+    classifier: Classifier
+    devices: list[str]
+
+
+@dataclass(frozen=True)
+class RequestLabels:
+    """A request's labels prepared for the model it chose: one served model, or the members of an
+    ensemble, each with the labels embedded by its own text encoder."""
+
+    models: list[ServedModel]
+    labels: list[PreparedLabels]
+
+    @property
+    def names(self) -> list[str]:
+        return self.labels[0].names
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.labels[0].warnings
+
+
+def served_name(model: str) -> str:
+    """The name requests use for a served model: its gallery alias, a folder's own name, else the
+    hub id as given (no server path is ever shown to clients)."""
+    for card in GALLERY:
+        if model in (card.alias, card.hub_id):
+            return card.alias
+    local = Path(model).expanduser()
+    return local.resolve().name if local.is_dir() else model
+
+
+def served_model_settings(model: ModelSettings, server: ServerSettings) -> list[ModelSettings]:
+    """Each served model's settings: the model settings with each of ``server.models`` in turn (just
+    the model setting when none are listed)."""
+    return [model.with_overrides(model=name) for name in server.models] if server.models else [model]
+
+
+class ClassificationService:
+    """The models' engines and classifiers, with async entry points for the front ends."""
+
+    def __init__(
+        self, models: Sequence[tuple[ModelSettings, Sequence[Backend]]], server: ServerSettings, *, names: Sequence[str]
+    ) -> None:
         self.settings = server
-        self.backends = list(backends)
         self.metrics = Metrics()
-        self.engine = ModelEngine(
-            [LocalEmbedder(backend, server.micro_batch_size) for backend in self.backends],
-            max_batch_size=server.micro_batch_size,
-            max_wait_s=server.micro_batch_wait_ms / 1000.0,
-            # Admission (below) already bounds the clips in flight; this is a second fence.
-            max_queue=2 * server.max_queue,
-            observer=self.metrics.observe_batch,
-        )
-        self.engine.start()
+        cpu_gate = threading.Semaphore(server.replicas)  # CPU models take turns on the cores
+        self.models: dict[str, ServedModel] = {}
         try:
-            self.classifier = Classifier(model, loaded_backend=self.backends[0], embedder=self.engine)
+            for name, (settings, backends) in zip(names, models, strict=True):
+                self.models[name] = self._served(name, settings, list(backends), cpu_gate)
         except BaseException:
-            self.engine.close()
+            self._close_engines()
             raise
+        self.default = next(iter(self.models.values()))
         self._workers = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="soundsift-work")
         self.adapters = AdapterStore(server.adapter_dir, limit=server.max_adapters)
         self._admitted = 0
         self._deadline = asyncio.Event()
         self.ready = False
         self.draining = False
-        self.metrics.queue_depth.set_function(lambda: self.engine.depth)
+        self.metrics.queue_depth.set_function(lambda: sum(served.engine.depth for served in self.models.values()))
         self.metrics.admitted.set_function(lambda: self._admitted)
+
+    def _served(
+        self, name: str, settings: ModelSettings, backends: list[Backend], cpu_gate: threading.Semaphore
+    ) -> ServedModel:
+        server = self.settings
+        engine = ModelEngine(
+            [LocalEmbedder(backend, server.micro_batch_size) for backend in backends],
+            max_batch_size=server.micro_batch_size,
+            max_wait_s=server.micro_batch_wait_ms / 1000.0,
+            # Admission (below) already bounds the clips in flight; this is a second fence.
+            max_queue=2 * server.max_queue,
+            observer=self.metrics.observe_batch,
+            gate=cpu_gate if all(backend.device == "cpu" for backend in backends) else None,
+        )
+        engine.start()
+        try:
+            classifier = Classifier(settings, loaded_backend=backends[0], embedder=engine)
+        except BaseException:
+            engine.close()
+            raise
+        return ServedModel(name, settings, engine, classifier, [backend.device for backend in backends])
 
     @classmethod
     def load(cls, model: ModelSettings, server: ServerSettings) -> ClassificationService:
-        replicas = replica_layout(model, server)  # refused here, before any model is loaded
-        return cls(
-            model,
-            server,
-            [load_settings_backend(model.with_overrides(threads=r.threads), device=r.device) for r in replicas],
+        """Every served model's replicas, after the layout and the memory estimate are checked (both
+        refused here, before any model is loaded)."""
+        served = served_model_settings(model, server)
+        names = [served_name(name) for name in (server.models or [model.model])]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"two served models share a name ({', '.join(names)}); give each its own folder")
+        layouts = [replica_layout(settings, server) for settings in served]
+        check_memory(
+            [
+                ModelFootprint(name, sum(replica.device == "cpu" for replica in layout), weights_mb(settings))
+                for name, settings, layout in zip(names, served, layouts, strict=True)
+            ],
+            server.memory_limit_mb,
         )
+        loaded = [
+            (
+                settings,
+                [load_settings_backend(settings.with_overrides(threads=r.threads), device=r.device) for r in layout],
+            )
+            for settings, layout in zip(served, layouts, strict=True)
+        ]
+        return cls(loaded, server, names=names)
+
+    @property
+    def classifier(self) -> Classifier:
+        """The default model's classifier (the first served)."""
+        return self.default.classifier
+
+    @property
+    def model_settings(self) -> ModelSettings:
+        return self.default.settings
 
     @property
     def devices(self) -> list[str]:
-        return [backend.device for backend in self.backends]
+        return [device for served in self.models.values() for device in served.devices]
+
+    def served(self, model: str | None = None) -> ServedModel:
+        """The served model a request names (its name, alias or checkpoint id; None: the default);
+        UnknownModelError for any other, OptionsError for an ensemble where one model is needed."""
+        chosen = self.chosen(model)
+        if len(chosen) > 1:
+            raise OptionsError(f"{model!r} is an ensemble; this takes one model ({', '.join(self.models)})")
+        return chosen[0]
+
+    def chosen(self, model: str | None = None) -> list[ServedModel]:
+        """The served models a request's ``model`` names: one, or an ensemble's members ('a+b')."""
+        if model is None or not model.strip():
+            return [self.default]
+        return [self._lookup(name) for name in ensemble_members(model.strip(), folders=False)]
+
+    def _lookup(self, name: str) -> ServedModel:
+        """Matched against the served models' names and ids only: a request never reaches the disk."""
+        hub_id = resolve_model(name)
+        for served in self.models.values():
+            if name in (served.name, served.classifier.model_id) or hub_id == served.settings.model:
+                return served
+        raise UnknownModelError(f"this server serves {', '.join(self.models)}; not {name[:100]!r}")
 
     async def start(self) -> None:
         await self.warm_up()
-        await self.in_worker_pool(self.adapters.load_saved, self.classifier.checked_adapter)
+        await self.in_worker_pool(self.adapters.load_saved, self.checked_adapter)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         self.draining = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.engine.close)
+        await loop.run_in_executor(None, self._close_engines)
         await loop.run_in_executor(None, self._workers.shutdown)
         self.adapters.close()
+
+    def _close_engines(self) -> None:
+        for served in self.models.values():
+            served.engine.close()
 
     def begin_shutdown(self) -> None:
         """SIGTERM: refuse new work at once; at the grace deadline (shortly before uvicorn stops
@@ -248,11 +376,23 @@ class ClassificationService:
         raise ServiceStoppingError("the server is shutting down; retry on another replica")
 
     async def warm_up(self) -> None:
-        """One clip and one text on every replica, so first requests don't pay one-off costs."""
-        one_second = (np.zeros(self.classifier.sample_rate, dtype=np.float32), self.classifier.sample_rate)
-        features = await self.in_worker_pool(self.classifier.pipeline.decode_input, one_second)
-        assert features.features is not None
-        await self.in_worker_pool(self.engine.warm_up, [features.features], ["speech", "music"])
+        """One clip and one text on every replica of every model, so first requests don't pay
+        one-off costs."""
+        for served in self.models.values():
+            rate = served.classifier.sample_rate
+            features = await self.in_worker_pool(
+                served.classifier.pipeline.decode_input, (np.zeros(rate, np.float32), rate)
+            )
+            assert features.features is not None
+            await self.in_worker_pool(served.engine.warm_up, [features.features], ["speech", "music"])
+
+    def checked_adapter(self, adapter: Adapter) -> Adapter:
+        """The adapter, if one of the served models taught it (AdapterMismatchError from the default
+        model otherwise). Model calls: run it on the worker pool."""
+        for served in [*self.models.values()][1:]:
+            with contextlib.suppress(AdapterError):
+                return served.classifier.checked_adapter(adapter)
+        return self.classifier.checked_adapter(adapter)
 
     @property
     def full(self) -> bool:
@@ -282,19 +422,32 @@ class ClassificationService:
         return await asyncio.get_running_loop().run_in_executor(self._workers, call)
 
     async def prepare_labels(
-        self, labels: str | Sequence[str] | None, options: ScoringOptions, adapter: str | None = None
-    ) -> PreparedLabels:
-        """The request's labels prepared with its options, with the taught labels of the stored
-        ``adapter`` named (or of the server's own ``--adapter``). Per-label thresholds are checked
-        against them where they are used (`classify_many`)."""
+        self,
+        labels: str | Sequence[str] | None,
+        options: ScoringOptions,
+        adapter: str | None = None,
+        *,
+        model: str | None = None,
+    ) -> RequestLabels:
+        """The request's labels prepared with its options for the ``model`` it names (default: the
+        first served; 'a+b': an ensemble, each member embedding them), with the taught labels of the
+        stored ``adapter`` named (or of the server's own ``--adapter``). Per-label thresholds are
+        checked against them where they are used (`classify_many`)."""
+        models = self.chosen(model)
+        if adapter and len(models) > 1:
+            raise OptionsError("an adapter is taught on one model; an ensemble takes zero-shot labels only")
         chosen = self.adapters.get(adapter) if adapter else None
-        return await self.in_worker_pool(
-            self.classifier.prepare_labels,
-            labels,
-            templates=options.templates,
-            multi_label=options.multi_label,
-            adapter=chosen,
-        )
+        prepared = [
+            await self.in_worker_pool(
+                served.classifier.prepare_labels,
+                labels,
+                templates=options.templates,
+                multi_label=options.multi_label,
+                adapter=chosen,
+            )
+            for served in models
+        ]
+        return RequestLabels(models, prepared)
 
     async def teach(
         self,
@@ -303,10 +456,13 @@ class ClassificationService:
         negatives: Sequence[Upload],
         *,
         method: Method | Literal["auto"] = "auto",
+        model: str | None = None,
     ) -> Adapter:
-        """Teach an adapter from uploaded clips and store it under ``name``. The clips go through the
-        same admission, worker pool and engine as classification; fitting runs in the pool."""
+        """Teach an adapter for the ``model`` named (default: the first served) from uploaded clips
+        and store it under ``name``. The clips go through the same admission, worker pool and engine
+        as classification; fitting runs in the pool."""
         check_name(name)
+        served = self.served(model)
         if len(clips) + len(negatives) > self.settings.max_teach_clips:
             raise ExamplesError(
                 f"{len(clips) + len(negatives)} clips; the limit is {self.settings.max_teach_clips} "
@@ -314,10 +470,10 @@ class ClassificationService:
             )
         inputs = [(upload.file, upload.name) for upload, _ in clips] + [(u.file, u.name) for u in negatives]
         async with self.admit(len(inputs)):
-            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs, served))
             adapter = await self.in_worker_pool(
                 Adapter.from_outcomes,
-                self.classifier,
+                served.classifier,
                 [label for _, label in clips],
                 outcomes,
                 sources=[name for _, name in inputs],
@@ -330,10 +486,10 @@ class ClassificationService:
         """An uploaded adapter file, checked against the served model, stored under ``name``."""
         adapter = await self.in_worker_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
         # The model's fingerprint is computed on first use (a model call): never on the event loop.
-        await self.in_worker_pool(self.classifier.checked_adapter, adapter)
+        await self.in_worker_pool(self.checked_adapter, adapter)
         return await self.in_worker_pool(self.adapters.put, name, adapter)
 
-    async def classify(self, upload: Upload, prepared: PreparedLabels, options: ScoringOptions) -> Classification:
+    async def classify(self, upload: Upload, prepared: RequestLabels, options: ScoringOptions) -> Classification:
         """One upload; its error is raised (the API answers it with the matching status)."""
         (result,) = await self.classify_many([upload], prepared, options, raise_errors=True)
         assert isinstance(result, Classification)
@@ -342,18 +498,18 @@ class ClassificationService:
     async def classify_many(
         self,
         uploads: Sequence[Upload],
-        prepared: PreparedLabels,
+        prepared: RequestLabels,
         options: ScoringOptions,
         *,
         raise_errors: bool = False,
     ) -> list[Classification | FailedInput]:
         """Classify uploads with the pipeline's decode and scoring steps, embedding through the
-        engine; a bad upload becomes a FailedInput in its place."""
+        chosen models' engines; a bad upload becomes a FailedInput in its place."""
         inputs = [(upload.file, upload.name) for upload in uploads]
         return await self._classify(inputs, prepared, options, raise_errors)
 
     async def classify_samples(
-        self, samples: np.ndarray, sample_rate: int, prepared: PreparedLabels, options: ScoringOptions
+        self, samples: np.ndarray, sample_rate: int, prepared: RequestLabels, options: ScoringOptions
     ) -> Classification:
         """Audio already in memory (the page's live microphone), under the same admission and engine."""
         (result,) = await self._classify([((samples, sample_rate), "live")], prepared, options, True)
@@ -363,33 +519,40 @@ class ClassificationService:
     async def _classify(
         self,
         inputs: Sequence[tuple[AudioInput, str]],
-        prepared: PreparedLabels,
+        prepared: RequestLabels,
         options: ScoringOptions,
         raise_errors: bool,
     ) -> list[Classification | FailedInput]:
-        check_label_thresholds(prepared, options.label_thresholds)
-        pipeline = self.classifier.pipeline
-        decision = pipeline.decision(options)
-        async with self.admit(len(inputs)):
-            decoded, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+        check_label_thresholds(prepared.labels[0], options.label_thresholds)
+        pipelines = [served.classifier.pipeline for served in prepared.models]
+        decision = pipelines[0].decision(options)
+        async with self.admit(len(inputs) * len(pipelines)):
+            decoded, outcomes = await self._before_deadline(self._decode_and_embed_for(inputs, prepared.models))
         results = []
-        for item, outcome in zip(decoded, outcomes, strict=True):
-            scored = pipeline.scored(item, outcome, prepared, decision)
+        for position in range(len(inputs)):
+            items, embedded = [each[position] for each in decoded], [each[position] for each in outcomes]
+            scored = (
+                pipelines[0].scored(items[0], embedded[0], prepared.labels[0], decision)
+                if len(pipelines) == 1
+                else ensemble_scored(pipelines, items, embedded, EnsembleLabels(prepared.labels), decision)
+            )
             if scored.error is not None and raise_errors:
                 raise scored.error
             results.append(scored.result)
         return results
 
-    async def embed_audio(self, uploads: Sequence[Upload]) -> np.ndarray:
-        """(N, D) unit embeddings, one per upload; the first bad upload's error is raised."""
+    async def embed_audio(self, uploads: Sequence[Upload], *, model: str | None = None) -> np.ndarray:
+        """(N, D) unit embeddings by the ``model`` named, one per upload; the first bad upload's error is raised."""
+        served = self.served(model)
         inputs = [(upload.file, upload.name) for upload in uploads]
         async with self.admit(len(inputs)):
-            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs))
+            _, outcomes = await self._before_deadline(self._decode_and_embed(inputs, served))
         return embeddings_or_raise(outcomes)
 
-    async def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+    async def embed_text(self, texts: Sequence[str], *, model: str | None = None) -> np.ndarray:
+        served = self.served(model)
         async with self.admit():
-            return await self._before_deadline(self.in_worker_pool(self.classifier.embed_text, list(texts)))
+            return await self._before_deadline(self.in_worker_pool(served.classifier.embed_text, list(texts)))
 
     async def detect(
         self,
@@ -399,15 +562,18 @@ class ClassificationService:
         *,
         disconnected: Callable[[], Awaitable[bool]],
         adapter: str | None = None,
+        model: str | None = None,
     ) -> Detection:
         """Sound events in a recording: the library's own detection, run on the worker pool with the
-        engine's classifier, under admission; it stops when the client goes away."""
+        ``model``'s classifier (default: the first served), under admission; it stops when the
+        client goes away."""
+        served = self.served(model)
         chosen = self.adapters.get(adapter) if adapter else None
         stop = threading.Event()
 
         def run() -> Detection:
             return DetectionRun(
-                self.classifier,
+                served.classifier,
                 upload.file,
                 labels,
                 options,
@@ -437,20 +603,35 @@ class ClassificationService:
         return detection
 
     async def _decode_and_embed(
-        self, inputs: Sequence[tuple[AudioInput, str]]
+        self, inputs: Sequence[tuple[AudioInput, str]], served: ServedModel
     ) -> tuple[list[DecodedInput], list[Outcome]]:
-        """Every input decoded in parallel on the worker pool, then embedded through the engine:
-        per input, its decoding error or its embedding's outcome."""
-        decoded = list(
-            await asyncio.gather(
-                *(
-                    self.in_worker_pool(self.classifier.pipeline.decode_input, audio, index=index, source=name)
-                    for index, (audio, name) in enumerate(inputs)
-                )
+        """`_decode_and_embed_for` one model."""
+        decoded, outcomes = await self._decode_and_embed_for(inputs, [served])
+        return decoded[0], outcomes[0]
+
+    async def _decode_and_embed_for(
+        self, inputs: Sequence[tuple[AudioInput, str]], models: Sequence[ServedModel]
+    ) -> tuple[list[list[DecodedInput]], list[list[Outcome]]]:
+        """Every input decoded once, in parallel on the worker pool, and featurized for each of the
+        ``models``, then embedded through each model's engine (the models at once): per model, per
+        input, its decoding error or its embedding's outcome."""
+        pipelines = [served.classifier.pipeline for served in models]
+        per_input = await asyncio.gather(
+            *(
+                self.in_worker_pool(pipelines[0].decode_input_for, pipelines, audio, index=index, source=name)
+                for index, (audio, name) in enumerate(inputs)
             )
         )
+        decoded = [[item[member] for item in per_input] for member in range(len(models))]
+        embedded = await asyncio.gather(
+            *(self._embedded(served.engine, items) for served, items in zip(models, decoded, strict=True))
+        )
+        return decoded, list(embedded)
+
+    @staticmethod
+    async def _embedded(engine: ModelEngine, decoded: list[DecodedInput]) -> list[Outcome]:
         ready = ready_features(decoded)
-        return decoded, merge_outcomes(decoded, await self.engine.embed_audio_async(ready) if ready else [])
+        return merge_outcomes(decoded, await engine.embed_audio_async(ready) if ready else [])
 
 
 def elapsed_ms(started: float) -> float:

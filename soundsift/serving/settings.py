@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from soundsift.core.settings import SoundsiftSettings
 
@@ -14,6 +16,18 @@ from soundsift.core.settings import SoundsiftSettings
 class ServerSettings(SoundsiftSettings):
     """What the HTTP service adds to a model: address, auth, and limits on requests and queues."""
 
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Every model served (hub ids, aliases or folders; comma-separated in SOUNDSIFT_MODELS), the "
+        "first being the default; a request's 'model' field picks one, or several joined by '+' as an ensemble. "
+        "Empty: the one model setting.",
+    )
+    memory_limit_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory the served models may take, MB; the server refuses to start when its estimate is "
+        "larger (default: what the machine, or its container, has available at start).",
+    )
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 exposes it to the network).")
     port: int = Field(7860, ge=0, le=65535, description="TCP port.")
     gpus: str | None = Field(
@@ -86,6 +100,17 @@ class ServerSettings(SoundsiftSettings):
         description="Folders POST /api/index may index, separated by ':'; paths are resolved (symlinks "
         "followed) and anything outside them is refused. Unset: indexing over HTTP is off.",
     )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_are_listed(cls, models: object) -> object:
+        if isinstance(models, str):
+            models = models.split(",")
+        if isinstance(models, list):
+            models = [name.strip() for name in models if isinstance(name, str) and name.strip()] or []
+            if len(set(models)) != len(models):
+                raise ValueError("each model is served once")
+        return models
 
     @field_validator("gpus")
     @classmethod

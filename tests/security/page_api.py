@@ -55,5 +55,6 @@ def result(base_url: str, session: str, headers: dict[str, str], timeout_s: floa
 
 def classify_inputs(file: dict, labels: str = "dog, rain") -> list:
     """The classify function's inputs: audio, labels, threshold, min margin, template, multi-label, the
-    multi-label similarity, adapter, and whether the microphone is still recording (the page's own check)."""
-    return [file, labels, 0.35, 0.05, "", False, 0.3, "", False]
+    multi-label similarity, adapter, model (None: the default), and whether the microphone is still
+    recording (the page's own check)."""
+    return [file, labels, 0.35, 0.05, "", False, 0.3, "", None, False]

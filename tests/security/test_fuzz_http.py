@@ -61,8 +61,8 @@ LIMITS = {
 }
 # The page's functions, by name; their fn_index is read from the running page's /config.
 CLASSIFY, DETECT = "classify", "detect"
-# labels, threshold, min margin, template, multi-label, multi-label similarity, adapter, recording
-CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, 0.05, "", False, 0.3, "", False]
+# labels, threshold, min margin, template, multi-label, multi-label similarity, adapter, model, recording
+CLASSIFY_INPUTS = ["siren, rain, speech", 0.35, 0.05, "", False, 0.3, "", None, False]
 DETECT_INPUTS = ["siren, rain", 5.0, 0.5, ""]  # labels, window, threshold, background
 SECRET_MARKERS = (b"root:x:0:0", KEY.encode(), b"SOUNDSIFT_")
 RANDOM = os.environ.get("SOUNDSIFT_FUZZ_RANDOM") == "1"

@@ -61,6 +61,7 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
         multi_label: bool,
         label_threshold: float,
         adapter: str | None,
+        model: str | None,
         recording: bool,
         request: gr.Request,
     ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
@@ -75,7 +76,7 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
                     label_thresholds=float(label_threshold) if multi_label else None,
                 )
             return await run_classification(
-                service, upload_root, language, audio_path, labels, scoring, adapter or None, recording
+                service, upload_root, language, audio_path, labels, scoring, adapter or None, model or None, recording
             )
         except PageProblem as problem:
             columns = [message(language, key) for key in ("col_label", "col_score", "col_similarity")]
@@ -99,6 +100,15 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
                 label=i18n("adapter"),
                 elem_id="adapter-choice",
                 interactive=True,
+            )
+            models = model_choices(service)
+            model = gr.Dropdown(
+                choices=models,
+                value=models[0],
+                label=i18n("model_choice"),
+                elem_id="model-choice",
+                interactive=True,
+                visible=len(models) > 1,
             )
             gr.Markdown(i18n("presets"), elem_classes="hint")
             with gr.Row(elem_classes="presets"):
@@ -153,7 +163,18 @@ def build(service: ClassificationService, i18n: gr.I18n, upload_root: Path) -> g
         preset.click(None, outputs=[labels], js=preset_js(name))
     button.click(
         classify,
-        inputs=[audio, labels, threshold, min_margin, template, multi_label, label_threshold, adapter, recording],
+        inputs=[
+            audio,
+            labels,
+            threshold,
+            min_margin,
+            template,
+            multi_label,
+            label_threshold,
+            adapter,
+            model,
+            recording,
+        ],
         outputs=[verdict, table, chart],
         js=IS_RECORDING_JS,
         api_visibility="private",
@@ -169,6 +190,7 @@ async def run_classification(
     labels: str,
     scoring: ScoringOptions,
     adapter: str | None,
+    model: str | None,
     recording: bool,
 ) -> tuple[str, pd.DataFrame, gr.BarPlot]:
     started = time.perf_counter()
@@ -179,12 +201,18 @@ async def run_classification(
     if (not labels or not labels.strip()) and not adapter:
         raise PageProblem(message(language, "no_labels"))
     with as_page_problems("classification", language), open_upload(upload_root, audio_path, language) as upload:
-        prepared = await service.prepare_labels(labels or None, scoring, adapter)
+        prepared = await service.prepare_labels(labels or None, scoring, adapter, model=model)
         result = await service.classify(upload, prepared, scoring)
-    return verdict(result, elapsed_ms(started), language), score_table(result, language), score_chart(result, language)
+    names = {served.classifier.model_id: served.name for served in service.models.values()}
+    return (
+        verdict(result, elapsed_ms(started), language, names),
+        score_table(result, language),
+        score_chart(result, language),
+    )
 
 
-def verdict(result: Classification, ms: float, language: str) -> str:
+def verdict(result: Classification, ms: float, language: str, names: dict[str, str]) -> str:
+    """The answer in words; an ensemble's members by their served ``names``."""
     facts = {
         "label": result.top_label,
         "confidence": f"{result.confidence:.0%}",
@@ -193,7 +221,18 @@ def verdict(result: Classification, ms: float, language: str) -> str:
     }
     key = "none" if result.top_label is None else "uncertain" if result.uncertain else "top"
     notes = ([message(language, "silent")] if result.silent else []) + [f"⚠️ {w}" for w in result.warnings]
+    if result.members is not None:
+        answers = ", ".join(
+            f"{names.get(member.model, member.model)} → {member.top_label or '—'}" for member in result.members
+        )
+        notes.insert(0, message(language, "members", answers=answers, agreement=f"{result.agreement or 0:.0%}"))
     return "\n\n".join([message(language, key, **facts), *notes])
+
+
+def model_choices(service: ClassificationService) -> list[str]:
+    """The served models by name, the default first, then (with two or more) all of them as one ensemble."""
+    names = list(service.models)
+    return [*names, "+".join(names)] if len(names) > 1 else names
 
 
 def score_table(result: Classification, language: str) -> pd.DataFrame:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from soundsift.core.audio import resample
 from soundsift.core.results import LabelScore
-from soundsift.core.scoring import PreparedLabels, ScoringOptions
+from soundsift.core.scoring import ScoringOptions
 from soundsift.i18n.page_text import message
 from soundsift.monitor.gate import AlertGate
 from soundsift.serving.page.common import (
@@ -30,7 +30,7 @@ from soundsift.serving.page.common import (
     request_language,
     score_text,
 )
-from soundsift.serving.service import ClassificationService
+from soundsift.serving.service import ClassificationService, RequestLabels
 
 logger = logging.getLogger("soundsift.page")
 
@@ -49,7 +49,7 @@ class LiveSession:
 
     request: tuple[str, str | None]
     """The labels and adapter name the session was prepared for (a change prepares it again)."""
-    prepared: PreparedLabels
+    prepared: RequestLabels
     gate: AlertGate
     sample_rate: int
     ring: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))

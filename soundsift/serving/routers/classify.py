@@ -28,7 +28,7 @@ async def classify(
         raise ApiError(
             422, "too_many_files", f"send one 'audio' file here ({len(audio)} given); use /api/classify/batch"
         )
-    prepared = await service.prepare_labels(form.labels, form.options, form.adapter)
+    prepared = await service.prepare_labels(form.labels, form.options, form.adapter, model=form.model)
     result = await service.classify(upload_of(audio[0]), prepared, form.options)
     return ClassifyResponse(**result.model_dump(), elapsed_ms=elapsed_ms(started))
 
@@ -46,7 +46,7 @@ async def classify_batch(
 ) -> BatchResponse:
     started = time.perf_counter()
     check_file_count(len(audio), service.settings.max_batch_files)
-    prepared = await service.prepare_labels(form.labels, form.options, form.adapter)
+    prepared = await service.prepare_labels(form.labels, form.options, form.adapter, model=form.model)
     results = await service.classify_many(
         [upload_of(upload, index) for index, upload in enumerate(audio)], prepared, form.options
     )

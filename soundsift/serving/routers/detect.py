@@ -13,6 +13,7 @@ from soundsift.detection.windows import MAX_WINDOW_S, MIN_HOP_S, MIN_WINDOW_S, D
 from soundsift.serving.dependencies import (
     ADAPTER_HELP,
     LABELS_HELP,
+    ONE_MODEL_HELP,
     PRESET_HELP,
     RUNS_MODEL,
     Service,
@@ -58,6 +59,7 @@ async def detect(
         ),
     ] = None,
     adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
+    model: Annotated[str | None, Form(max_length=500, description=ONE_MODEL_HELP)] = None,
 ) -> DetectResponse:
     started = time.perf_counter()
     rules = EventRules(
@@ -77,5 +79,6 @@ async def detect(
         options,
         disconnected=request.is_disconnected,
         adapter=adapter or None,
+        model=model,
     )
     return DetectResponse(**detection.model_dump(), elapsed_ms=elapsed_ms(started))

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from soundsift._version import __version__
 from soundsift.serving.dependencies import Service
-from soundsift.serving.schemas import InfoResponse
+from soundsift.serving.schemas import InfoResponse, ServedModelInfo
 
 router = APIRouter(prefix="/api", tags=["info"])
 
@@ -17,6 +17,19 @@ async def info(service: Service) -> InfoResponse:
     return InfoResponse(
         version=__version__,
         model=service.classifier.model_id,
+        models=[
+            ServedModelInfo(
+                name=served.name,
+                model=served.classifier.model_id,
+                backend=served.settings.backend,
+                devices=served.devices,
+                sample_rate=served.classifier.sample_rate,
+                dim=served.classifier.dim,
+                default=served is service.default,
+            )
+            for served in service.models.values()
+        ],
+        ensembles=len(service.models) > 1,
         devices=service.devices,
         backend=model.backend,
         sample_rate=service.classifier.sample_rate,

@@ -82,8 +82,12 @@ async def search(
     modified_after: Annotated[float | None, Form(description="Unix time.")] = None,
     modified_before: Annotated[float | None, Form(description="Unix time.")] = None,
     adapter: Annotated[str | None, Form(description=ADAPTER_HELP)] = None,
+    model: Annotated[
+        str | None, Form(max_length=500, description="A served model; must be the one the index was built with.")
+    ] = None,
 ) -> SearchResult:
     search_service.require_library()
+    search_service.check_model(model)
     if (query is None or not query.strip()) == (audio is None):
         raise ApiError(422, "invalid_query", "send 'query' (words) or 'audio' (an example), one of the two")
     if query is not None:

@@ -1,0 +1,155 @@
+"""Several models in one server (`serve --model A --model B`): a request's `model` picks one, or
+several joined by '+' as an ensemble; each model is loaded once; memory is checked at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+
+from soundsift import Classifier, Ensemble
+from tests.server_process import running_server
+from tests.test_server import assert_error, wav_bytes
+
+KEY = "models-key-123"
+LABELS = "dog barking, rain, siren, church bells"
+
+
+@pytest.fixture(scope="module")
+def names(tiny_model_dir, tiny_unfused_model_dir) -> list[str]:
+    return [tiny_model_dir.name, tiny_unfused_model_dir.name]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tiny_unfused_model_dir, tmp_path_factory):
+    with running_server(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("models") / "server.log",
+        models=f"{tiny_model_dir},{tiny_unfused_model_dir}",
+        api_key=KEY,
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_dir, tiny_unfused_model_dir) -> list[Classifier]:
+    return [Classifier(model=str(folder), device="cpu") for folder in (tiny_model_dir, tiny_unfused_model_dir)]
+
+
+def post(server, route: str, *, data: dict | None = None, files=None, key: str | None = KEY, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.post(f"{server.url}{route}", data=data, files=files, headers=headers, timeout=60, **kwargs)
+
+
+def clip_file(esc50_clips, index: int = 0):
+    return {"audio": (esc50_clips[index].name, esc50_clips[index].read_bytes(), "audio/wav")}
+
+
+def test_info_lists_every_served_model_with_the_default_first(server, names, local):
+    info = requests.get(f"{server.url}/api/info", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    assert [model["name"] for model in info["models"]] == names
+    assert [model["default"] for model in info["models"]] == [True, False]
+    assert [model["model"] for model in info["models"]] == [classifier.model_id for classifier in local]
+    assert info["ensembles"] is True and info["model"] == local[0].model_id
+    log = server.log()
+    assert all(f"Model {name} (" in log for name in names), log
+
+
+def test_the_model_field_picks_the_model_that_answers(server, names, local, esc50_clips):
+    for name, classifier in zip(names, local, strict=True):
+        response = post(server, "/api/classify", data={"labels": LABELS, "model": name}, files=clip_file(esc50_clips))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        expected = classifier.classify(esc50_clips[0], LABELS)
+        assert body["model"] == classifier.model_id and body["members"] is None
+        assert [s["label"] for s in body["scores"]] == [s.label for s in expected.scores]
+        np.testing.assert_allclose([s["score"] for s in body["scores"]], [s.score for s in expected.scores], atol=1e-4)
+    default = post(server, "/api/classify", data={"labels": LABELS}, files=clip_file(esc50_clips)).json()
+    assert default["model"] == local[0].model_id
+
+
+def test_an_ensemble_of_served_models_answers_as_the_library_s_does(server, names, local, esc50_clips):
+    response = post(
+        server, "/api/classify", data={"labels": LABELS, "model": "+".join(names)}, files=clip_file(esc50_clips, 1)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = Ensemble(local).classify(esc50_clips[1], LABELS)
+    assert [member["top_label"] for member in body["members"]] == [member.top_label for member in expected.members]
+    assert body["agreement"] == expected.agreement and body["uncertain"] == expected.uncertain
+    np.testing.assert_allclose([s["score"] for s in body["scores"]], [s.score for s in expected.scores], atol=1e-4)
+
+
+def test_a_bad_file_fails_alone_in_an_ensemble_batch(server, names, esc50_clips):
+    files = [
+        ("audio", ("a.wav", esc50_clips[0].read_bytes(), "audio/wav")),
+        ("audio", ("broken.wav", b"RIFF nonsense", "audio/wav")),
+        ("audio", ("c.wav", wav_bytes(1.5), "audio/wav")),
+    ]
+    response = post(
+        server, "/api/classify/batch", data={"labels": LABELS, "model": "+".join(reversed(names))}, files=files
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[1]["error"] == "audio_decode_error"
+    assert all(len(results[i]["members"]) == 2 for i in (0, 2))
+
+
+def test_one_model_routes_take_a_model_and_refuse_an_ensemble(server, names, local, esc50_clips):
+    second = post(server, "/api/embed/audio", data={"model": names[1]}, files=clip_file(esc50_clips))
+    assert second.status_code == 200, second.text
+    vector = np.array(second.json()["embeddings"][0])
+    assert second.json()["model"] == local[1].model_id
+    assert float(vector @ local[1].embed_audio(esc50_clips[0])[0]) > 0.999
+    text = post(server, "/api/embed/text", json={"texts": ["rain"], "model": names[1]})
+    assert float(np.array(text.json()["embeddings"][0]) @ local[1].embed_text("rain")[0]) > 0.999
+    detect = post(
+        server, "/api/detect", data={"labels": LABELS, "model": names[1], "window_s": "2"}, files=clip_file(esc50_clips)
+    )
+    assert detect.status_code == 200 and detect.json()["model"] == local[1].model_id
+    for route in ("/api/embed/audio", "/api/detect"):
+        refused = post(server, route, data={"labels": LABELS, "model": "+".join(names)}, files=clip_file(esc50_clips))
+        assert_error(refused, 422, "invalid_options")
+
+
+def test_an_unknown_model_is_404_and_never_a_path_on_the_server(server, esc50_clips, tiny_model_dir):
+    for model in (
+        "general",
+        "no-such-model",
+        "/etc/passwd",
+        "../" + tiny_model_dir.name,
+        f"{tiny_model_dir.name}+nope",
+    ):
+        body = assert_error(
+            post(server, "/api/classify", data={"labels": LABELS, "model": model}, files=clip_file(esc50_clips)),
+            404,
+            "model_not_found",
+        )
+        assert str(tiny_model_dir.parent) not in body["error"]["message"]
+    assert_error(
+        post(server, "/api/classify", data={"labels": LABELS, "model": "a+"}, files=clip_file(esc50_clips)),
+        422,
+        "invalid_options",
+    )
+
+
+def test_the_key_guards_every_model_choice(server, names, esc50_clips):
+    for model in (names[1], "+".join(names)):
+        response = post(
+            server, "/api/classify", data={"labels": LABELS, "model": model}, files=clip_file(esc50_clips), key=None
+        )
+        assert response.status_code == 401
+
+
+def test_start_is_refused_when_the_models_do_not_fit_in_memory(tiny_model_dir, tiny_unfused_model_dir):
+    command = [sys.executable, "-m", "soundsift", "serve", "--model", str(tiny_model_dir), "--model"]
+    command += [str(tiny_unfused_model_dir), "--device", "cpu", "--memory-limit-mb", "100", "--port", "0"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode != 0
+    message = finished.stderr + finished.stdout
+    assert "the models need about" in message and "100 MB is --memory-limit-mb" in message
+    assert tiny_model_dir.name in message and tiny_unfused_model_dir.name in message
+    assert "Traceback" not in message
