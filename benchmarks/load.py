@@ -249,6 +249,12 @@ def build_index(model: str, extra: list[str]) -> str:
     return folder
 
 
+def process_peak_rss_mb(pid: int) -> float:
+    """The started server's peak resident memory so far (VmHWM), MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=None, help="a running server (loopback only)")
@@ -300,6 +306,9 @@ def main() -> None:
             )
         if args.mixed:
             figures["mixed"] = mixed_load(args.url, audio, args)
+        if server:
+            figures["server_peak_rss_mb"] = process_peak_rss_mb(server.pid)
+            print(f"server peak RSS: {figures['server_peak_rss_mb']:.0f} MB")
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
     finally:

@@ -130,6 +130,7 @@ def test_load_with_mixed_traffic(tiny_model_dir, tmp_path):
     assert {"classify_alone", "text_alone", "both", "work_fraction"} <= set(mixed)
     assert mixed["both"]["classify"]["items_per_s"] > 0 and mixed["both"]["text"]["items_per_s"] > 0
     assert mixed["work_fraction"] > 0
+    assert figures["server_peak_rss_mb"] > 50 and "server peak RSS" in out
 
 
 def test_monitor_streams():
@@ -189,3 +190,16 @@ def test_silence_gate(tiny_model_dir, tmp_path):
     figures = json.loads(report.read_text())
     assert figures["on"]["gated_windows"] > 0 and figures["off"]["gated_windows"] == 0
     assert figures["on"]["model_windows"] < figures["off"]["model_windows"] == figures["off"]["windows"]
+
+
+def test_clips_per_call(tiny_model_dir, tmp_path):
+    report = tmp_path / "calls.json"
+    out = run_script(
+        "clips_per_call.py",
+        *("--model", str(tiny_model_dir), "--quantize", "none", "--sizes", "1", "4", "--batch", "4"),
+        *("--clips", "4", "--rounds", "2", "--json", str(report)),
+    )
+    assert "| clips per encoder run |" in out and "load average after" in out
+    figures = json.loads(report.read_text())
+    assert set(figures) == {"1", "4"} and all(len(runs) == 2 for runs in figures.values())
+    assert all(run["clips_per_s"] > 0 and run["peak_rss_mb"] > 0 for runs in figures.values() for run in runs)

@@ -66,6 +66,22 @@ def test_fp32_audio_parity_short_long_and_mixed_batches(onnx_classifier, classif
         assert cosines(onnx_classifier.backend.embed_audio(features, is_longer), expected).min() >= 0.9999
 
 
+def test_a_batch_runs_in_parts_on_a_cpu_and_answers_the_same(onnx_classifier, exported, esc50_clips, long_clip):
+    clips = [load_audio(path, 48_000).samples for path in esc50_clips[:3]] + [long_clip]
+    features, is_longer = onnx_classifier.pipeline.featurizer(clips)
+    assert onnx_classifier.backend.clips_per_call == 1
+    whole = Classifier(model=str(exported), backend="onnx", device="cpu", clips_per_call=64).backend
+    assert whole.clips_per_call == 64
+    one_by_one = onnx_classifier.backend.embed_audio(features, is_longer)
+    assert one_by_one.shape == (4, onnx_classifier.dim)
+    assert cosines(one_by_one, whole.embed_audio(features, is_longer)).min() >= 0.99999
+    assert onnx_classifier.backend.embed_audio(features[:0], is_longer[:0]).shape == (0, onnx_classifier.dim)
+    texts = [f"sound number {index}" for index in range(40)]  # three runs of at most 16 texts
+    assert onnx_classifier.backend.texts_per_call == 16
+    whole.texts_per_call = None  # all 40 in one run, as on a GPU
+    assert cosines(onnx_classifier.backend.embed_text(texts), whole.embed_text(texts)).min() >= 0.99999
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_export_graph_computes_what_transformers_computes(fused, tiny_model_dir, tiny_unfused_model_dir):
     """soundsift.backends.onnx.htsat_graph (window-order tokens, merged QKV, constant bias + shift mask) against

@@ -39,6 +39,7 @@ def load_backend(
     quantize: str = "none",
     quantize_encoders: tuple[str, ...] = ("audio", "text"),
     threads: int | None = None,
+    clips_per_call: int | None = None,
     calibration: CalibrationSource | None = None,
 ) -> Backend:
     """The backend ``kind`` ("torch" or "onnx") for ``model``; each imports its runtime only when chosen.
@@ -47,7 +48,7 @@ def load_backend(
     ``quantize``/``fp16``, and for ``quantize="int8-static"`` calibrated on ``calibration``) into
     the cache; that export needs torch, serving it does not."""
     if kind == "onnx":
-        return _onnx_backend(model, device, fp16, quantize, quantize_encoders, threads, calibration)
+        return _onnx_backend(model, device, fp16, quantize, quantize_encoders, threads, clips_per_call, calibration)
     if kind != "torch":
         raise ConfigurationError(f"unknown backend {kind!r}: use torch or onnx")
     TORCH.require("the torch backend (or use --backend onnx)")
@@ -64,6 +65,7 @@ def _onnx_backend(
     quantize: str,
     quantize_encoders: tuple[str, ...],
     threads: int | None,
+    clips_per_call: int | None,
     calibration: CalibrationSource | None,
 ) -> Backend:
     from soundsift.backends.onnx.format import exported_folder
@@ -79,4 +81,4 @@ def _onnx_backend(
             raise ConfigurationError("quantize int8-static needs calibration audio to export with")
 
         folder = export_to_cache(model, quantize, quantize_encoders, fp16, calibration if fingerprint else None)
-    return OnnxBackend(folder, model_id=model, device=device, threads=threads, fp16=fp16)
+    return OnnxBackend(folder, model_id=model, device=device, threads=threads, fp16=fp16, clips_per_call=clips_per_call)

@@ -49,6 +49,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, several: str | None = 
     )
     group.add_argument("--threads", type=int, help="onnx backend: intra-op threads (default: physical cores)")
     group.add_argument(
+        "--clips-per-call",
+        type=int,
+        help="onnx backend: clips per audio-encoder run (default: 1 on a CPU, the whole batch on a GPU)",
+    )
+    group.add_argument(
         "--adapter",
         metavar="FILE",
         help="an adapter from `soundsift teach`: its taught labels join the labels (which become optional); "

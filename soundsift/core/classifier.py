@@ -259,6 +259,7 @@ def load_settings_backend(settings: ModelSettings, *, device: str | None = None)
         quantize=settings.quantize,
         quantize_encoders=tuple(settings.quantize_encoders),
         threads=settings.threads,
+        clips_per_call=settings.clips_per_call,
         calibration=AudioCalibration(settings.calibrate)
         if settings.backend == "onnx" and settings.quantize == "int8-static"
         else None,

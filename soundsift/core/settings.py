@@ -80,6 +80,13 @@ class ModelSettings(SoundsiftSettings):
         default_factory=lambda: list(ENCODERS), description="onnx backend: which encoders --quantize applies to."
     )
     threads: int | None = Field(None, ge=1, description="onnx backend: intra-op threads (default: physical cores).")
+    clips_per_call: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="onnx backend: clips per audio-encoder run (default: 1 on a CPU, where a clip's 4096 tokens "
+        "already fill the matrix products and more clips only grow the working set; the whole batch on a GPU).",
+    )
     fp16: bool = Field(False, description="Run the model in float16 (CUDA only).")
     adapter: str | None = Field(
         None,

@@ -18,12 +18,19 @@ from soundsift.backends.onnx.format import AUDIO_GRAPH, TEXT_GRAPH, read_manifes
 from soundsift.errors import ConfigurationError
 from soundsift.optional import ONNXRUNTIME
 
+# Texts per text-encoder run on a CPU: 64 full-length texts took 370 MB of activations here, 16 took 90
+# MB at about 20 % more time per text; texts are embedded once per label set, so memory wins.
+TEXTS_PER_RUN_ON_CPU = 16
+
 
 class OnnxBackend:
     """CLAP's two encoders on ONNX Runtime, from an exported folder (soundsift.backends.onnx.format).
 
     ``model_id`` is the name reported in results (the checkpoint the folder was exported from, or
-    the folder itself)."""
+    the folder itself). ``clips_per_call`` clips go through the audio encoder per run (default: one
+    on a CPU, the whole batch on a GPU). On a CPU a clip's 4096 tokens already give every matrix
+    product thousands of rows, so more clips add no arithmetic efficiency and only grow the working
+    set (measured by benchmarks/clips_per_call.py; figures in benchmarks/README.md)."""
 
     def __init__(
         self,
@@ -33,11 +40,14 @@ class OnnxBackend:
         device: str = "auto",
         threads: int | None = None,
         fp16: bool = False,
+        clips_per_call: int | None = None,
     ) -> None:
         onnxruntime = ONNXRUNTIME.require("the onnx backend")
         from tokenizers import Tokenizer
 
         providers, self.device = execution_providers(device, fp16)
+        self.clips_per_call = clips_per_call or (1 if self.device == "cpu" else None)
+        self.texts_per_call = TEXTS_PER_RUN_ON_CPU if self.device == "cpu" else None
         manifest = read_manifest(folder)
         self.model_id = model_id
         self.manifest = manifest
@@ -65,17 +75,24 @@ class OnnxBackend:
         if features.shape[-2] != self.model_frames:
             features = bicubic_resize_rows(features, self.model_frames, axis=-2)
         inputs = {"input_features": features, "is_longer": is_longer}
-        with self._lock:
-            (embeddings,) = self._audio.run(None, {name: inputs[name] for name in self._audio_inputs})
-        return embeddings
+        return self._run_in_parts(self._audio, {name: inputs[name] for name in self._audio_inputs}, self.clips_per_call)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        return self._run_in_parts(self._text, {"input_ids": ids, "attention_mask": mask}, self.texts_per_call)
+
+    def _run_in_parts(self, session: Any, inputs: dict[str, np.ndarray], step: int | None) -> np.ndarray:
+        """``session`` on ``step`` rows of every input at a time (all at once when None)."""
+        count = len(next(iter(inputs.values())))
+        size = step or max(1, count)
+        parts = []
         with self._lock:
-            (embeddings,) = self._text.run(None, {"input_ids": ids, "attention_mask": mask})
-        return embeddings
+            for start in range(0, count, size):
+                (embeddings,) = session.run(None, {name: value[start : start + size] for name, value in inputs.items()})
+                parts.append(embeddings)
+        return np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), np.float32)
 
 
 def session_options(threads: int | None = None, *, spin: bool = True) -> Any:
