@@ -110,6 +110,25 @@ def test_two_models_side_by_side_in_one_report(env, tmp_path, class_tree, tiny_m
                  "--shots", "1"]) == 2  # fmt: skip
 
 
+def test_an_ensemble_beside_a_member_in_one_report(env, tmp_path, class_tree, tiny_model_dir, tiny_unfused_model_dir):
+    from soundsift import Classifier, Ensemble
+
+    out = tmp_path / "out"
+    first, second = str(tiny_model_dir), str(tiny_unfused_model_dir)
+    argv = ["eval", "folder", str(class_tree), "--out", str(out), "--model", f"{first}+{second}"]
+    assert main([*argv, "--model", first]) == 0
+    folders = sorted(path for path in out.iterdir() if path.is_dir())
+    reports = [json.loads((folder / "results.json").read_text()) for folder in folders]
+    assert [report["model"] for report in reports] == [f"{first}+{second}", first]
+    assert f"| {first}+{second} |" in (out / "comparison.md").read_text()
+    ensemble = Ensemble([Classifier(model=first, device="cpu"), Classifier(model=second, device="cpu")])
+    rows = read_predictions(folders[0])
+    classes = reports[0]["classes"]
+    agreeing = sum(ensemble.classify(row["path"], classes).top_label == row["predicted"] for row in rows)
+    assert agreeing >= len(rows) - 1  # the report's predictions are the ensemble's (one float tie allowed)
+    assert main([*argv, "--shots", "1"]) == 2
+
+
 def test_csv_mode_with_folds_and_a_broken_file(env, tmp_path, class_tree):
     table = tmp_path / "labels.csv"
     files = sorted(class_tree.rglob("*.wav"))

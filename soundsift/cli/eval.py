@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         kind.add_argument("--seeds", type=int, default=1, help="draws of the K support clips per fold (default 1)")
         add_method_option(kind, purpose="the --shots adapters")
         add_progress_option(kind)
-        add_model_options(kind, several="repeat to compare models")
+        add_model_options(kind, several="repeat to compare models", ensembles=True)
         kind.set_defaults(handler=run, command="eval")
 
 
@@ -141,11 +141,13 @@ def _model_settings(args: argparse.Namespace, model: str | None) -> Any:
 
 
 def _evaluate_one(settings: Any, items: Any, classes: list[str] | None, name: str, args: argparse.Namespace) -> None:
-    from soundsift.core.classifier import Classifier
+    from soundsift.core.ensemble import Ensemble, load_classifier
     from soundsift.jobs import evaluation
     from soundsift.jobs.batch import make_progress
 
-    classifier = Classifier(settings)
+    classifier = load_classifier(settings)
+    if args.shots and isinstance(classifier, Ensemble):
+        raise UsageError("--shots teaches one model; an ensemble (A+B) is measured zero-shot")
     progress = make_progress(len(items), args.progress)
     report, predictions = evaluation.evaluate(
         classifier, items, dataset=name, classes=classes, templates=args.templates, progress=progress

@@ -28,9 +28,11 @@ import numpy as np
 
 from soundsift._version import __version__
 from soundsift.core.classifier import Classifier
+from soundsift.core.ensemble import Ensemble, load_classifier
 from soundsift.core.files import audio_files
 from soundsift.core.pipeline import ScoredInput
 from soundsift.core.results import Classification
+from soundsift.core.scoring import PreparedLabels
 from soundsift.core.settings import ModelSettings
 from soundsift.errors import EXIT_USAGE, SoundsiftError
 from soundsift.optional import MATPLOTLIB, ONNXRUNTIME, TORCH, TRANSFORMERS
@@ -150,7 +152,7 @@ def csv_items(table: Path) -> list[EvalItem]:
 
 
 def evaluate(
-    classifier: Classifier,
+    classifier: Classifier | Ensemble,
     items: Sequence[EvalItem],
     *,
     dataset: str,
@@ -159,22 +161,36 @@ def evaluate(
     progress: Any = None,
 ) -> tuple[EvalReport, list[Prediction]]:
     classes = list(classes or sorted({item.label for item in items}))
+    paths = (item.path for item in items)
+    started = time.perf_counter()
+    if isinstance(classifier, Ensemble):  # zero-shot only: an ensemble takes no adapter
+        ensemble_labels = classifier.prepare_labels(classes, templates=templates)
+        used_templates = ensemble_labels.members[0].templates
+        stream = classifier.iter_results(paths, ensemble_labels)
+    else:
+        prepared = _dataset_labels(classifier, classes, templates)
+        used_templates = prepared.templates
+        stream = classifier.iter_results(paths, prepared)
+    predictions = []
+    for scored in stream:
+        predictions.append(_prediction(items[scored.index], scored))
+        if progress is not None:
+            progress.update(1)
+    wall = time.perf_counter() - started
+    return _report(classifier, dataset, classes, used_templates, predictions, wall), predictions
+
+
+def _dataset_labels(classifier: Classifier, classes: list[str], templates: Sequence[str] | None) -> PreparedLabels:
+    """The classes as labels; with an adapter its taught labels stand for the classes of the same
+    name, the rest stay zero-shot."""
     taught = set(classifier.adapter.labels) if classifier.adapter else set()
-    # With an adapter, its taught labels stand for the classes of the same name; the rest stay zero-shot.
     prepared = classifier.prepare_labels([name for name in classes if name not in taught] or None, templates=templates)
     unknown = set(prepared.names) - set(classes)
     if unknown:
         raise DatasetError(
             f"the adapter teaches labels that are not classes of the dataset: {', '.join(sorted(unknown))}"
         )
-    started = time.perf_counter()
-    predictions = []
-    for scored in classifier.iter_results((item.path for item in items), prepared):
-        predictions.append(_prediction(items[scored.index], scored))
-        if progress is not None:
-            progress.update(1)
-    wall = time.perf_counter() - started
-    return _report(classifier, dataset, classes, prepared.templates, predictions, wall), predictions
+    return prepared
 
 
 def evaluate_in_child(
@@ -199,7 +215,7 @@ def _evaluate_settings(
     classes: Sequence[str] | None,
     templates: Sequence[str] | None,
 ) -> tuple[EvalReport, list[Prediction]]:
-    return evaluate(Classifier(settings), items, dataset=dataset, classes=classes, templates=templates)
+    return evaluate(load_classifier(settings), items, dataset=dataset, classes=classes, templates=templates)
 
 
 def folder_name(index: int, model: str) -> str:
@@ -243,7 +259,7 @@ def _prediction(item: EvalItem, scored: ScoredInput) -> Prediction:
 
 
 def _report(
-    classifier: Classifier,
+    classifier: Classifier | Ensemble,
     dataset: str,
     classes: Sequence[str],
     templates: Sequence[str],
@@ -251,6 +267,8 @@ def _report(
     wall: float,
 ) -> EvalReport:
     scored = [p for p in predictions if p.error is None]
+    members = classifier.members if isinstance(classifier, Ensemble) else [classifier]
+    device = "+".join(dict.fromkeys(member.backend.device for member in members))
     by_fold: dict[str, list[Prediction]] = defaultdict(list)
     for prediction in scored:
         by_fold[prediction.fold].append(prediction)
@@ -272,7 +290,7 @@ def _report(
     return EvalReport(
         dataset=dataset,
         model=classifier.model_id,
-        device=classifier.backend.device,
+        device=device,
         templates=list(templates),
         classes=list(classes),
         clips=len(predictions),
@@ -293,7 +311,7 @@ def _report(
         },
         clips_per_s=len(predictions) / wall if wall else 0.0,
         peak_rss_gb=peak_rss_gb(),
-        peak_gpu_gb=_peak_gpu_gb(classifier.backend.device),
+        peak_gpu_gb=_peak_gpu_gb(device),
         versions=_versions(),
         confusion=confusion.tolist(),
         adapter=classifier.adapter.name if classifier.adapter else None,
