@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -407,3 +410,28 @@ def test_two_static_int8_replicas_of_one_thread_serve(tiny_model_dir, tmp_path, 
     assert crowded.process.wait(timeout=120) != 0
     assert "intra-op threads on" in crowded.log() and "--oversubscribe" in crowded.log()
     crowded.terminate()
+
+
+def test_the_url_is_printed_once_the_port_answers_and_names_the_port_bound(tiny_model_dir):
+    """--port 0 picks a free port: the printed URL must be the one bound, and answer at once."""
+    env = {**os.environ, "SOUNDSIFT_MODEL": str(tiny_model_dir), "SOUNDSIFT_DEVICE": "cpu"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "soundsift", "serve", "--port", "0", "--no-ui"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        url = None
+        deadline = time.monotonic() + 120
+        while url is None and time.monotonic() < deadline and process.poll() is None:
+            line = process.stdout.readline()
+            if match := re.search(r"Running on local URL: (http://127\.0\.0\.1:(\d+))", line):
+                url, port = match.group(1), int(match.group(2))
+        assert url is not None, "no URL printed"
+        assert port != 0
+        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="start the web page and HTTP API",
         description="Start one process serving the web page (/) and the HTTP API (/api/*, docs at /docs). "
-        "The model is loaded once and warmed up before 'Running on local URL' is printed. "
+        "Each model is loaded once and warmed up, and the port bound, before 'Running on local URL' is printed. "
         "Set SOUNDSIFT_API_KEY (8+ characters) to require it on every route that can run the model: "
         "'Authorization: Bearer <key>' for the API, a login at /login for the page.",
     )

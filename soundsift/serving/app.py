@@ -56,7 +56,6 @@ def create_app(service: ClassificationService) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
-        print(f"Running on local URL: http://{_display_host(settings.host)}:{settings.port}", flush=True)
         for served in service.models.values():
             print(
                 f"Model {served.name} ({served.classifier.model_id}) ready on {', '.join(served.devices)}", flush=True
@@ -211,6 +210,14 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: Any = None) -> None:
         self.loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets: Any = None) -> None:
+        """uvicorn's start (the app's lifespan: the models load and warm up; then the socket is
+        bound), and only then the URL, with the port actually bound (``--port 0`` picks a free one)."""
+        await super().startup(sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            print(f"Running on local URL: http://{_display_host(self.config.host)}:{port}", flush=True)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.loop is not None and not self.service.draining:
