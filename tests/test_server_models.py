@@ -153,3 +153,21 @@ def test_start_is_refused_when_the_models_do_not_fit_in_memory(tiny_model_dir, t
     assert "the models need about" in message and "100 MB is --memory-limit-mb" in message
     assert tiny_model_dir.name in message and tiny_unfused_model_dir.name in message
     assert "Traceback" not in message
+
+
+def test_an_engine_batches_audio_as_its_backend_runs_it(tiny_model_dir, tmp_path, monkeypatch):
+    """onnx on a CPU runs one clip per encoder run, so its engine takes one clip per call and a text
+    waits for one clip at most; torch runs a whole micro-batch at once."""
+    import asyncio
+
+    from soundsift import ModelSettings, ServerSettings
+    from soundsift.serving.service import ClassificationService
+
+    monkeypatch.setenv("SOUNDSIFT_CACHE", str(tmp_path / "cache"))
+    for backend, expected in (("onnx", 1), ("torch", 12)):
+        model = ModelSettings(model=str(tiny_model_dir), backend=backend, device="cpu")
+        service = ClassificationService.load(model, ServerSettings(micro_batch_size=12))
+        try:
+            assert service.default.engine.limits["audio"] == expected
+        finally:
+            asyncio.run(service.stop())

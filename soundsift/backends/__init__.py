@@ -20,6 +20,8 @@ class Backend(Protocol):
     mel_settings: MelSettings
     logit_scale: float
     embedding_dim: int
+    clips_per_call: int | None
+    """Clips the audio encoder runs at once whatever the batch (None: the whole batch)."""
 
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         """(B, C, T, F) features and (B, 1) is_longer -> (B, D) unit vectors."""

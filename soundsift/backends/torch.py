@@ -48,6 +48,7 @@ class TorchBackend:
 
     def __init__(self, model: str, *, device: str = "auto", fp16: bool = False) -> None:
         self.device = resolve_device(device)
+        self.clips_per_call: int | None = None  # torch runs a batch at once
         if fp16 and not self.device.startswith("cuda"):
             raise ConfigurationError("fp16 needs a CUDA device; drop --fp16 or use --device cuda")
         self.model_id = model

@@ -259,9 +259,13 @@ class ClassificationService:
         self, name: str, settings: ModelSettings, backends: list[Backend], cpu_gate: threading.Semaphore
     ) -> ServedModel:
         server = self.settings
+        # A backend that runs the audio encoder a few clips at a time anyway (onnx on a CPU: one) gets
+        # batches of that size, so a text (a label set, a search query) waits for one clip's run at
+        # most, never for a whole batch; its throughput is the same.
+        audio_batch = min(server.micro_batch_size, backends[0].clips_per_call or server.micro_batch_size)
         engine = ModelEngine(
             [LocalEmbedder(backend, server.micro_batch_size) for backend in backends],
-            max_batch_size=server.micro_batch_size,
+            max_batch_size=audio_batch,
             max_wait_s=server.micro_batch_wait_ms / 1000.0,
             # Admission (below) already bounds the clips in flight; this is a second fence.
             max_queue=2 * server.max_queue,
