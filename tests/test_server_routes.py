@@ -16,4 +16,5 @@ def test_the_model_routes_are_the_routes_that_declare_it():
         "/api/search",
         "/api/adapters",  # teaching embeds clips, an uploaded adapter's fingerprint is checked
         "/v1/embeddings",
+        "/v1/embeddings_audio",
     }
