@@ -171,3 +171,18 @@ def test_an_engine_batches_audio_as_its_backend_runs_it(tiny_model_dir, tmp_path
             assert service.default.engine.limits["audio"] == expected
         finally:
             asyncio.run(service.stop())
+
+
+def test_the_openai_route_takes_the_model_field(server, names, local, esc50_clips):
+    import base64
+
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    text = client.embeddings.create(model=names[1], input="rain", encoding_format="float")
+    assert text.model == local[1].model_id
+    assert float(np.array(text.data[0].embedding) @ local[1].embed_text("rain")[0]) > 0.999
+    uri = "data:audio/wav;base64," + base64.b64encode(esc50_clips[0].read_bytes()).decode("ascii")
+    audio = client.embeddings.create(model=names[1], input=[uri], extra_body={"modality": "audio"})
+    assert audio.model == local[1].model_id
+    with pytest.raises(openai.NotFoundError):  # with two models served, a name must be one of them
+        client.embeddings.create(model="text-embedding-3-small", input="rain")

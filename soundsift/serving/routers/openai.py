@@ -8,7 +8,9 @@ route with ``"modality": "audio"`` and a list of data URIs, or its older ``/embe
 route. Only base64 data URIs are accepted: a URL is never fetched and a path never opened.
 
 The same key, limits, admission and model engine as /api/embed/text and /api/embed/audio.
-``model`` may name the served model or be anything (one model is served; the answer says which).
+``model`` picks a served model by name or checkpoint id; a server serving one model answers any
+name with it (OpenAI's clients always send one), a server serving several answers an unknown
+name with 404. The answer says which model embedded.
 Token usage is not metered: the ``usage`` counts are 0."""
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from soundsift.errors import AudioError
 from soundsift.serving.dependencies import RUNS_MODEL, Service, check_file_count
 from soundsift.serving.errors import ApiError, printable
 from soundsift.serving.guards import describe_limit
-from soundsift.serving.service import ClassificationService, Upload
+from soundsift.serving.service import ClassificationService, ServedModel, Upload
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 MAX_INPUTS = 1000
@@ -58,7 +60,10 @@ class EmbeddingsRequest(BaseModel):
             "data URI (data:audio/wav;base64,...) or a list of them, at most SOUNDSIFT_MAX_BATCH_FILES."
         ),
     ]
-    model: str | None = Field(default=None, description="Accepted for compatibility; the served model answers.")
+    model: str | None = Field(
+        default=None,
+        description="A served model (see /api/info); with one model served, any name is accepted and it answers.",
+    )
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="float: lists of numbers; base64: little-endian float32 bytes, base64-encoded."
     )
@@ -100,17 +105,18 @@ class EmbeddingsResponse(BaseModel):
 )
 async def embeddings(service: Service, request: EmbeddingsRequest) -> EmbeddingsResponse:
     inputs = [request.input] if isinstance(request.input, str) else request.input
-    _check_dimensions(service, request.dimensions)
+    served = _served(service, request.model)
+    _check_dimensions(served, request.dimensions)
     if request.modality == "audio":
-        vectors = await _embed_audio(service, inputs)
+        vectors = await _embed_audio(service, inputs, served)
     else:
-        vectors = await _embed_text(service, inputs)
+        vectors = await _embed_text(service, inputs, served)
     return EmbeddingsResponse(
         data=[
             Embedding(index=index, embedding=_encoded(vector, request.encoding_format))
             for index, vector in enumerate(vectors)
         ],
-        model=service.classifier.model_id,
+        model=served.classifier.model_id,
     )
 
 
@@ -125,16 +131,23 @@ async def embeddings_audio(service: Service, request: AudioEmbeddingsRequest) ->
     return await embeddings(service, request.model_copy(update={"modality": "audio"}))
 
 
-def _check_dimensions(service: ClassificationService, dimensions: int | None) -> None:
-    if dimensions and dimensions != service.classifier.dim:
+def _served(service: ClassificationService, model: str | None) -> ServedModel:
+    """The model a request names; with one model served, that model whatever the name."""
+    if len(service.models) == 1:
+        return service.default
+    return service.served(model)
+
+
+def _check_dimensions(served: ServedModel, dimensions: int | None) -> None:
+    if dimensions and dimensions != served.classifier.dim:
         raise ApiError(
             422,
             "invalid_request",
-            f"dimensions: this model's embeddings have {service.classifier.dim}, not {dimensions}",
+            f"dimensions: this model's embeddings have {served.classifier.dim}, not {dimensions}",
         )
 
 
-async def _embed_text(service: ClassificationService, texts: list[str]) -> np.ndarray:
+async def _embed_text(service: ClassificationService, texts: list[str], served: ServedModel) -> np.ndarray:
     if not 1 <= len(texts) <= MAX_INPUTS:
         raise ApiError(422, "invalid_request", f"input: give 1 to {MAX_INPUTS} texts, not {len(texts)}")
     limit = service.model_settings.max_label_chars
@@ -142,10 +155,10 @@ async def _embed_text(service: ClassificationService, texts: list[str]) -> np.nd
         if len(text) > limit:
             raise ApiError(422, "text_too_long", f"input {index} is {len(text)} characters; the limit is {limit}")
         check_text(text, f"input {index}")
-    return await service.embed_text(texts)
+    return await service.embed_text(texts, model=served.name)
 
 
-async def _embed_audio(service: ClassificationService, uris: list[str]) -> np.ndarray:
+async def _embed_audio(service: ClassificationService, uris: list[str], served: ServedModel) -> np.ndarray:
     """Each data URI decoded to a (spooled) file, then embedded like /api/embed/audio's uploads: the
     same admission, decode workers, audio limits and engine. A bad input answers 400 naming it."""
     if not uris:
@@ -156,7 +169,7 @@ async def _embed_audio(service: ClassificationService, uris: list[str]) -> np.nd
         opened = await asyncio.to_thread(_decoded_all, uris, max_bytes, files)
         uploads = [Upload.of(file, f"input {index}") for index, file in enumerate(opened)]
         try:
-            return await service.embed_audio(uploads)
+            return await service.embed_audio(uploads, model=served.name)
         except AudioError as error:  # the clip's own fault: OpenAI's and Infinity's 400, naming the input
             raise ApiError(400, error.code, printable(str(error))) from None
 
