@@ -91,7 +91,9 @@ def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
     sys.exit("server did not become ready in 300 s")
 
 
-def run_level(url: str, audio: bytes, clients: int, total: int, max_seconds: float) -> dict[str, float]:
+def run_level(
+    url: str, audio: bytes, clients: int, total: int, max_seconds: float, model: str | None = None
+) -> dict[str, float]:
     deadline = time.monotonic() + max_seconds
     latencies: list[float] = []
     errors = 0
@@ -100,8 +102,9 @@ def run_level(url: str, audio: bytes, clients: int, total: int, max_seconds: flo
         if time.monotonic() > deadline:
             return True, -1.0
         started = time.perf_counter()
+        form = {"labels": LABELS, **({"model": model} if model else {})}
         response = requests.post(
-            f"{url}/api/classify", files={"audio": ("clip.ogg", audio)}, data={"labels": LABELS}, timeout=max_seconds
+            f"{url}/api/classify", files={"audio": ("clip.ogg", audio)}, data=form, timeout=max_seconds
         )
         return response.ok, time.perf_counter() - started
 
@@ -270,6 +273,9 @@ def main() -> None:
     parser.add_argument("--text-clients", type=int, default=2, help="text (and search) clients")
     parser.add_argument("--search", action="store_true", help="with --start-server: search clients too")
     parser.add_argument("--serve-args", default="", help="extra `soundsift serve` flags for --start-server")
+    parser.add_argument(
+        "--classify-model", help="the classify requests' 'model' field (a served model, or A+B: an ensemble)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -298,7 +304,7 @@ def main() -> None:
     figures: dict[str, object] = {"model": info["model"], "devices": info["devices"], "levels": []}
     try:
         for clients in args.clients:
-            row = run_level(args.url, audio, clients, args.requests, args.max_seconds)
+            row = run_level(args.url, audio, clients, args.requests, args.max_seconds, args.classify_model)
             figures["levels"].append(row)  # type: ignore[attr-defined]
             print(
                 f"{row['clients']:>7} {row['requests']:>8} {row['errors']:>6} {row['rps']:>7.2f} "

@@ -177,6 +177,7 @@ def serve(model: ModelSettings, settings: ServerSettings) -> int:
         print(warning, flush=True)
     print(f"Loading {', '.join(settings.models or [model.model])} ...", flush=True)
     service = ClassificationService.load(model, settings)
+    print(f"Memory estimated for the models: about {service.memory_estimate_mb:,.0f} MB", flush=True)
     app = create_app(service)
     config = uvicorn.Config(
         app,

@@ -252,6 +252,8 @@ class ClassificationService:
         self._deadline = asyncio.Event()
         self.ready = False
         self.draining = False
+        self.memory_estimate_mb: float | None = None
+        """What `load` estimated the models need (soundsift.serving.memory), MB."""
         self.metrics.queue_depth.set_function(lambda: sum(served.engine.depth for served in self.models.values()))
         self.metrics.admitted.set_function(lambda: self._admitted)
 
@@ -289,7 +291,7 @@ class ClassificationService:
         if len(set(names)) != len(names):
             raise ConfigurationError(f"two served models share a name ({', '.join(names)}); give each its own folder")
         layouts = [replica_layout(settings, server) for settings in served]
-        check_memory(
+        estimate_mb = check_memory(
             [
                 ModelFootprint(name, sum(replica.device == "cpu" for replica in layout), weights_mb(settings))
                 for name, settings, layout in zip(names, served, layouts, strict=True)
@@ -303,7 +305,9 @@ class ClassificationService:
             )
             for settings, layout in zip(served, layouts, strict=True)
         ]
-        return cls(loaded, server, names=names)
+        service = cls(loaded, server, names=names)
+        service.memory_estimate_mb = estimate_mb
+        return service
 
     @property
     def classifier(self) -> Classifier:
