@@ -53,20 +53,41 @@ def test_the_openai_client_gets_the_same_vectors_as_the_native_route(server):
     np.testing.assert_allclose(floats.data[0].embedding, native["embeddings"][0], atol=1e-6)
 
 
-def test_a_wrong_key_and_bad_inputs_are_refused_as_json(server):
-    with pytest.raises(openai.AuthenticationError):
+def openai_error(response, status: int, kind: str, code: str) -> dict:
+    """The answer is OpenAI's error shape, with the status OpenAI gives that kind of error."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert error["type"] == kind and error["code"] == code and error["message"], error
+    return error
+
+
+def test_a_wrong_key_and_bad_inputs_are_refused_in_openais_shape(server):
+    with pytest.raises(openai.AuthenticationError) as caught:
         client(server, key="wrong").embeddings.create(model="m", input="dog")
-    headers = {"Authorization": f"Bearer {KEY}"}
+    assert caught.value.type == "authentication_error" and caught.value.code == "unauthorized"
+    keyless = httpx.post(f"{server.url}/v1/embeddings", json={"input": "dog"})
+    openai_error(keyless, 401, "authentication_error", "unauthorized")
     for body, code in [
         ({"input": []}, "invalid_request"),
         ({"input": "x" * 5000}, "text_too_long"),
         ({"input": "dog", "dimensions": 7}, "invalid_request"),
         ({"input": [[1, 2, 3]]}, "invalid_request"),  # token arrays: CLAP has its own tokenizer
+        ({"input": "dog", "encoding_format": "int8"}, "invalid_request"),
     ]:
-        response = requests.post(f"{server.url}/v1/embeddings", json=body, headers=headers, timeout=60)
-        assert response.status_code == 422 and response.json()["error"]["code"] == code, (body, response.text)
-    missing = requests.post(f"{server.url}/v1/chat/completions", json={}, headers=headers, timeout=60)
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        response = requests.post(f"{server.url}/v1/embeddings", json=body, headers=HEADERS, timeout=60)
+        openai_error(response, 400, "invalid_request_error", code)
+    broken = requests.post(
+        f"{server.url}/v1/embeddings", data=b'{"input": ', headers={**HEADERS, "Content-Type": "application/json"}
+    )
+    openai_error(broken, 400, "invalid_request_error", "invalid_request")
+    with pytest.raises(openai.BadRequestError, match="characters; the limit is") as too_long:
+        client(server).embeddings.create(model="m", input="x" * 5000)
+    assert too_long.value.code == "text_too_long" and too_long.value.type == "invalid_request_error"
+    missing = requests.post(f"{server.url}/v1/chat/completions", json={}, headers=HEADERS, timeout=60)
+    openai_error(missing, 404, "not_found_error", "not_found")
+    native = requests.post(f"{server.url}/api/embed/text", json={"texts": []}, headers=HEADERS, timeout=60)
+    assert native.status_code == 422 and set(native.json()["error"]) == {"code", "message"}  # /api keeps its own
 
 
 def data_uri(data: bytes, media_type: str = "audio/wav") -> str:
@@ -186,7 +207,7 @@ def test_urls_paths_and_broken_data_uris_are_refused_with_400_and_never_fetched(
         ]:
             response = requests.post(f"{server.url}/v1/{route}", json=body, headers=HEADERS, timeout=60)
             error = response.json()["error"]
-            assert response.status_code == 400, (bad, response.text)
+            assert response.status_code == 400 and error["type"] == "invalid_request_error", (bad, response.text)
             assert error["message"].startswith("input 1") and (
                 message in error["message"] or error["code"] == "audio_decode_error"
             ), (bad, error)
@@ -215,21 +236,21 @@ def test_too_large_audio_too_many_clips_and_wrong_dimensions_are_refused(server)
     response = requests.post(
         f"{server.url}/v1/embeddings", json={"input": [large], "modality": "audio"}, headers=HEADERS, timeout=60
     )
-    assert response.status_code == 413 and response.json()["error"]["code"] == "upload_too_large"
+    openai_error(response, 413, "invalid_request_error", "upload_too_large")  # written by the upload guard
     many = [data_uri(wav_bytes(0.1))] * 33  # SOUNDSIFT_MAX_BATCH_FILES is 32
     response = requests.post(f"{server.url}/v1/embeddings_audio", json={"input": many}, headers=HEADERS, timeout=60)
-    assert response.status_code == 422 and response.json()["error"]["code"] == "too_many_files"
+    openai_error(response, 400, "invalid_request_error", "too_many_files")
     for body in [{"input": [], "modality": "audio"}, {"input": "data:audio/wav;base64,", "modality": "video"}]:
         response = requests.post(f"{server.url}/v1/embeddings", json=body, headers=HEADERS, timeout=60)
-        assert response.status_code in (400, 422) and response.json()["error"]["code"] == "invalid_request", body
+        openai_error(response, 400, "invalid_request_error", "invalid_request")
     response = requests.post(
         f"{server.url}/v1/embeddings_audio",
         json={"input": [data_uri(wav_bytes(1.0))], "dimensions": 7},
         headers=HEADERS,
         timeout=60,
     )
-    assert response.status_code == 422 and "not 7" in response.json()["error"]["message"]
-    with pytest.raises(openai.UnprocessableEntityError, match="not 7"):
+    assert "not 7" in openai_error(response, 400, "invalid_request_error", "invalid_request")["message"]
+    with pytest.raises(openai.BadRequestError, match="not 7"):
         client(server).embeddings.create(
             model="m", input=[data_uri(wav_bytes(1.0))], dimensions=7, extra_body={"modality": "audio"}
         )
@@ -241,7 +262,7 @@ def test_the_audio_routes_need_the_key(server):
         client(server, key="wrong").embeddings.create(model="m", input=[uri], extra_body={"modality": "audio"})
     for route, body in [("embeddings", {"input": [uri], "modality": "audio"}), ("embeddings_audio", {"input": [uri]})]:
         response = httpx.post(f"{server.url}/v1/{route}", json=body, timeout=60)
-        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+        openai_error(response, 401, "authentication_error", "unauthorized")
 
 
 def test_a_data_uris_size_is_checked_before_any_of_it_is_decoded():

@@ -31,6 +31,7 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
+from soundsift.serving.openai_errors import OpenAIErrors
 from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, openai
 from soundsift.serving.routers import search as search_routes
 from soundsift.serving.search_service import SearchService
@@ -120,8 +121,8 @@ def upload_root() -> Path:
 
 
 def _install_guards(app: FastAPI, service: ClassificationService) -> None:
-    """Added innermost first: metrics see every answer, then the body limit, auth, admission and the
-    decoding rules run in that order."""
+    """Added innermost first: metrics see every answer (as the client gets it: /v1 errors in OpenAI's
+    shape), then the body limit, auth, admission and the decoding rules run in that order."""
     settings = service.settings
     app.add_middleware(GradioFileGuard, upload_root=upload_root())
     app.add_middleware(StrictFormCharset)
@@ -138,6 +139,7 @@ def _install_guards(app: FastAPI, service: ClassificationService) -> None:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(OpenAIErrors)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
 
 

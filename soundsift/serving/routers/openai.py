@@ -7,7 +7,8 @@ Audio follows Infinity (``infinity_emb``), the embedding server whose clients se
 route with ``"modality": "audio"`` and a list of data URIs, or its older ``/embeddings_audio``
 route. Only base64 data URIs are accepted: a URL is never fetched and a path never opened.
 
-The same key, limits, admission and model engine as /api/embed/text and /api/embed/audio.
+The same key, limits, admission and model engine as /api/embed/text and /api/embed/audio. Errors
+are raised as everywhere in the API and answered in OpenAI's shape (serving.openai_errors).
 ``model`` picks a served model by name or checkpoint id; a server serving one model answers any
 name with it (OpenAI's clients always send one), a server serving several answers an unknown
 name with 404. The answer says which model embedded.
@@ -32,9 +33,10 @@ from soundsift.errors import AudioError
 from soundsift.serving.dependencies import RUNS_MODEL, Service, check_file_count
 from soundsift.serving.errors import ApiError, printable
 from soundsift.serving.guards import describe_limit
+from soundsift.serving.openai_errors import OPENAI_ERROR_RESPONSES
 from soundsift.serving.service import ClassificationService, ServedModel, Upload
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERROR_RESPONSES)
 MAX_INPUTS = 1000
 # What a data URI's header may be: an optional media type and parameters (Infinity's DataURI allows
 # ``;name=`` and ``;charset=``), then ``;base64``. The decoder sniffs the content, not the type.
