@@ -61,7 +61,8 @@ SERVER = (
     OptionalDependency("fastapi", "server"),
     OptionalDependency("uvicorn", "server"),
     OptionalDependency("multipart", "server"),
-    OptionalDependency("gradio", "server"),
     OptionalDependency("prometheus_client", "server"),
 )
 """What `soundsift serve` needs: checked before the server's modules are imported."""
+GRADIO = OptionalDependency("gradio", "server")
+"""The web page's toolkit: imported only by a server that serves the page (about 110 MB)."""

@@ -3,14 +3,17 @@ one is always one line naming `pip install 'soundsift[extra]'`, never a tracebac
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from soundsift import optional
 from soundsift.optional import OptionalDependency
+from tests.server_process import running_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,3 +59,24 @@ def test_parquet_output_without_pyarrow_names_the_parquet_extra(tiny_model_dir, 
     done = without("pyarrow", *argv, "--out", str(tmp_path / "results.parquet"))
     assert done.returncode == 1, done.stderr
     assert "pip install 'soundsift[parquet]'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow  # a real server process
+def test_an_api_only_server_runs_without_the_pages_toolkit(tiny_model_dir, tmp_path):
+    """--no-ui never imports gradio (about 110 MB of the server's memory): with gradio made
+    unimportable the server still starts and classifies."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\n\nsys.modules['gradio'] = None  # as if not installed\n")
+    path = os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))
+    log = tmp_path / "server.log"
+    with running_server(tiny_model_dir, log, ui="false", wrapper=["env", f"PYTHONPATH={path}"]) as server:
+        clip = REPO / "soundsift" / "examples" / "siren.ogg"
+        answer = requests.post(
+            f"{server.url}/api/classify",
+            data={"labels": "siren, rain"},
+            files={"audio": (clip.name, clip.read_bytes())},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+    assert without("gradio", "serve", "--port", "1").returncode == 1  # the blocker works: with the page, refused

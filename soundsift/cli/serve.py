@@ -10,7 +10,7 @@ from soundsift.cli.common import (
     server_settings_from_args,
     settings_from_args,
 )
-from soundsift.optional import SERVER
+from soundsift.optional import GRADIO, SERVER
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     model, server = settings_from_args(args), server_settings_from_args(args)
     for dependency in SERVER:  # one line naming the extra, never an ImportError traceback
         dependency.require("soundsift serve")
+    if server.ui:  # an API-only server never imports the page's toolkit
+        GRADIO.require("soundsift serve's web page (or serve the API only: --no-ui)")
     from soundsift.serving.app import serve
 
     return serve(model, server)
