@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -131,7 +132,13 @@ def store_bytes(kind: str, store: Any, size: int, scratch: Path) -> int | None:
 
 
 def vector_scale(
-    size: int, queries: int, exact_queries: int, scratch: Path, kind: str = "lance", postgres_url: str | None = None
+    size: int,
+    queries: int,
+    exact_queries: int,
+    scratch: Path,
+    kind: str = "lance",
+    postgres_url: str | None = None,
+    ef_searches: Sequence[int] = (),
 ) -> dict[str, Any]:
     from soundsift.search.stores import WindowRows
 
@@ -159,6 +166,7 @@ def vector_scale(
         store.search(probe, 10)
         store.search(probe, 10, exact=True)
     ann_ms, exact_ms, recall = [], [], []
+    truth: list[set[int]] = []
     for index, probe in enumerate(probes):
         started = time.perf_counter()
         approximate = store.search(probe, 10)
@@ -167,7 +175,9 @@ def vector_scale(
             started = time.perf_counter()
             exact = store.search(probe, 10, exact=True)
             exact_ms.append((time.perf_counter() - started) * 1000)
-            recall.append(len({c.id for c in exact} & {c.id for c in approximate}) / 10)
+            truth.append({c.id for c in exact})
+            recall.append(len(truth[-1] & {c.id for c in approximate}) / 10)
+    sweep = [ef_search_point(store, probes, truth, ef) for ef in ef_searches] if kind == "postgres" else []
     size_bytes = store_bytes(kind, store, size, scratch)
     if hasattr(store, "drop_collection"):
         store.drop_collection()
@@ -184,11 +194,35 @@ def vector_scale(
         "recall_at_10": round(float(np.mean(recall)), 4),
         "queries": len(ann_ms),
         "exact_queries": len(exact_ms),
+        **({"ef_search": store.ef_search, "ef_search_sweep": sweep} if kind == "postgres" else {}),
         "disk_bytes": size_bytes,
         "disk_bytes_per_window": None if size_bytes is None else round(size_bytes / size),
         "disk_mb_per_hour_of_audio": None
         if size_bytes is None
         else round(size_bytes / size * WINDOWS_PER_HOUR / 2**20, 2),
+    }
+
+
+def ef_search_point(store: Any, probes: np.ndarray, truth: list[set[int]], ef_search: int) -> dict[str, float]:
+    """pgvector's HNSW at another ef_search, on the same index and probes: latency and recall@10
+    against the exact answers already found."""
+    default, store.ef_search = store.ef_search, ef_search
+    try:
+        store.search(probes[0], 10)
+        ann_ms, recall = [], []
+        for index, probe in enumerate(probes):
+            started = time.perf_counter()
+            found = {c.id for c in store.search(probe, 10)}
+            ann_ms.append((time.perf_counter() - started) * 1000)
+            if index < len(truth):
+                recall.append(len(truth[index] & found) / 10)
+    finally:
+        store.ef_search = default
+    return {
+        "ef_search": ef_search,
+        "ann_p50_ms": round(statistics.median(ann_ms), 2),
+        "ann_p95_ms": round(percentile(ann_ms, 95), 2),
+        "recall_at_10": round(float(np.mean(recall)), 4),
     }
 
 
@@ -213,7 +247,13 @@ def main() -> None:
         default=4096,
         help="maintenance_work_mem of the PostgreSQL server started for the run (the HNSW graph is built in it)",
     )
+    parser.add_argument(
+        "--pg-ef-search",
+        default="",
+        help="also query pgvector's HNSW at these ef_search values (comma-separated), on the same index",
+    )
     args = parser.parse_args()
+    ef_searches = [int(part) for part in args.pg_ef_search.split(",") if part.strip()]
     stores = [part.strip() for part in args.stores.split(",") if part.strip()]
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="soundsift-search-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -240,7 +280,7 @@ def main() -> None:
                 for kind in stores:
                     (scratch / "vectors").mkdir(exist_ok=True)
                     result = vector_scale(
-                        size, args.queries, args.exact_queries, scratch / "vectors", kind, postgres_url
+                        size, args.queries, args.exact_queries, scratch / "vectors", kind, postgres_url, ef_searches
                     )
                     figures["vectors"].append(result)  # type: ignore[attr-defined]
                     print("vectors:", json.dumps(result), flush=True)

@@ -145,7 +145,7 @@ def test_search_scale(tiny_model_dir, tmp_path):
     run_script(
         "search_scale.py",
         *("--model", str(tiny_model_dir), "--sizes", "3000", "--queries", "5", "--exact-queries", "5"),
-        *("--clips", "3", "--json", str(report), "--stores", "lance,postgres,milvus"),
+        *("--clips", "3", "--json", str(report), "--stores", "lance,postgres,milvus", "--pg-ef-search", "10,400"),
     )
     figures = json.loads(report.read_text())
     assert figures["indexing"]["clips"] == 3
@@ -155,6 +155,8 @@ def test_search_scale(tiny_model_dir, tmp_path):
         ("milvus", 3000),
     ]
     assert all(row["recall_at_10"] >= 0.8 for row in figures["vectors"])
+    sweep = figures["vectors"][1]["ef_search_sweep"]
+    assert [point["ef_search"] for point in sweep] == [10, 400] and sweep[1]["recall_at_10"] >= 0.8
 
 
 def test_random_model(tiny_model_dir, tmp_path):

@@ -56,7 +56,7 @@ MIGRATION_LOCK = 0x736F756E64736966
 POOL_MIN, POOL_MAX = 1, 4
 CONNECT_TIMEOUT_S = 10
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
-HNSW_EF_SEARCH_MIN = 100
+HNSW_EF_SEARCH = 100
 COLLECTION_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 
@@ -75,6 +75,9 @@ class PostgresStore:
         if not COLLECTION_NAME.match(collection):
             raise IndexMismatchError(f"{collection!r} is not a collection name soundsift makes")
         self.public_url, self.dim, self.collection = redact(url), dim, collection
+        # Candidates the HNSW scan keeps (at least twice k): more finds more of the true neighbours
+        # and costs time; benchmarks/search_scale.py --pg-ef-search measures the trade.
+        self.ef_search = HNSW_EF_SEARCH
         sql = self.psycopg.sql
         self._windows = sql.Identifier(f"{collection}_windows")
         self._files = sql.Identifier(f"{collection}_files")
@@ -241,7 +244,7 @@ class PostgresStore:
             else:
                 connection.execute(
                     self.psycopg.sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                        sql.Literal(max(HNSW_EF_SEARCH_MIN, 2 * k))
+                        sql.Literal(max(self.ef_search, 2 * k))
                     )
                 )
             found = connection.execute(statement, (query, *values, k)).fetchall()
