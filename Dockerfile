@@ -146,8 +146,10 @@ ARG MODEL
 ARG BAKED=${MODEL:+/opt/soundsift/model}
 # Settings are SOUNDSIFT_* variables (docs/container.md); a baked-in model is the default model.
 # Inside a container the server listens on every interface; set SOUNDSIFT_API_KEY when the port
-# is reachable by others.
+# is reachable by others. Two malloc arenas instead of glibc's eight per core: the server's many
+# request threads otherwise each keep freed memory (8-24 MB less peak RSS, benchmarks/README.md).
 ENV SOUNDSIFT_MODEL=${BAKED:-laion/clap-htsat-fused} \
+    MALLOC_ARENA_MAX=2 \
     HF_HOME=/data/huggingface \
     SOUNDSIFT_CACHE=/data/cache \
     SOUNDSIFT_SESSION_STORE=/data/sessions.sqlite \
