@@ -256,6 +256,13 @@ def test_too_large_audio_too_many_clips_and_wrong_dimensions_are_refused(server)
         )
 
 
+def test_the_model_list_names_the_served_model_and_needs_the_key(server, tiny_model_dir):
+    listed = client(server).models.list()
+    assert [(model.id, model.object) for model in listed] == [(tiny_model_dir.name, "model")]
+    with pytest.raises(openai.AuthenticationError):
+        client(server, key="wrong").models.list()
+
+
 def test_the_audio_routes_need_the_key(server):
     uri = data_uri(wav_bytes(1.0))
     with pytest.raises(openai.AuthenticationError):

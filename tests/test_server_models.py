@@ -184,6 +184,7 @@ def test_the_openai_route_takes_the_model_field(server, names, local, esc50_clip
     uri = "data:audio/wav;base64," + base64.b64encode(esc50_clips[0].read_bytes()).decode("ascii")
     audio = client.embeddings.create(model=names[1], input=[uri], extra_body={"modality": "audio"})
     assert audio.model == local[1].model_id
+    assert [model.id for model in client.models.list()] == names  # the default first, no server path
     with pytest.raises(openai.NotFoundError) as caught:  # with two models served, a name must be one of them
         client.embeddings.create(model="text-embedding-3-small", input="rain")
     assert caught.value.code == "model_not_found" and caught.value.type == "not_found_error"

@@ -191,6 +191,7 @@ OPERATIONS = [
     ("GET", "/api/search/files/{file_id}"),
     ("POST", "/v1/embeddings"),
     ("POST", "/v1/embeddings_audio"),
+    ("GET", "/v1/models"),
 ]
 API_OPERATIONS = [operation for operation in OPERATIONS if operation[1].startswith(("/api/", "/v1/"))]
 # Health routes take no input, so schemathesis has no invalid data for them: positive cases only.

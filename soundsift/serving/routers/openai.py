@@ -1,4 +1,4 @@
-"""POST /v1/embeddings: CLAP embeddings in the shape of OpenAI's embeddings API, so clients written
+"""POST /v1/embeddings (and GET /v1/models): CLAP embeddings in the shape of OpenAI's embeddings API, so clients written
 for it (the ``openai`` package, LangChain, vector-database loaders) can use soundsift as their
 embedding server with only a base URL and key. The vectors live in CLAP's shared space: text
 embedded here can be searched against audio from /api/embed/audio, and the other way round.
@@ -97,6 +97,25 @@ class EmbeddingsResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage = Field(default_factory=Usage)
+
+
+class ModelCard(BaseModel):
+    id: str = Field(description="The name a request's 'model' field uses for it.")
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "soundsift"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@router.get("/models", response_model=ModelList, summary="The served models, OpenAI-compatible")
+async def models(service: Service) -> ModelList:
+    """OpenAI's model list, which embedding clients and RAG tools read to offer a model: each served
+    model by the name ``model`` takes, the default first."""
+    return ModelList(data=[ModelCard(id=served.name) for served in service.models.values()])
 
 
 @router.post(
