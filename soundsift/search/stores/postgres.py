@@ -56,7 +56,7 @@ MIGRATION_LOCK = 0x736F756E64736966
 POOL_MIN, POOL_MAX = 1, 4
 CONNECT_TIMEOUT_S = 10
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
-HNSW_EF_SEARCH = 100
+HNSW_EF_SEARCH = 200  # 1M windows: recall@10 0.87 at 100, 0.96 at 200 (+1.3 ms), 0.96 at 400 (docs/search.md)
 COLLECTION_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 
