@@ -177,7 +177,14 @@ def vector_scale(
             exact_ms.append((time.perf_counter() - started) * 1000)
             truth.append({c.id for c in exact})
             recall.append(len(truth[-1] & {c.id for c in approximate}) / 10)
-    sweep = [ef_search_point(store, probes, truth, ef) for ef in ef_searches] if kind == "postgres" else []
+    pgvector = (
+        {
+            "ef_search": store.ef_search,
+            "ef_search_sweep": [ef_search_point(store, probes, truth, ef) for ef in ef_searches],
+        }
+        if kind == "postgres"
+        else {}
+    )
     size_bytes = store_bytes(kind, store, size, scratch)
     if hasattr(store, "drop_collection"):
         store.drop_collection()
@@ -194,7 +201,7 @@ def vector_scale(
         "recall_at_10": round(float(np.mean(recall)), 4),
         "queries": len(ann_ms),
         "exact_queries": len(exact_ms),
-        **({"ef_search": store.ef_search, "ef_search_sweep": sweep} if kind == "postgres" else {}),
+        **pgvector,
         "disk_bytes": size_bytes,
         "disk_bytes_per_window": None if size_bytes is None else round(size_bytes / size),
         "disk_mb_per_hour_of_audio": None

@@ -1,6 +1,6 @@
-"""POST /v1/embeddings (and GET /v1/models): CLAP embeddings in the shape of OpenAI's embeddings API, so clients written
-for it (the ``openai`` package, LangChain, vector-database loaders) can use soundsift as their
-embedding server with only a base URL and key. The vectors live in CLAP's shared space: text
+"""POST /v1/embeddings (and GET /v1/models): CLAP embeddings in the shape of OpenAI's embeddings
+API, so clients written for it (the ``openai`` package, LangChain, vector-database loaders) can use
+soundsift as their embedding server with only a base URL and key. The vectors live in CLAP's shared space: text
 embedded here can be searched against audio from /api/embed/audio, and the other way round.
 
 Audio follows Infinity (``infinity_emb``), the embedding server whose clients send it: the same
