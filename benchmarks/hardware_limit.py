@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 COUNTED = ("MatMul", "Gemm", "Conv")
+TURN = 3  # timed calls per graph in each turn of --time
 
 
 def graph_flops(path: str | Path, feeds: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -174,28 +175,50 @@ def gemm_peak(threads: int | None = None, size: int = 1024, seconds: float = 1.0
     }
 
 
-def time_graph(path: str | Path, calls: int = 8, threads: int | None = None) -> dict[str, float]:
-    """ms per batch-1 call of an audio graph (log-mel-like random input, as the model sees it),
-    after two warm-up calls, with soundsift's serving session options."""
+def time_graphs(paths: list[str], calls: int = 8, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """ms per batch-1 call of each audio graph (log-mel-like random input, as the model sees it),
+    with soundsift's serving session options. All sessions are loaded first, then called in turns
+    of one untimed and ``TURN`` timed calls each, so that a neighbour's load on a shared machine falls
+    on every graph alike while each still runs back to back, hot, as a busy server's does (the
+    untimed call wakes the session's threads and caches). ``vs_first`` is the median over turns of
+    this graph's time over the first graph's in the same round."""
     import onnxruntime
 
     from soundsift.backends.onnx.runtime import session_options
 
-    session = onnxruntime.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    sessions = [
+        onnxruntime.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        for path in paths
+    ]
+    feeds = [_random_feeds(session) for session in sessions]
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(math.ceil(calls / TURN)):
+        for session, feed, graph_times in zip(sessions, feeds, times):
+            session.run(None, feed)
+            for _ in range(TURN):
+                begin = time.perf_counter()
+                session.run(None, feed)
+                graph_times.append(1000 * (time.perf_counter() - begin))
+    first = np.array(times[0])
+    return {
+        path: {
+            "median_ms": float(np.median(graph_times)),
+            "best_ms": min(graph_times),
+            "vs_first": float(np.median(np.array(graph_times) / first)),
+            "calls": len(graph_times),
+        }
+        for path, graph_times in zip(paths, times)
+    }
+
+
+def _random_feeds(session: Any) -> dict[str, np.ndarray]:
     shape = [dim if isinstance(dim, int) else 1 for dim in session.get_inputs()[0].shape]
     rng = np.random.default_rng(0)
     values = {
         "input_features": (rng.standard_normal(shape) * 10 - 40).astype(np.float32),
         "is_longer": np.zeros((1, 1), bool),
     }
-    feeds = {graph_input.name: values[graph_input.name] for graph_input in session.get_inputs()}
-    times = []
-    for call in range(calls + 2):
-        begin = time.perf_counter()
-        session.run(None, feeds)
-        if call >= 2:
-            times.append(1000 * (time.perf_counter() - begin))
-    return {"median_ms": float(np.median(times)), "best_ms": min(times), "calls": calls}
+    return {graph_input.name: values[graph_input.name] for graph_input in session.get_inputs()}
 
 
 def load_average() -> str:
@@ -208,7 +231,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: physical cores)")
     parser.add_argument("--size", type=int, default=1024, help="M = K = N of the microbenchmark's product")
     parser.add_argument("--time", nargs="+", default=[], metavar="GRAPH", help="audio graphs to time at batch 1")
-    parser.add_argument("--calls", type=int, default=8, help="timed calls per graph (--time)")
+    parser.add_argument("--calls", type=int, default=8, help="timed calls per graph (--time), in turns with the others")
     parser.add_argument("--no-peak", dest="peak", action="store_false", help="skip the GEMM peak")
     args = parser.parse_args()
     report: dict[str, Any] = {"load_average_before": load_average()}
@@ -216,9 +239,8 @@ def main() -> None:
         report["peak"] = gemm_peak(args.threads, args.size)
     if args.graph:
         report["graph"] = graph_flops(args.graph)
-    for _ in range(2 if len(args.time) > 1 else 1):  # twice, alternating, so drifting load hits both
-        for path in args.time:
-            report.setdefault("timed", {}).setdefault(path, []).append(time_graph(path, args.calls, args.threads))
+    if args.time:
+        report["timed"] = time_graphs(args.time, args.calls, args.threads)
     report["load_average_after"] = load_average()
     print(json.dumps(report, indent=2))
 

@@ -55,6 +55,11 @@ def test_cpu_speed(tiny_model_dir, tmp_path):
     # The tiny audio encoder's products, counted from its graph: about 0.09 GFLOP per clip.
     assert 0.05e9 < limit["flops"]["total"] < 0.2e9 and set(limit["flops"]["by_type"]) == {"Conv", "Gemm", "MatMul"}
     assert json.loads((tmp_path / "int8-static" / "manifest.json").read_text())["calibration"]["count"] == 4
+    # The same exports, timed against each other call by call (how graph changes are measured).
+    graphs = [str(tmp_path / name / "audio.onnx") for name in ("fp32", "int8")]
+    timed = json.loads(run_script("hardware_limit.py", "--no-peak", "--calls", "2", "--time", *graphs))["timed"]
+    assert list(timed) == graphs and timed[graphs[0]]["vs_first"] == 1.0
+    assert all(row["calls"] == 3 and 0 < row["best_ms"] <= row["median_ms"] for row in timed.values())
 
 
 def test_hardware_limit_counts_a_known_product(tmp_path):
