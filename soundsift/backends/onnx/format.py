@@ -15,7 +15,7 @@ TEXT_GRAPH = "text.onnx"
 OPSET = 17
 # Bumped when the exported graphs change, so that first-use exports cached by an older soundsift are
 # made again rather than reused.
-FORMAT = "soundsift-onnx/2"
+FORMAT = "soundsift-onnx/3"
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
