@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,28 @@ def test_fp32_audio_parity_short_long_and_mixed_batches(onnx_classifier, classif
         features, is_longer = classifier.pipeline.featurizer([clip.samples for clip in clips])
         expected = classifier.backend.embed_audio(features, is_longer)
         assert cosines(onnx_classifier.backend.embed_audio(features, is_longer), expected).min() >= 0.9999
+
+
+def fusion_nodes_run(graph: Path, is_longer: list[bool], tmp_path: Path) -> int:
+    """How many nodes of the fusion branch (the crops' convolution, the fusion block) one run executes,
+    from ONNX Runtime's profile."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    features = np.random.default_rng(0).standard_normal((len(is_longer), *session.get_inputs()[0].shape[1:]))
+    session.run(None, {"input_features": features.astype(np.float32), "is_longer": np.array([is_longer]).T})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    return sum("mel_conv2d" in event["name"] or "fusion_model" in event["name"] for event in events)
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_a_batch_of_short_clips_skips_the_fusion_branch(quantized, exported, exported_int8, tmp_path):
+    graph = (exported_int8 if quantized else exported) / "audio.onnx"
+    assert fusion_nodes_run(graph, [False, False], tmp_path) == 0
+    assert fusion_nodes_run(graph, [False, True], tmp_path) > 0
 
 
 def test_a_batch_runs_in_parts_on_a_cpu_and_answers_the_same(onnx_classifier, exported, esc50_clips, long_clip):

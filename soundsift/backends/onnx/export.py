@@ -34,6 +34,7 @@ from soundsift.backends.onnx.format import (
     cache_folder,
     is_exported,
 )
+from soundsift.backends.onnx.graph_edits import run_fusion_only_for_longer_clips
 from soundsift.errors import ConfigurationError, ModelLoadError
 from soundsift.optional import TORCH, TRANSFORMERS
 
@@ -202,6 +203,8 @@ def _export_audio(clap: Any, mel: MelSettings, path: Path, opset: int) -> None:
         output_names=["audio_embeds"],
         dynamic_axes={"input_features": {0: "batch"}, "is_longer": {0: "batch"}, "audio_embeds": {0: "batch"}},
     )
+    if mel.fusion:
+        run_fusion_only_for_longer_clips(path)
 
 
 def model_frames(clap: Any) -> int:

@@ -17,7 +17,8 @@ Runtime does less work around the matrix products:
 The fused checkpoints pick rows with ``torch.where(is_longer)`` and write the fusion result back by
 index, which tracing freezes to whatever branch the example batch took; the patch embedding here
 computes the fusion branch for every row and selects by ``is_longer``, so one graph serves short and
-long clips alike.
+long clips alike (and the exporter then puts the branch under an If, so that a batch of short clips
+skips it: soundsift.backends.onnx.graph_edits).
 
 Imported only by ``soundsift.backends.onnx.export``: it needs torch, which the onnx serving path does not.
 """
