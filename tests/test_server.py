@@ -181,6 +181,11 @@ def test_health_info_docs_and_unknown_routes(server):
     assert {"/api/classify", "/api/classify/batch", "/api/embed/audio", "/api/embed/text", "/api/info"} <= set(
         schema["paths"]
     )
+    # /v1 answers a bad request with OpenAI's 400, and its schema says so in place of FastAPI's 422.
+    answers = {path: operation["responses"] for path, item in schema["paths"].items() for operation in item.values()}
+    assert {"/v1/embeddings", "/v1/models"} <= set(answers)
+    assert "422" in answers["/api/classify"] and "422" not in answers["/v1/embeddings"]
+    assert "400" in answers["/v1/embeddings"] and not any("422" in answers[path] for path in answers if "/v1/" in path)
     assert requests.get(f"{server.url}/docs").status_code == 200
     assert_error(requests.get(f"{server.url}/api/nothing"), 404, "not_found")
 

@@ -31,7 +31,7 @@ from soundsift.serving.guards import (
     RequestMetrics,
     StrictFormCharset,
 )
-from soundsift.serving.openai_errors import OpenAIErrors
+from soundsift.serving.openai_errors import OpenAIErrors, openai_answers_in_schema
 from soundsift.serving.routers import adapters, classify, detect, embed, health, info, login, openai
 from soundsift.serving.routers import search as search_routes
 from soundsift.serving.search_service import SearchService
@@ -78,6 +78,8 @@ def create_app(service: ClassificationService) -> FastAPI:
     app.state.service, app.state.search = service, search
     app.state.auth = authenticator(settings)
     install_error_handlers(app)
+    generate_schema = app.openapi  # replacing app.openapi is FastAPI's documented way to edit the schema
+    app.openapi = lambda: openai_answers_in_schema(generate_schema())  # type: ignore[method-assign]
     app.include_router(health.router)
     api = [Security(bearer_scheme), Depends(require_ready)]
     for router in API_ROUTERS:

@@ -56,6 +56,16 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def openai_answers_in_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema with the 422 that FastAPI lists for every /v1 operation with a body taken
+    out: those routes answer 400 instead (this module), which their own responses document."""
+    for path, operations in schema.get("paths", {}).items():
+        if path.startswith(OPENAI_PREFIX):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+    return schema
+
+
 def openai_error(status: int, body: bytes) -> tuple[int, bytes] | None:
     """The status and body OpenAI's clients expect for soundsift's ``{"error": {"code", "message"}}``
     answer (None for a body of another shape)."""
