@@ -12,7 +12,9 @@ import requests
 
 from soundsift import Classifier, Ensemble
 from tests.server_process import running_server
+from tests.test_adapters import synthetic
 from tests.test_server import assert_error, wav_bytes
+from tests.test_server_adapters import teaching_form, wav
 
 KEY = "models-key-123"
 LABELS = "dog barking, rain, siren, church bells"
@@ -188,3 +190,18 @@ def test_the_openai_route_takes_the_model_field(server, names, local, esc50_clip
     with pytest.raises(openai.NotFoundError) as caught:  # with two models served, a name must be one of them
         client.embeddings.create(model="text-embedding-3-small", input="rain")
     assert caught.value.code == "model_not_found" and caught.value.type == "not_found_error"
+
+
+def test_an_adapter_is_taught_on_the_model_the_request_names(server, names, local):
+    files, form = teaching_form(shots=2)
+    taught = post(server, "/api/adapters", data={**form, "model": names[1]}, files=files)
+    assert taught.status_code == 201, taught.text
+    assert taught.json()["model"] == local[1].model_id
+    clip = {"audio": ("probe.wav", wav(synthetic(form["clip_labels"][0], 7)), "audio/wav")}
+    answer = post(server, "/api/classify", data={"adapter": form["name"], "model": names[1]}, files=clip)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == local[1].model_id
+    assert {s["label"] for s in answer.json()["scores"]} == set(form["clip_labels"])
+    # The default model did not learn it: the adapter is refused there, with the reason.
+    refused = post(server, "/api/classify", data={"adapter": form["name"]}, files=clip)
+    assert refused.status_code == 409 and "adapter" in refused.json()["error"]["message"], refused.text

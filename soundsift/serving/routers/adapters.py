@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from soundsift.core.adapter import Adapter
-from soundsift.serving.dependencies import RUNS_MODEL, Service, upload_of
+from soundsift.serving.dependencies import ONE_MODEL_HELP, RUNS_MODEL, Service, upload_of
 from soundsift.serving.errors import ApiError
 from soundsift.serving.schemas import AdapterList, AdapterSummary
 
@@ -54,6 +54,14 @@ async def create_adapter(
     adapter: Annotated[
         UploadFile | None, File(description="An adapter file from `soundsift teach`, instead of clips.")
     ] = None,
+    model: Annotated[
+        str | None,
+        Form(
+            max_length=500,
+            description=ONE_MODEL_HELP + " The adapter is taught on it, and classifying with the adapter then names "
+            "it too. An uploaded adapter file is checked against the model it was taught on.",
+        ),
+    ] = None,
 ) -> AdapterSummary:
     if service.settings.max_adapters == 0:
         raise ApiError(403, "teaching_disabled", "this server does not store adapters (SOUNDSIFT_MAX_ADAPTERS=0)")
@@ -73,6 +81,7 @@ async def create_adapter(
         [(upload_of(clip, index), label) for index, (clip, label) in enumerate(zip(clips, labels))],
         [upload_of(clip, len(clips) + index) for index, clip in enumerate(negatives or [])],
         method=method,
+        model=model,
     )
     return summary(taught)
 
