@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,36 @@ def test_the_cli_classifies_with_an_ensemble(run, tiny_model_dir, tiny_unfused_m
     code, out, _ = run("classify", str(esc50_clips[0]), "--labels", LABELS, "--model", ensemble)
     assert code == 0 and "models: " in out and "agreement" in out
     code, _, err = run(
-        "batch", str(esc50_clips[0]), "--labels", LABELS, "--model", ensemble, "--out", str(tmp_path / "o.csv")
+        "batch", str(esc50_clips[0]), "--labels", LABELS, "--model", ensemble, "--engine", "ray", "--out", "o.csv"
     )
-    assert code == 2 and "ensembles" in err
+    assert code == 2 and "--engine ray runs one model" in err
+
+
+def test_batch_classifies_a_folder_with_an_ensemble(
+    run, ensemble, tiny_model_dir, tiny_unfused_model_dir, esc50_clips, tmp_path
+):
+    """`soundsift batch --model A+B`: every file answered by both models (decoded once, on worker
+    threads), a broken file an error row of its own, the run's exit code 1 for it."""
+    import json
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for clip in esc50_clips[:5]:
+        (folder / clip.name).write_bytes(clip.read_bytes())
+    (folder / "broken.wav").write_bytes(b"RIFF not audio")
+    out = tmp_path / "rows.jsonl"
+    models = f"{tiny_model_dir}+{tiny_unfused_model_dir}"
+    code, _, err = run("batch", str(folder), "--labels", LABELS, "--model", models, "--workers", "2", "--out", str(out))
+    assert code == 1, err
+    rows = {Path(row["path"]).name: row for row in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 6 and rows["broken.wav"]["error"].startswith("audio_decode_error")
+    for clip in esc50_clips[:5]:
+        expected = ensemble.classify(clip, LABELS)
+        row = rows[clip.name]
+        assert row["top_label"] == expected.top_label and row["uncertain"] == expected.uncertain
+        np.testing.assert_allclose(
+            [row["scores"][s.label] for s in expected.scores], [s.score for s in expected.scores], atol=1e-4
+        )
+    # Resumable as with one model: a rerun finds every file done.
+    code, _, err = run("batch", str(folder), "--labels", LABELS, "--model", models, "--out", str(out))
+    assert len(out.read_text().splitlines()) == 6 and "skipped" in err.lower()

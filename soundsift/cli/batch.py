@@ -44,7 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     execution.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local instance)")
     execution.add_argument("--ray-actors", type=int, help="model actors (default: one per GPU, else one per CPU)")
     add_progress_option(execution)
-    add_model_options(parser)
+    add_model_options(parser, ensembles=True)
     parser.set_defaults(handler=run)
 
 
@@ -58,14 +58,11 @@ def run(args: argparse.Namespace) -> int:
     paths = discover_inputs(args.inputs)
     if not paths:
         raise UsageError("no audio files found in " + ", ".join(args.inputs))
-    from soundsift.core.classifier import Classifier
-    from soundsift.core.ensemble import ensemble_members
+    from soundsift.core.ensemble import ensemble_members, load_classifier
 
-    if len(ensemble_members(settings.model)) > 1:
-        raise UsageError(
-            "ensembles (--model A+B) classify with `soundsift classify` or the server; batch takes one model"
-        )
-    classifier = Classifier(settings)
+    if args.engine == "ray" and len(ensemble_members(settings.model)) > 1:
+        raise UsageError("--engine ray runs one model; an ensemble (--model A+B) runs on the local engine")
+    classifier = load_classifier(settings)
     labels = resolve_labels(args, optional=classifier.adapter is not None)
     prepared = classifier.prepare_labels(labels, multi_label=args.multi_label)
     report_label_warnings(prepared.warnings)

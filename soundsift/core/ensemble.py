@@ -21,7 +21,7 @@ from typing import Any, Literal
 from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier
 from soundsift.core.labels import LabelsInput
-from soundsift.core.pipeline import DecodedInput, Outcome, Pipeline, ScoredInput, batched
+from soundsift.core.pipeline import DecodedInput, Outcome, Pipeline, ScoredInput, batched, decoded_ahead
 from soundsift.core.results import Classification, FailedInput, LabelScore, MemberAnswer
 from soundsift.core.scoring import Decision, LabelThresholds, PreparedLabels, ScoringOptions, check_label_thresholds
 from soundsift.core.settings import ModelSettings
@@ -258,16 +258,25 @@ class Ensemble:
         min_margin: float | None = None,
         label_thresholds: LabelThresholds = None,
         batch_size: int | None = None,
+        decode_workers: int = 0,
     ) -> Iterator[ScoredInput]:
         """Ensemble results as a lazy stream in input order, ``batch_size`` inputs embedded per model
-        call of each member; a bad input becomes a FailedInput in its place."""
+        call of each member (with ``decode_workers`` threads decoding ahead when above 0, as
+        `Classifier.iter_results`); a bad input becomes a FailedInput in its place."""
         options = ScoringOptions(
             tuple(templates) if templates else None, multi_label, threshold, min_margin, label_thresholds
         )
         prepared = self._ensure_prepared(labels, options)
         decision = self.pipelines[0].decision(options)
-        for group in batched(enumerate(audios), batch_size or self.settings.batch_size):
-            decoded = [self.pipelines[0].decode_input_for(self.pipelines, audio, index=index) for index, audio in group]
+        size = batch_size or self.settings.batch_size
+        first = self.pipelines[0]
+        stream = decoded_ahead(
+            audios,
+            lambda audio, index: first.decode_input_for(self.pipelines, audio, index=index),
+            decode_workers,
+            prefetch=2 * size + decode_workers,
+        )
+        for decoded in batched(stream, size):
             per_member = [
                 pipeline.embed_inputs([item[member] for item in decoded])
                 for member, pipeline in enumerate(self.pipelines)

@@ -45,6 +45,7 @@ logger = logging.getLogger("soundsift")
 Outcome = np.ndarray | SoundsiftError
 """One input's (D,) unit embedding, or the error that replaced it."""
 Item = TypeVar("Item")
+Decoded = TypeVar("Decoded")
 
 
 @dataclass(frozen=True)
@@ -274,22 +275,7 @@ class Pipeline:
         return group, outcomes, (time.perf_counter() - started) / max(1, ready)
 
     def _decode_stream(self, audios: Iterable[AudioInput], workers: int, prefetch: int) -> Iterator[DecodedInput]:
-        numbered = enumerate(audios)
-        if workers <= 0:
-            yield from (self.decode_input(audio, index=index) for index, audio in numbered)
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="soundsift-decode") as pool:
-            waiting: deque[Future[DecodedInput]] = deque()
-            try:
-                for index, audio in numbered:
-                    waiting.append(pool.submit(self.decode_input, audio, index=index))
-                    if len(waiting) >= prefetch:
-                        yield waiting.popleft().result()
-                while waiting:
-                    yield waiting.popleft().result()
-            finally:
-                for future in waiting:
-                    future.cancel()
+        return decoded_ahead(audios, lambda audio, index: self.decode_input(audio, index=index), workers, prefetch)
 
     # ---- score -------------------------------------------------------------------------------
 
@@ -351,6 +337,29 @@ class Pipeline:
         for group, outcomes, model_s in self._embedded_groups(audios, decode_workers, batch_size):
             for item, outcome in zip(group, outcomes, strict=True):
                 yield self.scored(item, outcome, prepared, decision, model_s=model_s)
+
+
+def decoded_ahead(
+    audios: Iterable[AudioInput], decode: Callable[[AudioInput, int], Decoded], workers: int, prefetch: int
+) -> Iterator[Decoded]:
+    """``decode(audio, index)`` of each input, in input order; with ``workers`` above 0, that many
+    threads decode up to ``prefetch`` inputs ahead of the consumer (memory stays bounded)."""
+    numbered = enumerate(audios)
+    if workers <= 0:
+        yield from (decode(audio, index) for index, audio in numbered)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="soundsift-decode") as pool:
+        waiting: deque[Future[Decoded]] = deque()
+        try:
+            for index, audio in numbered:
+                waiting.append(pool.submit(decode, audio, index))
+                if len(waiting) >= prefetch:
+                    yield waiting.popleft().result()
+            while waiting:
+                yield waiting.popleft().result()
+        finally:
+            for future in waiting:
+                future.cancel()
 
 
 def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

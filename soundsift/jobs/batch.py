@@ -1,20 +1,23 @@
-"""Batch classification of whole collections with one Classifier, resumable through its output file.
+"""Batch classification of whole collections with one Classifier or an Ensemble of them, resumable
+through its output file.
 
 Decoding and resampling run on worker threads (soundfile, PyAV and soxr release the GIL) while the
-main thread runs batched inference (`Classifier.iter_results`). Output rows are appended and flushed
-(fsync) after every batch (soundsift.jobs.outputs), so an interrupted run loses no finished rows; a
-rerun with the same --out skips files already done.
+main thread runs batched inference (`Classifier.iter_results`, `Ensemble.iter_results`). Output
+rows are appended and flushed (fsync) after every batch (soundsift.jobs.outputs), so an interrupted
+run loses no finished rows; a rerun with the same --out skips files already done.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from soundsift.core.classifier import Classifier
+from soundsift.core.ensemble import Ensemble, EnsembleLabels
+from soundsift.core.pipeline import ScoredInput
 from soundsift.core.scoring import PreparedLabels, ScoringOptions
 from soundsift.jobs.outputs import RowWriter, result_row
 
@@ -55,12 +58,13 @@ class BatchSummary:
 
 
 class LocalBatchRunner:
-    """Classify files with one Classifier: `workers` threads decode ahead of batched inference."""
+    """Classify files with one Classifier (or an Ensemble, with the labels it prepared): `workers`
+    threads decode ahead of batched inference."""
 
     def __init__(
         self,
-        classifier: Classifier,
-        prepared: PreparedLabels,
+        classifier: Classifier | Ensemble,
+        prepared: PreparedLabels | EnsembleLabels,
         *,
         workers: int = 2,
         options: ScoringOptions | None = None,
@@ -73,14 +77,7 @@ class LocalBatchRunner:
         """Rows are appended (and flushed to disk) once per model batch."""
         batch_size = self.classifier.settings.batch_size
         rows: list[dict[str, Any]] = []
-        for item in self.classifier.iter_results(
-            paths,
-            self.prepared,
-            threshold=self.options.threshold,
-            min_margin=self.options.min_margin,
-            label_thresholds=self.options.label_thresholds,
-            decode_workers=self.workers,
-        ):
+        for item in self._results(paths):
             summary.decode_s += item.decode_s
             summary.inference_s += item.model_s
             rows.append(result_row(item.result, paths[item.index]))
@@ -89,6 +86,20 @@ class LocalBatchRunner:
                 rows = []
         if rows:
             self._write(rows, writer, summary, progress)
+
+    def _results(self, paths: Sequence[str]) -> Iterator[ScoredInput]:
+        options = self.options
+        scoring: dict[str, Any] = {
+            "threshold": options.threshold,
+            "min_margin": options.min_margin,
+            "label_thresholds": options.label_thresholds,
+            "decode_workers": self.workers,
+        }
+        if isinstance(self.classifier, Ensemble) and isinstance(self.prepared, EnsembleLabels):
+            return self.classifier.iter_results(paths, self.prepared, **scoring)
+        if isinstance(self.classifier, Classifier) and isinstance(self.prepared, PreparedLabels):
+            return self.classifier.iter_results(paths, self.prepared, **scoring)
+        raise TypeError("an Ensemble takes the labels it prepared (EnsembleLabels), a Classifier PreparedLabels")
 
     @staticmethod
     def _write(rows: list[dict[str, Any]], writer: RowWriter, summary: BatchSummary, progress: Any) -> None:
