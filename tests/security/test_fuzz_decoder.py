@@ -231,6 +231,11 @@ def _wav_with_codec_tag(tag: int) -> bytes:
     return data[:20] + struct.pack("<H", tag) + data[22:]
 
 
+def _aiff_with_rate_exponent(exponent: int) -> bytes:
+    data = _seed("aiff")
+    return fuzzing.rewrite_field(data, fuzzing.Field("comm.rate_exponent", data.find(b"COMM") + 16, 2, ">"), exponent)
+
+
 REGRESSIONS = {
     # Known (reported before this suite): 0 samples after resampling.
     "known: 1 sample at 384 kHz resamples to 0 samples": lambda: fuzzing.raw_wav(b"\x00\x10", channels=1, rate=384_000),
@@ -251,6 +256,10 @@ REGRESSIONS = {
     "new: float WAV at 3e38 overflows to inf when resampled": lambda: fuzzing.wav_bytes(
         np.full(1600, 3e38, np.float32), 16_000, "FLOAT"
     ),
+    # Known: an AIFF sample rate's exponent rewritten to 0 (about 1 Hz) or to its maximum: refused
+    # for its duration from the header, never decoded into a huge resampled buffer.
+    "known: AIFF with sample-rate exponent 0": lambda: _aiff_with_rate_exponent(0),
+    "known: AIFF with sample-rate exponent 0x7FFF": lambda: _aiff_with_rate_exponent(0x7FFF),
     # New: libsndfile errors raised while reading (not opening) escape as LibsndfileError.
     "new: FLAC with STREAMINFO total samples rewritten": lambda: fuzzing.rewrite_field(
         _seed("flac"), fuzzing.Field("total", 22, 4, ">"), 0x5DC00
