@@ -73,9 +73,19 @@ class OnnxBackend:
 
     def embed_audio(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
         if features.shape[-2] != self.model_frames:
-            features = bicubic_resize_rows(features, self.model_frames, axis=-2)
+            features = self._stretched(features, is_longer)
         inputs = {"input_features": features, "is_longer": is_longer}
         return self._run_in_parts(self._audio, {name: inputs[name] for name in self._audio_inputs}, self.clips_per_call)
+
+    def _stretched(self, features: np.ndarray, is_longer: np.ndarray) -> np.ndarray:
+        """The mel frames stretched to the model's. A clip no longer than the window reads only its
+        first channel (the other three are the fused checkpoints' crops, which only longer clips
+        use), so in a batch without a longer clip that channel is stretched once and repeated:
+        a quarter of the work, about 1 ms per clip on 2 cores."""
+        if features.shape[1] == 1 or is_longer.any():
+            return bicubic_resize_rows(features, self.model_frames, axis=-2)
+        first = bicubic_resize_rows(features[:, :1], self.model_frames, axis=-2)
+        return np.repeat(first, features.shape[1], axis=1)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
