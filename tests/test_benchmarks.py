@@ -197,6 +197,11 @@ def test_silence_gate(tiny_model_dir, tmp_path):
     figures = json.loads(report.read_text())
     assert figures["on"]["gated_windows"] > 0 and figures["off"]["gated_windows"] == 0
     assert figures["on"]["model_windows"] < figures["off"]["model_windows"] == figures["off"]["windows"]
+    # Taught labels (the events comparison's mode): the same figures, for the adapter's classes.
+    taught = run_script(
+        "silence_gate.py", *("--model", str(tiny_model_dir), "--minutes", "0.5", "--events", "2", "--shots", "1")
+    )
+    assert "taught from 1 clips of each of 15 classes" in taught and "CPU saved by the gate" in taught
 
 
 def test_clips_per_call(tiny_model_dir, tmp_path):
