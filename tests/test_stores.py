@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift import Classifier, ConfigurationError, Library
+from soundsift import Classifier, Library
 from soundsift.search.catalog import FileFilter, glob_regex, path_matches
 from soundsift.search.errors import IndexMismatchError, StoreUnavailableError
 from soundsift.search.stores import ModelStamp, VectorStore, WindowRows, open_store, redact
@@ -363,42 +363,6 @@ def test_postgres_filters_run_in_sql_and_use_hnsw(
         by_catalog = library.catalog.matching_ids(rule)
         assert in_sql == by_catalog and in_sql
     library.close()
-
-
-def test_postgres_ef_search_comes_from_the_store_url(
-    postgres_url: str, tmp_path: Path, classifier: Classifier, recordings: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``?ef_search=N``: soundsift's option, not libpq's (which would refuse it), kept in the index's
-    manifest; another value on a later run replaces it, as the same store."""
-    library = Library(tmp_path / "index", classifier=classifier, store=f"{postgres_url}?ef_search=300")
-    library.add([recordings / "sub"])
-    _, store = library._ready(create=False)
-    assert store.ef_search == 300 and library.status().store.endswith("?ef_search=300")
-    library.close()
-    retuned = Library(tmp_path / "index", classifier=classifier, store=f"{postgres_url}?ef_search=40")
-    assert retuned.search(text="rain", top=2).hits
-    retuned.close()
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)
-    later = Library(tmp_path / "index", classifier=classifier)  # the manifest's store, password from libpq's env
-    _, store = later._ready(create=False)
-    assert store.ef_search == 40 and later.search(text="rain", top=2).hits
-    later.close()
-
-
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("postgresql://me@db/x?ef_search=0", "from 1 to 1000"),
-        ("postgresql://me@db/x?sslmode=require&ef_search=lots", "from 1 to 1000"),
-        ("postgresql://me@db/x?ef_search=5000", "from 1 to 1000"),
-        ("milvus://host:19530?ef_search=100", "option of postgresql:// stores"),
-    ],
-)
-def test_a_bad_store_option_is_refused_before_connecting(spec: str, message: str, run) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        Library("/nonexistent/index", store=spec)
-    code, _, err = run("index", "/nonexistent", "--index", "/nonexistent/index", "--store", spec)
-    assert code == 1 and message in err  # a ConfigurationError, as for an unknown store
 
 
 def test_glob_regex_matches_like_path_matches() -> None:

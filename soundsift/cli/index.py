@@ -45,8 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--store",
         help="where vectors live: lance (default, embedded in the folder), qdrant:http://HOST:6333 (a Qdrant "
         "server or cluster; API key from SOUNDSIFT_QDRANT_API_KEY), qdrant:local, postgresql://USER@HOST:5432/DB "
-        "(PostgreSQL with pgvector; password from the URL or PGPASSWORD/~/.pgpass, never stored; ?ef_search=N, "
-        "1-1000, default 200: HNSW candidates per search), "
+        "(PostgreSQL with pgvector; password from the URL or PGPASSWORD/~/.pgpass, never stored), "
         "milvus://HOST:19530 (token from SOUNDSIFT_MILVUS_TOKEN), milvus:local or FILE.db (Milvus Lite)",
     )
     layout.add_argument(

@@ -50,15 +50,7 @@ from soundsift.search.query import (
     text_query,
 )
 from soundsift.search.results import FileProblem, IndexReport, IndexStatus, SearchHit, SearchResult
-from soundsift.search.stores import (
-    DEFAULT_STORE,
-    ModelStamp,
-    VectorStore,
-    check_store_spec,
-    open_store,
-    redact,
-    same_store,
-)
+from soundsift.search.stores import DEFAULT_STORE, ModelStamp, VectorStore, check_store_spec, open_store, redact
 
 # Below this many windows every search compares every window; above it an approximate index is
 # built. Exact search in LanceDB costs about 3 ms per 1,000 512-d windows on 2 cores (293 ms p50 at
@@ -192,7 +184,7 @@ class Library:
         """The manifest's store. The manifest holds the spec without secrets; the spec given to this
         Library (with a password, say) is used when it names the same store."""
         spec = manifest.store
-        if self._store_spec is not None and same_store(self._store_spec, manifest.store):
+        if self._store_spec is not None and redact(self._store_spec) == manifest.store:
             spec = self._store_spec
         current = self.manifest() or manifest  # the fingerprint as _check_model may have renewed it
         stamp = ModelStamp(current.model, current.fingerprint)
@@ -242,12 +234,10 @@ class Library:
                 f"{self.folder} uses {manifest.window_s} s windows every {manifest.hop_s} s; a different layout "
                 "needs a new index folder"
             )
-        if self._store_spec is not None and not same_store(self._store_spec, manifest.store):
+        if self._store_spec is not None and redact(self._store_spec) != manifest.store:
             raise IndexMismatchError(
                 f"{self.folder} keeps its vectors in {manifest.store!r}, not {redact(self._store_spec)!r}"
             )
-        if self._store_spec is not None and redact(self._store_spec) != manifest.store:
-            self.catalog.set_manifest({"store": redact(self._store_spec)})  # new soundsift options, same store
         if self._ann_threshold is not None and self._ann_threshold != manifest.ann_threshold:
             self.catalog.set_manifest({"ann_threshold": self._ann_threshold})
 

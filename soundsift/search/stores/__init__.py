@@ -11,8 +11,7 @@
 
 - ``postgresql://USER@HOST:PORT/DB``: PostgreSQL with pgvector (HNSW), for teams whose vectors
   live in the database they already run; credentials from the URL or the standard ``PG*``
-  environment variables, never stored or shown; ``?ef_search=N`` sets the HNSW search breadth
-  (soundsift.search.stores.postgres).
+  environment variables, never stored or shown (soundsift.search.stores.postgres).
 - ``milvus://HOST:PORT``: a Milvus server or cluster; ``milvus:local`` (or a path ending in
   ``.db``) is Milvus Lite, its embedded engine, in a file (soundsift.search.stores.milvus).
 
@@ -174,46 +173,9 @@ def store_kind(spec: str) -> str:
 
 
 def check_store_spec(spec: str) -> str:
-    """The spec when it names a known store with valid soundsift options (ConfigurationError otherwise)."""
-    kind, options = store_kind(spec), split_store_options(spec)[1]
-    if options and kind != "postgres":
-        raise ConfigurationError(f"{', '.join(sorted(options))} in the store URL is an option of postgresql:// stores")
-    ef_search(options, default=0)
+    """The spec when it names a known store (raised as ConfigurationError otherwise)."""
+    store_kind(spec)
     return spec
-
-
-# Query parameters of a store URL that are soundsift's, not the database's: taken out before the
-# URL reaches the driver (libpq refuses parameters it does not know), and kept in the index's
-# manifest, where another value on a later run replaces the old one (the store stays the same).
-STORE_OPTIONS = frozenset({"ef_search"})
-EF_SEARCH_RANGE = (1, 1000)  # pgvector's limits for hnsw.ef_search
-
-
-def split_store_options(spec: str) -> tuple[str, dict[str, str]]:
-    """The spec without soundsift's own query parameters, and those parameters."""
-    if "://" not in spec or "?" not in spec:
-        return spec, {}
-    parts = urlsplit(spec)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    options = {key: value for key, value in pairs if key in STORE_OPTIONS}
-    rest = urlencode([(key, value) for key, value in pairs if key not in STORE_OPTIONS])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), options
-
-
-def same_store(spec: str, other: str) -> bool:
-    """Whether two specs name the same store, whatever their secrets and soundsift options."""
-    return redact(split_store_options(spec)[0]) == redact(split_store_options(other)[0])
-
-
-def ef_search(options: dict[str, str], default: int) -> int:
-    """The ``ef_search`` option as a number in pgvector's range (ConfigurationError otherwise)."""
-    text = options.get("ef_search")
-    if text is None:
-        return default
-    low, high = EF_SEARCH_RANGE
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ConfigurationError(f"ef_search={text[:20]!r} in the store URL: give a whole number from {low} to {high}")
-    return int(text)
 
 
 def redact(spec: str) -> str:

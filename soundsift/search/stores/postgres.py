@@ -18,8 +18,6 @@
   many are stored ``optimize`` builds an HNSW index (``vector_ip_ops``, m 16, ef_construction 64),
   which PostgreSQL then maintains on every insert. Filtered searches are exact: pgvector 0.6's
   HNSW scan filters after it has picked ``ef_search`` candidates and so can return fewer than k.
-- ``?ef_search=N`` on the URL (soundsift's option; libpq never sees it) sets the HNSW scan's
-  candidates, ``HNSW_EF_SEARCH`` by default.
 - Connections come from a small pool (psycopg_pool), so a server answering many searches does not
   connect per query.
 """
@@ -37,15 +35,7 @@ import numpy as np
 from soundsift.optional import PSYCOPG, PSYCOPG_POOL
 from soundsift.search.catalog import FileFilter, glob_regex
 from soundsift.search.errors import IndexMismatchError, StoreUnavailableError
-from soundsift.search.stores import (
-    Candidate,
-    ModelStamp,
-    StoredFile,
-    WindowRows,
-    ef_search,
-    redact,
-    split_store_options,
-)
+from soundsift.search.stores import Candidate, ModelStamp, StoredFile, WindowRows, redact
 
 SCHEMA_VERSION = 1
 # Each step runs once, in order, in the transaction that moves soundsift_schema to its number.
@@ -84,11 +74,10 @@ class PostgresStore:
         pool_module = PSYCOPG_POOL.require("a PostgreSQL search index")
         if not COLLECTION_NAME.match(collection):
             raise IndexMismatchError(f"{collection!r} is not a collection name soundsift makes")
-        url, options = split_store_options(url)
         self.public_url, self.dim, self.collection = redact(url), dim, collection
         # Candidates the HNSW scan keeps (at least twice k): more finds more of the true neighbours
         # and costs time; benchmarks/search_scale.py --pg-ef-search measures the trade.
-        self.ef_search = ef_search(options, default=HNSW_EF_SEARCH)
+        self.ef_search = HNSW_EF_SEARCH
         sql = self.psycopg.sql
         self._windows = sql.Identifier(f"{collection}_windows")
         self._files = sql.Identifier(f"{collection}_files")
