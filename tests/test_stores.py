@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundsift import Classifier, Library
+from soundsift import Classifier, ConfigurationError, Library
 from soundsift.search.catalog import FileFilter, glob_regex, path_matches
-from soundsift.search.errors import IndexMismatchError, StoreUnavailableError
+from soundsift.search.errors import IndexMismatchError, QueryError, StoreUnavailableError
 from soundsift.search.stores import ModelStamp, VectorStore, WindowRows, open_store, redact
 from tests.data.tiny_clap import build_tiny_clap
 from tests.pg_server import PASSWORD, postgres_bin, running_postgres
@@ -365,6 +365,42 @@ def test_postgres_filters_run_in_sql_and_use_hnsw(
     library.close()
 
 
+def test_postgres_ef_search_is_an_index_setting(
+    postgres_url: str, tmp_path: Path, classifier: Classifier, recordings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ef_search`` (``index --ef-search``) reaches the store, stays in the manifest for later runs
+    (another value replaces it) and is capped at pgvector's 1000 however many hits a search asks."""
+    library = Library(tmp_path / "index", classifier=classifier, store=postgres_url, ann_threshold=5, ef_search=300)
+    library.add([recordings])
+    _, store = library._ready(create=False)
+    assert store.ef_search == 300 and store.has_ann_index()
+    library.close()
+    retuned = Library(tmp_path / "index", classifier=classifier, ef_search=40)
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)  # later runs: the manifest's URL, the password from libpq's env
+    assert retuned.search(text="rain", top=2).hits
+    retuned.close()
+    later = Library(tmp_path / "index", classifier=classifier)
+    _, store = later._ready(create=False)
+    assert store.ef_search == 40
+    # 300 hits fetch 1500 candidates: the HNSW scan is asked for 1000, pgvector's most, not 3000.
+    # (Repeated: a connection checks the setting only once pgvector is loaded in it.)
+    for _ in range(3):
+        assert later.search(text="rain", top=300).hits
+    later.close()
+
+
+def test_ef_search_out_of_range_or_on_another_store_is_refused(tmp_path: Path, classifier: Classifier, run) -> None:
+    with pytest.raises(QueryError, match="between 1 and 1000"):
+        Library(tmp_path / "a", classifier=classifier, ef_search=0)
+    lance = Library(tmp_path / "b", classifier=classifier, ef_search=100)
+    with pytest.raises(ConfigurationError, match="PostgreSQL"):
+        lance.add([tmp_path])
+    lance.close()
+    assert Library(tmp_path / "b", classifier=classifier).manifest() is None  # no index left behind
+    code, _, err = run("index", str(tmp_path), "--index", str(tmp_path / "c"), "--ef-search", "5000")
+    assert code != 0 and "between 1 and 1000" in err
+
+
 def test_glob_regex_matches_like_path_matches() -> None:
     paths = ["/a/sub/clip1.wav", "/a/clip0.wav", "/x/y/long.flac", "/a/b[1].wav", "/a/s.t.wav", "/a/(x)+.wav"]
     patterns = ["*/sub/*", "*.wav", "clip?.wav", "long.*", "/a/*", "[!c]*.wav", "s.t.wav", "*[0-9].wav", "(x)+.wav"]
@@ -378,6 +414,13 @@ def test_store_specs_keep_no_secret() -> None:
         "postgresql://me@db:5432/sound?sslmode=require"
     )
     assert redact("milvus://root:Milvus@host:19530") == "milvus://root@host:19530"
+    # Passwords a URL parser would cut short ('#' starts a fragment, '/' a path, '?' a query) are
+    # removed whole, and the rest of the query is kept as written (blank values too).
+    for password in ("se#cret", "pa/ss", "s3cr?tX", "p@ss"):
+        assert redact(f"postgresql://me:{password}@db/x") == "postgresql://me@db/x"
+    assert redact("postgresql://me@db/x?options=-c%20a%3D1&host=&Password=pw") == (
+        "postgresql://me@db/x?options=-c%20a%3D1&host="
+    )
     assert redact("lance") == "lance"
     with pytest.raises(Exception, match="unknown store") as unknown:
         Library("/tmp/x", store="mysql://me:pw@db/x")

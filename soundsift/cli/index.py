@@ -53,6 +53,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="build the approximate (ANN) index once the index holds this many windows (default 20000)",
     )
+    layout.add_argument(
+        "--ef-search",
+        type=int,
+        help="PostgreSQL stores: candidates the HNSW scan keeps per search, 1-1000 (default 200; more finds more "
+        "of the true neighbours, slower); kept for later searches",
+    )
     execution = parser.add_argument_group("execution")
     execution.add_argument("--workers", type=int, default=2, help="decoding threads (local engine, default 2)")
     execution.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
@@ -85,7 +91,12 @@ def open_library(args: argparse.Namespace, **options: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     library = open_library(
-        args, window_s=args.window_s, hop_s=args.hop_s, store=args.store, ann_threshold=args.ann_threshold
+        args,
+        window_s=args.window_s,
+        hop_s=args.hop_s,
+        store=args.store,
+        ann_threshold=args.ann_threshold,
+        ef_search=args.ef_search,
     )
     if args.status:
         return _status(library, args.json)

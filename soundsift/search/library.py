@@ -30,6 +30,7 @@ from soundsift.core.adapter import Adapter
 from soundsift.core.audio import AudioInput
 from soundsift.core.classifier import Classifier
 from soundsift.core.fingerprint import same_model
+from soundsift.errors import ConfigurationError
 from soundsift.search.catalog import FORMAT_VERSION, Catalog, FileFilter
 from soundsift.search.embedding import (
     DEFAULT_HOP_S,
@@ -50,7 +51,16 @@ from soundsift.search.query import (
     text_query,
 )
 from soundsift.search.results import FileProblem, IndexReport, IndexStatus, SearchHit, SearchResult
-from soundsift.search.stores import DEFAULT_STORE, ModelStamp, VectorStore, check_store_spec, open_store, redact
+from soundsift.search.stores import (
+    DEFAULT_STORE,
+    EF_SEARCH_RANGE,
+    ModelStamp,
+    VectorStore,
+    check_store_spec,
+    open_store,
+    redact,
+    store_kind,
+)
 
 # Below this many windows every search compares every window; above it an approximate index is
 # built. Exact search in LanceDB costs about 3 ms per 1,000 512-d windows on 2 cores (293 ms p50 at
@@ -72,6 +82,7 @@ class _Manifest:
     store: str
     ann_threshold: int
     roots: list[str]
+    ef_search: int | None = None
 
 
 class Library:
@@ -89,6 +100,7 @@ class Library:
         window_s: float | None = None,
         hop_s: float | None = None,
         ann_threshold: int | None = None,
+        ef_search: int | None = None,
         **model_settings: Any,
     ) -> None:
         self.folder = Path(folder).expanduser().resolve()
@@ -102,7 +114,12 @@ class Library:
             raise QueryError(f"window_s must be between 0.5 and 60 s, not {window_s}")
         if hop_s is not None and not 0.1 <= hop_s <= (window_s or DEFAULT_WINDOW_S):
             raise QueryError(f"hop_s must be between 0.1 s and the window length, not {hop_s}")
+        if ef_search is not None and not EF_SEARCH_RANGE[0] <= ef_search <= EF_SEARCH_RANGE[1]:
+            raise QueryError(
+                f"ef_search must be between {EF_SEARCH_RANGE[0]} and {EF_SEARCH_RANGE[1]}, not {ef_search}"
+            )
         self._window_s, self._hop_s, self._ann_threshold = window_s, hop_s, ann_threshold
+        self._ef_search = ef_search
         self._catalog: Catalog | None = None
         self._store: VectorStore | None = None
         self._checked = False
@@ -136,6 +153,7 @@ class Library:
             store=str(values.get("store", DEFAULT_STORE)),
             ann_threshold=int(values.get("ann_threshold", DEFAULT_ANN_THRESHOLD)),
             roots=list(values.get("roots", [])),
+            ef_search=int(values["ef_search"]) if values.get("ef_search") is not None else None,
         )
 
     @property
@@ -188,7 +206,14 @@ class Library:
             spec = self._store_spec
         current = self.manifest() or manifest  # the fingerprint as _check_model may have renewed it
         stamp = ModelStamp(current.model, current.fingerprint)
-        return open_store(spec, self.folder, manifest.dim, collection=self._collection(), stamp=stamp)
+        ef_search = self._ef_search or current.ef_search
+        if ef_search is not None and store_kind(spec) != "postgres":
+            raise ConfigurationError(
+                f"ef_search tunes PostgreSQL's HNSW search; {manifest.store!r} has no such setting"
+            )
+        return open_store(
+            spec, self.folder, manifest.dim, collection=self._collection(), stamp=stamp, ef_search=ef_search
+        )
 
     def _collection(self) -> str:
         values = self.catalog.manifest()
@@ -210,6 +235,7 @@ class Library:
             store=redact(self._store_spec) if self._store_spec else DEFAULT_STORE,
             ann_threshold=self._ann_threshold or DEFAULT_ANN_THRESHOLD,
             roots=[],
+            ef_search=self._ef_search,
         )
         return manifest
 
@@ -240,6 +266,8 @@ class Library:
             )
         if self._ann_threshold is not None and self._ann_threshold != manifest.ann_threshold:
             self.catalog.set_manifest({"ann_threshold": self._ann_threshold})
+        if self._ef_search is not None and self._ef_search != manifest.ef_search:
+            self.catalog.set_manifest({"ef_search": self._ef_search})
 
     # ---- indexing -------------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from soundsift.search.catalog import FileFilter
 from soundsift.search.errors import IndexMismatchError
 
 DEFAULT_STORE = "lance"
+EF_SEARCH_RANGE = (1, 1000)  # pgvector's limits for hnsw.ef_search
 # Window ids are file_id * WINDOW_ID_SPAN + the window's number within its file.
 WINDOW_ID_SPAN = 1 << 24
 
@@ -180,27 +181,40 @@ def check_store_spec(spec: str) -> str:
 
 def redact(spec: str) -> str:
     """The spec without its secrets (a URL's password, a ``password`` parameter): what the manifest
-    stores and every message shows. The user part stays (it names the role, not a secret)."""
+    stores and every message shows. The user part stays (it names the role, not a secret).
+
+    Read so that nothing leaks whatever a password holds: everything before the last '@' is the
+    user part, so a password with '/', '?', '#' or '@' in it is cut whole (a URL parser would end
+    the user part early there and show the rest); the query is kept byte for byte but for the secret
+    parameters, so two specs of different servers never redact alike."""
     if "://" not in spec:
         return spec
-    try:
-        parts = urlsplit(spec)
-        netloc = parts.netloc
-        if "@" in netloc:
-            user, host = netloc.rsplit("@", 1)
-            netloc = f"{user.split(':', 1)[0]}@{host}"
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k.lower() not in SECRET_PARAMETERS])
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return spec.split("://", 1)[0] + "://<unparsable>"
+    scheme, rest = spec.split("://", 1)
+    if "@" in rest:
+        user_part, rest = rest.rsplit("@", 1)
+        rest = f"{user_part.split(':', 1)[0]}@{rest}"
+    base, mark, query = rest.partition("?")
+    if mark:
+        kept = [piece for piece in query.split("&") if unquote(piece.split("=", 1)[0]).lower() not in SECRET_PARAMETERS]
+        rest = base + ("?" + "&".join(kept) if kept else "")
+    return f"{scheme}://{rest}"
 
 
 SECRET_PARAMETERS = frozenset({"password", "token", "api_key", "sslpassword"})
 
 
-def open_store(spec: str, folder: Path, dim: int, collection: str, stamp: ModelStamp | None = None) -> VectorStore:
+def open_store(
+    spec: str,
+    folder: Path,
+    dim: int,
+    collection: str,
+    stamp: ModelStamp | None = None,
+    *,
+    ef_search: int | None = None,
+) -> VectorStore:
     """The store a spec names (see ``USAGE``); ``stamp`` is the index's model, which stores outside
-    the folder record on creation and check on every open."""
+    the folder record on creation and check on every open; ``ef_search`` is PostgreSQL's HNSW search
+    breadth (default ``postgres.HNSW_EF_SEARCH``)."""
     kind = store_kind(spec)
     if kind == "lance":
         from soundsift.search.stores.lance import LanceStore
@@ -213,7 +227,7 @@ def open_store(spec: str, folder: Path, dim: int, collection: str, stamp: ModelS
     if kind == "postgres":
         from soundsift.search.stores.postgres import PostgresStore
 
-        return PostgresStore(spec, dim, collection, stamp)
+        return PostgresStore(spec, dim, collection, stamp, ef_search=ef_search)
     from soundsift.search.stores.milvus import MilvusStore
 
     return MilvusStore(spec, folder, dim, collection, stamp)

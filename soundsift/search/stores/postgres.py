@@ -18,6 +18,8 @@
   many are stored ``optimize`` builds an HNSW index (``vector_ip_ops``, m 16, ef_construction 64),
   which PostgreSQL then maintains on every insert. Filtered searches are exact: pgvector 0.6's
   HNSW scan filters after it has picked ``ef_search`` candidates and so can return fewer than k.
+- ``ef_search`` (an index setting, ``soundsift index --ef-search``) sets how many candidates the
+  HNSW scan keeps, at least twice k and at most pgvector's 1000.
 - Connections come from a small pool (psycopg_pool), so a server answering many searches does not
   connect per query.
 """
@@ -35,7 +37,7 @@ import numpy as np
 from soundsift.optional import PSYCOPG, PSYCOPG_POOL
 from soundsift.search.catalog import FileFilter, glob_regex
 from soundsift.search.errors import IndexMismatchError, StoreUnavailableError
-from soundsift.search.stores import Candidate, ModelStamp, StoredFile, WindowRows, redact
+from soundsift.search.stores import EF_SEARCH_RANGE, Candidate, ModelStamp, StoredFile, WindowRows, redact
 
 SCHEMA_VERSION = 1
 # Each step runs once, in order, in the transaction that moves soundsift_schema to its number.
@@ -69,7 +71,9 @@ class PostgresStore:
     kind = "postgres"
     holds_files = True
 
-    def __init__(self, url: str, dim: int, collection: str, stamp: ModelStamp | None) -> None:
+    def __init__(
+        self, url: str, dim: int, collection: str, stamp: ModelStamp | None, *, ef_search: int | None = None
+    ) -> None:
         self.psycopg = PSYCOPG.require("a PostgreSQL search index")
         pool_module = PSYCOPG_POOL.require("a PostgreSQL search index")
         if not COLLECTION_NAME.match(collection):
@@ -77,7 +81,7 @@ class PostgresStore:
         self.public_url, self.dim, self.collection = redact(url), dim, collection
         # Candidates the HNSW scan keeps (at least twice k): more finds more of the true neighbours
         # and costs time; benchmarks/search_scale.py --pg-ef-search measures the trade.
-        self.ef_search = HNSW_EF_SEARCH
+        self.ef_search = ef_search or HNSW_EF_SEARCH
         sql = self.psycopg.sql
         self._windows = sql.Identifier(f"{collection}_windows")
         self._files = sql.Identifier(f"{collection}_files")
@@ -244,7 +248,7 @@ class PostgresStore:
             else:
                 connection.execute(
                     self.psycopg.sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                        sql.Literal(max(self.ef_search, 2 * k))
+                        sql.Literal(min(EF_SEARCH_RANGE[1], max(self.ef_search, 2 * k)))
                     )
                 )
             found = connection.execute(statement, (query, *values, k)).fetchall()
