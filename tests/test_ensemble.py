@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,7 @@ def test_batch_classifies_a_folder_with_an_ensemble(
     models = f"{tiny_model_dir}+{tiny_unfused_model_dir}"
     code, _, err = run("batch", str(folder), "--labels", LABELS, "--model", models, "--workers", "2", "--out", str(out))
     assert code == 1, err
+    assert float(re.search(r"model ([0-9.]+) s", err).group(1)) > 0, err  # the members' model time is counted
     rows = {Path(row["path"]).name: row for row in map(json.loads, out.read_text().splitlines())}
     assert len(rows) == 6 and rows["broken.wav"]["error"].startswith("audio_decode_error")
     for clip in esc50_clips[:5]:

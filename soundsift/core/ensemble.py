@@ -14,6 +14,7 @@ members say so. Adapters are taught on one model and are refused here.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,11 +66,14 @@ def ensemble_scored(
     outcomes: Sequence[Outcome],
     labels: EnsembleLabels,
     decision: Decision,
+    *,
+    model_s: float = 0.0,
 ) -> ScoredInput:
     """One input's ensemble result from each member's decoded input and embedding (or error); the
-    first member's error stands for the input when any member failed on it."""
+    first member's error stands for the input when any member failed on it. ``model_s``: the
+    members' model seconds for this input, together."""
     scored = [
-        pipeline.scored(item, outcome, prepared, decision)
+        pipeline.scored(item, outcome, prepared, decision, model_s=model_s)
         for pipeline, item, outcome, prepared in zip(pipelines, decoded, outcomes, labels.members, strict=True)
     ]
     failed = next((item for item in scored if item.error is not None), None)
@@ -277,13 +281,16 @@ class Ensemble:
             prefetch=2 * size + decode_workers,
         )
         for decoded in batched(stream, size):
+            started = time.perf_counter()
             per_member = [
                 pipeline.embed_inputs([item[member] for item in decoded])
                 for member, pipeline in enumerate(self.pipelines)
             ]
+            ready = sum(items[0].features is not None for items in decoded)
+            model_s = (time.perf_counter() - started) / max(1, ready)
             for position, items in enumerate(decoded):
                 outcomes = [outcomes[position] for outcomes in per_member]
-                yield ensemble_scored(self.pipelines, items, outcomes, prepared, decision)
+                yield ensemble_scored(self.pipelines, items, outcomes, prepared, decision, model_s=model_s)
 
     def _ensure_prepared(self, labels: LabelsInput | EnsembleLabels, options: ScoringOptions) -> EnsembleLabels:
         prepared = (
