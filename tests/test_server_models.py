@@ -205,3 +205,9 @@ def test_an_adapter_is_taught_on_the_model_the_request_names(server, names, loca
     # The default model did not learn it: the adapter is refused there, with the reason.
     refused = post(server, "/api/classify", data={"adapter": form["name"]}, files=clip)
     assert refused.status_code == 409 and "adapter" in refused.json()["error"]["message"], refused.text
+    # Its file, uploaded again: accepted for the model that taught it, refused for another or an unknown one.
+    data = requests.get(f"{server.url}/api/adapters/{form['name']}", headers={"Authorization": f"Bearer {KEY}"}).content
+    for model, status in ((names[1], 201), (names[0], 409), ("no-such-model", 404), (None, 201)):
+        form_fields = {"name": "again"} | ({"model": model} if model else {})
+        answer = post(server, "/api/adapters", data=form_fields, files={"adapter": ("a.adapter", data)})
+        assert answer.status_code == status, (model, answer.text)

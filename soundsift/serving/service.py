@@ -490,11 +490,16 @@ class ClassificationService:
             )
         return await self.in_worker_pool(self.adapters.put, name, adapter)
 
-    async def store_adapter(self, name: str, data: bytes) -> Adapter:
-        """An uploaded adapter file, checked against the served model, stored under ``name``."""
+    async def store_adapter(self, name: str, data: bytes, *, model: str | None = None) -> Adapter:
+        """An uploaded adapter file, checked against the ``model`` named (any served model when None:
+        the one that taught it), stored under ``name``."""
+        served = self.served(model) if model is not None else None
         adapter = await self.in_worker_pool(Adapter.from_bytes, data, name=name, source="the uploaded adapter")
         # The model's fingerprint is computed on first use (a model call): never on the event loop.
-        await self.in_worker_pool(self.checked_adapter, adapter)
+        if served is not None:
+            await self.in_worker_pool(served.classifier.checked_adapter, adapter)
+        else:
+            await self.in_worker_pool(self.checked_adapter, adapter)
         return await self.in_worker_pool(self.adapters.put, name, adapter)
 
     async def classify(self, upload: Upload, prepared: RequestLabels, options: ScoringOptions) -> Classification:

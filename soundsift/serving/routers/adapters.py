@@ -59,7 +59,7 @@ async def create_adapter(
         Form(
             max_length=500,
             description=ONE_MODEL_HELP + " The adapter is taught on it, and classifying with the adapter then names "
-            "it too. An uploaded adapter file is checked against the model it was taught on.",
+            "it too. An uploaded adapter file must have been taught on it (without 'model': on any served model).",
         ),
     ] = None,
 ) -> AdapterSummary:
@@ -68,7 +68,7 @@ async def create_adapter(
     if adapter is not None:
         if clips or negatives:
             raise ApiError(422, "invalid_request", "send an adapter file or clips, not both")
-        return summary(await service.store_adapter(name, await adapter.read()))
+        return summary(await service.store_adapter(name, await adapter.read(), model=model))
     if not clips:
         raise ApiError(422, "invalid_request", "send example 'clips' with their 'clip_labels', or an 'adapter' file")
     labels = [label.strip() for label in clip_labels or []]
