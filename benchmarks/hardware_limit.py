@@ -29,7 +29,9 @@ TURN = 3  # timed calls per graph in each turn of --time
 
 
 def graph_flops(path: str | Path, feeds: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """FLOPs (2 x multiply-adds) of MatMul/Gemm/Conv in one batch-1 call, by operator type."""
+    """FLOPs (2 x multiply-adds) of MatMul/Gemm/Conv in one batch-1 call of a clip no longer than
+    the window, by operator type: the fused checkpoints' fusion branch, which such a clip skips (an
+    If in the exported graph), is not counted."""
     import onnx
 
     model = onnx.load(str(path))
@@ -175,13 +177,14 @@ def gemm_peak(threads: int | None = None, size: int = 1024, seconds: float = 1.0
     }
 
 
-def time_graphs(paths: list[str], calls: int = 8, threads: int | None = None) -> dict[str, dict[str, float]]:
+def time_graphs(paths: list[str], calls: int = 8, threads: int | None = None) -> list[dict[str, Any]]:
     """ms per batch-1 call of each audio graph (log-mel-like random input, as the model sees it),
     with soundsift's serving session options. All sessions are loaded first, then called in turns
     of one untimed and ``TURN`` timed calls each, so that a neighbour's load on a shared machine falls
     on every graph alike while each still runs back to back, hot, as a busy server's does (the
     untimed call wakes the session's threads and caches). ``vs_first`` is the median over turns of
-    this graph's time over the first graph's in the same round."""
+    this graph's time over the first graph's in the same round. One row per path given, in order (the
+    same graph twice measures the noise)."""
     import onnxruntime
 
     from soundsift.backends.onnx.runtime import session_options
@@ -200,15 +203,16 @@ def time_graphs(paths: list[str], calls: int = 8, threads: int | None = None) ->
                 session.run(None, feed)
                 graph_times.append(1000 * (time.perf_counter() - begin))
     first = np.array(times[0])
-    return {
-        path: {
+    return [
+        {
+            "graph": path,
             "median_ms": float(np.median(graph_times)),
             "best_ms": min(graph_times),
             "vs_first": float(np.median(np.array(graph_times) / first)),
             "calls": len(graph_times),
         }
         for path, graph_times in zip(paths, times)
-    }
+    ]
 
 
 def _random_feeds(session: Any) -> dict[str, np.ndarray]:

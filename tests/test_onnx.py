@@ -308,6 +308,7 @@ def test_static_int8_records_its_calibration(exported_static, calibration_folder
     assert 0.99 <= record["text_cosine_to_fp32"]["min"] <= 1.0
     kept = record["nodes_kept_float"]
     assert any(name.endswith("/Conv") for name in kept["by_rule"]) and len(kept["by_measurement"]) == 2
+    assert any("mel_conv2d" in name for name in kept["by_rule"])  # inside the fusion branch's If, listed too
     graph = onnx.load(str(exported_static / "audio.onnx")).graph
     quantized = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= quantized

@@ -54,6 +54,21 @@ AUDIO_SHAPES = {
 }
 
 
+def randomize_batch_norms(model: ClapModel) -> None:
+    """Batch-norm statistics and scales unlike a fresh layer's identity (mean 0, variance 1, weight 1,
+    bias 0), so that a backend that folds them wrongly cannot pass the parity tests. The norm over mel
+    bins gets statistics of log-mels in dB, as a trained checkpoint's has."""
+    mel_norm = model.audio_model.audio_encoder.batch_norm
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            mean, spread = (-40.0, 5.0) if module is mel_norm else (0.0, 0.1)
+            scale = 100.0 if module is mel_norm else 1.0
+            module.running_mean.normal_(mean, spread)
+            module.running_var.uniform_(0.5 * scale, 2.0 * scale)
+            module.weight.normal_(1.0, 0.1)
+            module.bias.normal_(0.0, 0.1)
+
+
 def build_tiny_clap(folder: Path, *, fusion: bool = True, seed: int = 0, shape: str = "tiny") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
@@ -104,6 +119,7 @@ def build_tiny_clap(folder: Path, *, fusion: bool = True, seed: int = 0, shape: 
         for parameter in model.parameters():
             if parameter.dim() > 1:
                 parameter.normal_(0.0, WEIGHT_STD)
+        randomize_batch_norms(model)
     model.save_pretrained(folder)
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return folder

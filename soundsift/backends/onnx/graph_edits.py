@@ -58,9 +58,10 @@ def _branch_fusion(graph: Any) -> None:  # an onnx GraphProto
         [helper.make_tensor_value_info(f"{selected}/unfused", TensorProto.FLOAT, None)],
     )
     any_longer = [
+        # A sum, not a max: the sum of no rows is 0 (false), where ReduceMax of nothing is INT32_MIN.
         helper.make_node("Cast", [IS_LONGER], ["is_longer/int32"], to=TensorProto.INT32, name="/any_longer/Cast"),
-        helper.make_node("ReduceMax", ["is_longer/int32"], ["is_longer/max"], keepdims=0, name="/any_longer/Max"),
-        helper.make_node("Cast", ["is_longer/max"], ["is_longer/any"], to=TensorProto.BOOL, name="/any_longer/Any"),
+        helper.make_node("ReduceSum", ["is_longer/int32"], ["is_longer/count"], keepdims=0, name="/any_longer/Count"),
+        helper.make_node("Cast", ["is_longer/count"], ["is_longer/any"], to=TensorProto.BOOL, name="/any_longer/Any"),
     ]
     branched = helper.make_node(
         "If", ["is_longer/any"], [selected], then_branch=then_branch, else_branch=else_branch, name="/patch_embed/If"
