@@ -112,6 +112,22 @@ def classify(page: Page, labels: str | None) -> None:
     page.locator("#classify-button").click()
 
 
+def wait_until_outputs_are_opaque(page: Page) -> None:
+    """Gradio dims a pending output to 20 % opacity and fades it back in over 0.15 s once the answer has
+    come; a contrast scan in between reads faded text as a violation (it did, on a slower CI machine)."""
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#verdict *, #results-table *')]
+            .filter(element => [...element.childNodes].some(node => node.nodeType === 3 && node.textContent.trim()))
+            .filter(element => !element.closest('.hide'))
+            .every(element => {
+                for (let shown = element; shown; shown = shown.parentElement) {
+                    if (getComputedStyle(shown).opacity !== '1') return false;
+                }
+                return true;
+            })"""
+    )
+
+
 def no_horizontal_scrolling(page: Page) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"))
 
@@ -303,6 +319,7 @@ def test_the_page_passes_an_accessibility_scan_and_keyboard_focus_is_visible(bro
         upload(page, "#audio-input", esc50_clips[0])
         classify(page, "dog barking, rain")
         expect(page.locator("#results-table")).to_contain_text("dog barking", timeout=30_000)
+        wait_until_outputs_are_opaque(page)
         violations = Axe().run(page).response["violations"]
         assert not violations, [(v["id"], [n["target"] for n in v["nodes"]]) for v in violations]
         page.locator("#labels-input textarea").focus()
