@@ -216,3 +216,18 @@ def test_clips_per_call(tiny_model_dir, tmp_path):
     figures = json.loads(report.read_text())
     assert set(figures) == {"1", "4"} and all(len(runs) == 2 for runs in figures.values())
     assert all(run["clips_per_s"] > 0 and run["peak_rss_mb"] > 0 for runs in figures.values() for run in runs)
+
+
+def test_classify_turns(tiny_model_dir, tmp_path):
+    report = tmp_path / "turns.json"
+    same_code = tmp_path / "same-checkout"
+    same_code.symlink_to(REPO)
+    out = run_script(
+        "classify_turns.py",
+        *("--code", str(REPO), "--code", str(same_code), "--model", str(tiny_model_dir), "--backend", "torch"),
+        *("--quantize", "none", "--clips", "3", "--rounds", "2", "--gap-ms", "0", "--json", str(report)),
+    )
+    assert "| checkout | calls | p50 ms |" in out and "load average after" in out
+    times = json.loads(report.read_text())
+    assert list(times) == [str(REPO), str(same_code)]
+    assert all(len(calls) == 6 and all(ms > 0 for ms in calls) for calls in times.values())
