@@ -160,3 +160,40 @@ def test_the_text_table_lines_up_labels_in_any_script(tiny_model_dir, esc50_clip
     columns = {display_width(row[: row.index(" sim ")]) for row in rows}
     assert len(columns) == 1, rows
     assert display_width("狗叫声") == 6 and display_width("e\u0301") == 1
+
+
+def every_action(parser):
+    """Every flag of the parser and of its subcommands, with the subcommand's name."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from ((f"{name} {where}".strip(), found) for where, found in every_action(child))
+        elif action.option_strings:
+            yield "", action
+
+
+def test_a_flag_that_states_its_default_states_the_settings_default():
+    """Where a flag's help says "(default X)" and the flag sets a settings field, X is that field's
+    default: the help is written from the settings, and nothing written by hand may drift from them."""
+    import re
+
+    from soundsift.cli.common import default_of
+    from soundsift.cli.main import build_parser
+    from soundsift.core.settings import ModelSettings
+    from soundsift.serving.settings import ServerSettings
+
+    fields = {"label_thresholds": (ModelSettings, "label_threshold")}
+    fields |= {name: (ServerSettings, name) for name in ServerSettings.model_fields}
+    fields |= {name: (ModelSettings, name) for name in ModelSettings.model_fields}
+    checked = set()
+    for command, action in every_action(build_parser()):
+        stated = re.search(r"\(default ([^;,)]+)", action.help or "")
+        if stated and action.dest in fields:
+            settings, field = fields[action.dest]
+            if settings.model_fields[field].default_factory is not None:
+                continue  # a list (the templates), shown in its own words
+            assert stated.group(1) == default_of(settings, field), (command, action.option_strings)
+            checked.add(action.dest)
+    assert {"threshold", "min_margin", "label_thresholds", "max_duration_s", "port", "max_queue"} <= checked

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from soundsift.core.scoring import SCORING_HELP
 from soundsift.core.settings import DEFAULT_MODEL, DEFAULT_TEMPLATE, ModelSettings, validation_message
@@ -16,6 +16,13 @@ from soundsift.i18n.presets import preset_labels, preset_names
 from soundsift.serving.settings import ServerSettings
 
 EXIT_OK = 0
+
+
+def default_of(settings: type[BaseModel], field: str) -> str:
+    """A settings field's default as a flag's help shows it ("600", "0.35"), read from the field so
+    that the help and the settings cannot disagree."""
+    value = settings.model_fields[field].default
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, several: str | None = None, ensembles: bool = False) -> None:
@@ -33,10 +40,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, several: str | None = 
     group.add_argument(
         "--backend",
         choices=["torch", "onnx"],
-        help="inference backend (default torch); onnx takes an exported folder or exports --model on first use",
+        help=f"inference backend (default {default_of(ModelSettings, 'backend')}); onnx takes an exported folder "
+        "or exports --model on first use",
     )
     group.add_argument("--fp16", action="store_true", default=None, help="float16 inference (CUDA only)")
-    group.add_argument("--batch-size", type=int, help="clips per model call (default 8)")
+    group.add_argument(
+        "--batch-size", type=int, help=f"clips per model call (default {default_of(ModelSettings, 'batch_size')})"
+    )
     group.add_argument(
         "--quantize",
         choices=["none", "int8", "int8-static"],
@@ -87,19 +97,31 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
         metavar="TEMPLATE",
         help=f'{SCORING_HELP["templates"]} (default "{DEFAULT_TEMPLATE}"); repeat to average several',
     )
-    group.add_argument("--threshold", type=float, help=f"{SCORING_HELP['threshold']} (default 0.35)")
-    group.add_argument("--min-margin", type=float, help=f"{SCORING_HELP['min_margin']} (default 0.05)")
+    group.add_argument(
+        "--threshold",
+        type=float,
+        help=f"{SCORING_HELP['threshold']} (default {default_of(ModelSettings, 'threshold')})",
+    )
+    group.add_argument(
+        "--min-margin",
+        type=float,
+        help=f"{SCORING_HELP['min_margin']} (default {default_of(ModelSettings, 'min_margin')})",
+    )
     group.add_argument("--multi-label", action="store_true", help=SCORING_HELP["multi_label"])
     group.add_argument(
         "--label-threshold",
         dest="label_thresholds",
         action="append",
         metavar="[LABEL=]SIMILARITY",
-        help="multi-label cosine-similarity threshold: a number for all labels (default 0.3), "
+        help="multi-label cosine-similarity threshold: a number for all labels "
+        f"(default {default_of(ModelSettings, 'label_threshold')}), "
         "or LABEL=NUMBER for one label; repeatable",
     )
     group.add_argument(
-        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
+        "--max-duration",
+        dest="max_duration_s",
+        type=float,
+        help=f"longest audio accepted, seconds (default {default_of(ModelSettings, 'max_duration_s')})",
     )
 
 

@@ -7,10 +7,13 @@ import argparse
 from soundsift.cli.common import (
     add_model_options,
     add_translation_options,
+    default_of,
     server_settings_from_args,
     settings_from_args,
 )
+from soundsift.core.settings import ModelSettings
 from soundsift.optional import GRADIO, SERVER
+from soundsift.serving.settings import ServerSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,16 +26,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         "'Authorization: Bearer <key>' for the API, a login at /login for the page.",
     )
     server = parser.add_argument_group("server")
-    server.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    server.add_argument("--port", type=int, help="TCP port (default 7860)")
+    server.add_argument(
+        "--host",
+        help=f"address to listen on (default {default_of(ServerSettings, 'host')}; 0.0.0.0 exposes it to the network)",
+    )
+    server.add_argument("--port", type=int, help=f"TCP port (default {default_of(ServerSettings, 'port')})")
     server.add_argument(
         "--gpus", help="'all', 'none' or GPU indices like '0,1': one model replica per GPU (overrides --device)"
     )
     server.add_argument(
         "--replicas",
         type=int,
-        help="model replicas per device (default 1); on a CPU each gets --threads intra-op threads, by default an "
-        "equal share of the physical cores",
+        help=f"model replicas per device (default {default_of(ServerSettings, 'replicas')}); on a CPU each gets "
+        "--threads intra-op threads, by default an equal share of the physical cores",
     )
     server.add_argument(
         "--oversubscribe",
@@ -50,36 +56,75 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_translation_options(parser.add_argument_group("labels"))
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="largest request body (default 50)")
     limits.add_argument(
-        "--max-duration", dest="max_duration_s", type=float, help="longest audio accepted, seconds (default 600)"
-    )
-    limits.add_argument("--max-labels", type=int, help="most labels per request (default 100)")
-    limits.add_argument("--max-label-chars", type=int, help="longest label in characters (default 200)")
-    limits.add_argument("--max-batch-files", type=int, help="most files per batch request (default 32)")
-    limits.add_argument("--micro-batch-size", type=int, help="most clips grouped into one model call (default 16)")
-    limits.add_argument(
-        "--micro-batch-wait-ms", type=float, help="longest wait for more clips to batch, ms (default 10)"
+        "--max-upload-mb",
+        dest="max_upload_mb",
+        type=float,
+        help=f"largest request body (default {default_of(ServerSettings, 'max_upload_mb')})",
     )
     limits.add_argument(
-        "--max-queue", type=int, help="clips admitted at once (decoding or waiting for the model) before 503 (64)"
+        "--max-duration",
+        dest="max_duration_s",
+        type=float,
+        help=f"longest audio accepted, seconds (default {default_of(ModelSettings, 'max_duration_s')})",
     )
-    limits.add_argument("--decode-workers", type=int, help="uploads decoded at once (default 2)")
     limits.add_argument(
-        "--max-decoded-mb", type=float, help="most decoded PCM per input, MB at its own rate and channels (512)"
+        "--max-labels", type=int, help=f"most labels per request (default {default_of(ModelSettings, 'max_labels')})"
+    )
+    limits.add_argument(
+        "--max-label-chars",
+        type=int,
+        help=f"longest label in characters (default {default_of(ModelSettings, 'max_label_chars')})",
+    )
+    limits.add_argument(
+        "--max-batch-files",
+        type=int,
+        help=f"most files per batch request (default {default_of(ServerSettings, 'max_batch_files')})",
+    )
+    limits.add_argument(
+        "--micro-batch-size",
+        type=int,
+        help=f"most clips grouped into one model call (default {default_of(ServerSettings, 'micro_batch_size')})",
+    )
+    limits.add_argument(
+        "--micro-batch-wait-ms",
+        type=float,
+        help=f"longest wait for more clips to batch, ms (default {default_of(ServerSettings, 'micro_batch_wait_ms')})",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        help="clips admitted at once (decoding or waiting for the model) before 503 "
+        f"(default {default_of(ServerSettings, 'max_queue')})",
+    )
+    limits.add_argument(
+        "--decode-workers",
+        type=int,
+        help=f"uploads decoded at once (default {default_of(ServerSettings, 'decode_workers')})",
+    )
+    limits.add_argument(
+        "--max-decoded-mb",
+        type=float,
+        help="most decoded PCM per input, MB at its own rate and channels "
+        f"(default {default_of(ModelSettings, 'max_decoded_mb')})",
     )
     limits.add_argument(
         "--max-detect-duration",
         dest="max_detect_duration_s",
         type=float,
-        help="/api/detect: longest recording, seconds (3600)",
+        help=f"/api/detect: longest recording, seconds (default {default_of(ServerSettings, 'max_detect_duration_s')})",
     )
-    limits.add_argument("--max-detect-windows", type=int, help="/api/detect: most windows per request (2000)")
+    limits.add_argument(
+        "--max-detect-windows",
+        type=int,
+        help=f"/api/detect: most windows per request (default {default_of(ServerSettings, 'max_detect_windows')})",
+    )
     limits.add_argument(
         "--graceful-timeout",
         dest="graceful_timeout_s",
         type=float,
-        help="on SIGTERM, seconds running requests may finish; queued work then gets 503 (default 30)",
+        help="on SIGTERM, seconds running requests may finish; queued work then gets 503 "
+        f"(default {default_of(ServerSettings, 'graceful_timeout_s')})",
     )
     server.add_argument(
         "--no-ui", dest="ui", action="store_false", default=None, help="serve the HTTP API only, not the web page"
