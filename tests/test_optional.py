@@ -53,6 +53,7 @@ def test_a_missing_extra_is_one_line_naming_it(module, argv, extra):
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a batch run in a subprocess
 def test_parquet_output_without_pyarrow_names_the_parquet_extra(tiny_model_dir, tmp_path):
     clip = REPO / "soundsift" / "examples" / "siren.ogg"
     argv = ["batch", str(clip), "--labels", "siren, rain", "--model", str(tiny_model_dir), "--device", "cpu"]

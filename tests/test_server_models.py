@@ -16,6 +16,8 @@ from tests.test_adapters import synthetic
 from tests.test_server import assert_error, wav_bytes
 from tests.test_server_adapters import teaching_form, wav
 
+pytestmark = pytest.mark.slow  # real server processes, each loading two models
+
 KEY = "models-key-123"
 LABELS = "dog barking, rain, siren, church bells"
 

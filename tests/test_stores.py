@@ -29,9 +29,11 @@ from tests.pg_server import PASSWORD, postgres_bin, running_postgres
 
 RATE = 16_000
 DIM = 32
-STORES = ["lance", "qdrant:local", "postgres", "milvus:local"]
+# Milvus Lite starts a server process per store (1-2 s a test), so its cases are in the slow tier.
+MILVUS_LITE = pytest.param("milvus:local", marks=pytest.mark.slow, id="milvus:local")
+STORES = ["lance", "qdrant:local", "postgres", MILVUS_LITE]
 # Stores outside the index folder record the model of their vectors themselves.
-STAMPING = ["postgres", "milvus:local"]
+STAMPING = ["postgres", MILVUS_LITE]
 STAMP = ModelStamp("tiny", np.eye(4, DIM).round(6).tolist())
 
 
