@@ -47,6 +47,7 @@ def server(tiny_model_dir, tmp_path_factory):
         max_teach_clips="12",
         max_adapters="3",
     ) as process:
+        process.adapter_store = folder / "store"
         yield process
 
 
@@ -273,3 +274,58 @@ def test_a_deeply_nested_safetensors_header_is_a_clear_error(server):
     data = len(header).to_bytes(8, "little") + header
     response = upload_adapter(server, data, "deep")
     assert response.status_code == 422 and error_code(response) == "invalid_adapter", response.text[:300]
+
+
+def crafted(adapter: Adapter, **changes) -> bytes:
+    import dataclasses
+
+    return dataclasses.replace(adapter, **changes).to_bytes()
+
+
+def with_tensor(data: bytes, name: str, value: np.ndarray) -> bytes:
+    """The same file with one tensor replaced (what to_bytes itself would refuse to write)."""
+    import json
+    import struct
+
+    from safetensors.numpy import load, save
+
+    (header_size,) = struct.unpack("<Q", data[:8])
+    metadata = json.loads(data[8 : 8 + header_size])["__metadata__"]
+    tensors = load(data)
+    tensors[name] = value
+    return save(tensors, metadata=metadata)
+
+
+@pytest.mark.parametrize(
+    "craft",
+    [
+        lambda a, data: with_tensor(data, "support_owner", a.support_owner.astype(np.float32)),
+        lambda a, data: crafted(a, thresholds=np.full_like(a.thresholds, np.nan)),
+        lambda a, data: crafted(a, text=np.full_like(a.text, np.inf)),
+        lambda a, data: crafted(a, options={"alpha": 1e308, "beta": 1e308}),
+        lambda a, data: crafted(a, logit_scale=1e308),
+    ],
+    ids=["float-owners", "nan-thresholds", "inf-text", "huge-options", "huge-logit-scale"],
+)
+def test_a_crafted_adapter_is_refused_and_leaves_no_file(server, taught, craft):
+    """Values no teaching writes (found by a hostile review): float label indices crashed the save
+    (500, and a .partial file stayed each time); non-finite or overflowing numbers were stored and
+    then answered classify requests with null scores."""
+    data = requests.get(f"{server.url}/api/adapters/workshop", headers=AUTH, timeout=10).content
+    adapter = Adapter.from_bytes(data)
+    before = sorted(path.name for path in server.adapter_store.iterdir())
+    response = upload_adapter(server, craft(adapter, data), "crafted")
+    assert response.status_code == 422 and error_code(response) == "invalid_adapter", response.text[:300]
+    assert sorted(path.name for path in server.adapter_store.iterdir()) == before
+
+
+def test_teaching_with_more_clips_than_the_engine_queue_holds(tiny_model_dir, tmp_path):
+    """The engine's queue holds 2 x max_queue clips (4 here); teaching takes up to max_teach_clips
+    (12 here) and sends them in parts, so an idle server teaches instead of answering 503."""
+    with running_server(
+        tiny_model_dir, tmp_path / "server.log", api_key=KEY, adapter_dir=str(tmp_path / "store"), max_queue="2"
+    ) as small:
+        files, form = teaching_form()
+        assert len(files) > 4
+        response = requests.post(f"{small.url}/api/adapters", files=files, data=form, headers=AUTH, timeout=300)
+        assert response.status_code == 201, response.text[:300]

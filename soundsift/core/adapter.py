@@ -37,6 +37,11 @@ from soundsift.core.pipeline import Pipeline
 from soundsift.core.scoring import PreparedLabels
 from soundsift.errors import AdapterError, AdapterMismatchError, ExamplesError, LabelError, SoundsiftError
 
+# Ceilings on what an adapter file may hold, far above what teaching fits (scales up to 300,
+# options up to 5.5), so that a crafted file cannot make a score overflow.
+MAX_LOGIT_SCALE = 1_000.0
+MAX_OPTION = 1_000.0
+
 
 class TeachingModel(Protocol):
     """What fitting needs from a classifier (soundsift.core.classifier.Classifier is one)."""
@@ -430,12 +435,19 @@ class Adapter:
                 raise ValueError(f"{key} has shape {array.shape}, expected {shape}")
         if len(self.prompts) != count:
             raise ValueError("the prompts do not match the labels")
+        if not np.issubdtype(self.support_owner.dtype, np.integer):
+            raise ValueError(f"support_owner holds {self.support_owner.dtype}, not label indices")
         if len(self.support_owner) and (self.support_owner.min() < 0 or self.support_owner.max() >= count):
             raise ValueError("an example belongs to no label")
-        if not all(np.isfinite(array).all() for array in (self.weights, self.support, self.fingerprint)):
-            raise ValueError("non-finite values")
-        if not np.isfinite(self.logit_scale) or self.logit_scale <= 0:
-            raise ValueError("logit_scale must be a positive number")
+        floats = (self.weights, self.text, self.thresholds, self.support, self.negatives, self.fingerprint)
+        if not all(np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() for array in floats):
+            raise ValueError("non-finite or non-float values")
+        # Bounded, so that no score computed from the file can overflow to inf or NaN.
+        if not (isinstance(self.logit_scale, (int, float)) and 0 < self.logit_scale <= MAX_LOGIT_SCALE):
+            raise ValueError(f"logit_scale must be a number in (0, {MAX_LOGIT_SCALE:g}]")
+        for key, value in self.options.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= MAX_OPTION):
+                raise ValueError(f"option {key!r} must be a number of at most {MAX_OPTION:g} in size")
 
 
 def _embed(

@@ -83,8 +83,11 @@ class AdapterStore:
                 raise AdapterLimitError(f"the server keeps at most {self.limit} adapters; delete one first")
             handle, partial = tempfile.mkstemp(dir=self.folder, suffix=".partial")
             os.close(handle)
-            adapter.save(partial)
-            os.replace(partial, self.folder / f"{name}{SUFFIX}")
+            try:
+                adapter.save(partial)
+                os.replace(partial, self.folder / f"{name}{SUFFIX}")
+            finally:  # a failed save leaves no file behind (each one used to stay, uncounted by the limit)
+                Path(partial).unlink(missing_ok=True)
             self._adapters[name] = adapter
         return adapter
 

@@ -643,8 +643,15 @@ class ClassificationService:
 
     @staticmethod
     async def _embedded(engine: ModelEngine, decoded: list[DecodedInput]) -> list[Outcome]:
+        """The decoded clips embedded, sent to the engine in parts of half its queue: a request may
+        hold more clips than the queue (teaching takes up to 256, the queue 128), and sent whole it
+        was refused as an overload however idle the server was."""
         ready = ready_features(decoded)
-        return merge_outcomes(decoded, await engine.embed_audio_async(ready) if ready else [])
+        part = max(1, engine.max_queue // 2)
+        outcomes: list[Outcome] = []
+        for start in range(0, len(ready), part):
+            outcomes += await engine.embed_audio_async(ready[start : start + part])
+        return merge_outcomes(decoded, outcomes)
 
 
 def elapsed_ms(started: float) -> float:
