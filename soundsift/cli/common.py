@@ -117,6 +117,11 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
         f"(default {default_of(ModelSettings, 'label_threshold')}), "
         "or LABEL=NUMBER for one label; repeatable",
     )
+    add_max_duration_option(group)
+
+
+def add_max_duration_option(group: argparse._ActionsContainer) -> None:
+    """--max-duration, the ModelSettings limit that both the label flags and serve's limits offer."""
     group.add_argument(
         "--max-duration",
         dest="max_duration_s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from soundsift.cli.common import (
+    add_max_duration_option,
     add_model_options,
     add_translation_options,
     default_of,
@@ -62,12 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         help=f"largest request body (default {default_of(ServerSettings, 'max_upload_mb')})",
     )
-    limits.add_argument(
-        "--max-duration",
-        dest="max_duration_s",
-        type=float,
-        help=f"longest audio accepted, seconds (default {default_of(ModelSettings, 'max_duration_s')})",
-    )
+    add_max_duration_option(limits)
     limits.add_argument(
         "--max-labels", type=int, help=f"most labels per request (default {default_of(ModelSettings, 'max_labels')})"
     )
